@@ -1,0 +1,32 @@
+# soundsift: `make demo` runs the whole method end to end, `make test` runs the tests.
+# Both create .venv on first use (torch first, then the package) and reuse it afterwards.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= test,serve,faiss,browser
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.soundsift-installed
+SEED ?= 0
+OUT ?= runs/demo
+
+.PHONY: install demo test lint browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/soundsift demo --seed $(SEED) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,45 @@
+"""The one in-memory form every dataset reader produces: clips with their captions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DatasetError(Exception):
+    """A dataset file is malformed; the message names the file (and row, where there is one)."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio file and its captions. ``clip_id`` is unique within its split (ClothoV2: the file name)."""
+
+    clip_id: str
+    path: Path
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one file or row, kept so that a long job can skip it and report it."""
+
+    file: str
+    row: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file}, row {self.row}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class SplitData:
+    """The clips of one split plus every problem found while reading it."""
+
+    name: str
+    clips: list[Clip]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def n_captions(self) -> int:
+        return sum(len(c.captions) for c in self.clips)
