@@ -1,0 +1,168 @@
+"""Experiment configs: YAML files merged over defaults, with ``a.b.c=value`` overrides.
+
+Stage 1 and stage 2 are the same schema: stage 2 sets ``init_from`` (a stage-1 model) and ``teachers``
+(teacher embedding files) and moves weight from ``loss.loss_weight`` to ``loss.distill_weight``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "out_dir": "runs/train",
+    "data": {
+        "format": "clotho",  # a name from soundsift.data.readers.READERS
+        "root": None,
+        "train_split": "development",
+        "val_split": "validation",
+        "test_split": "evaluation",
+        "captions_per_epoch": "all",  # "all": every (clip, caption) pair; "one": one random caption per clip
+        "max_seconds": None,  # cut longer clips (random offset in training, start at evaluation)
+        "preload": "auto",  # hold waveforms in memory: true | false | auto (when they fit in ~4 GB)
+        "num_workers": 0,
+    },
+    "model": {
+        "audio_encoder": {"name": "cnn"},
+        "text_encoder": {"name": "minilm"},
+        "embed_dim": 1024,
+        "audio_projection": "linear",
+        "text_projection": "linear",
+    },
+    "init_from": None,  # a soundsift model file whose weights initialise this run (stage 2)
+    "teachers": [],  # teacher embedding files (soundsift teachers); M = len(teachers)
+    "loss": {"tau": 0.05, "loss_weight": 1.0, "distill_weight": 0.0},
+    "optim": {
+        "optimizer": "adamw",  # adam | adamw
+        "lr": 2e-5,
+        "min_lr": 1e-7,
+        "lr_audio": None,  # per-tower learning rates; None -> lr
+        "lr_text": None,
+        "lr_head": None,  # the two projections
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "warmup_epochs": 1,
+        "epochs": 20,
+        "batch_size": 64,
+        "grad_clip": None,
+    },
+    "trainer": {
+        "accelerator": "auto",
+        "devices": 1,
+        "num_nodes": 1,
+        "strategy": "auto",
+        "precision": "32-true",
+        "progress_bar": True,
+        "log_every_n_steps": 10,
+        "eval_batch_size": 32,
+    },
+}
+
+
+class ConfigError(Exception):
+    """A config file or override is malformed; the message names the key."""
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``; unknown top-level keys are refused."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not key.endswith("_encoder"):
+            out[key] = merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else None
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = config
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """DEFAULTS <- YAML file (optionally ``base:`` another file, relative to it) <- overrides."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        config = merge(config, read_yaml(path))
+    config = apply_overrides(config, overrides)
+    validate(config)
+    return config
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = resolve_config_path(path)
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        data = merge(read_yaml(path.parent / base, (*_seen, path)), data)
+    return data
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, else relative to the packaged configs (``demo/stage1.yaml``)."""
+    path = Path(path)
+    if path.is_file():
+        return path.resolve()
+    packaged = Path(__file__).parent / "configs" / path
+    for candidate in (packaged, packaged.with_suffix(".yaml")):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path}: config file not found")
+
+
+def validate(config: dict[str, Any]) -> None:
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    for section in ("data", "optim", "loss", "trainer"):
+        extra = set(config[section]) - set(DEFAULTS[section])
+        if extra:
+            raise ConfigError(f"unknown keys in '{section}': {sorted(extra)}; known: {sorted(DEFAULTS[section])}")
+    loss = config["loss"]
+    if float(loss["tau"]) <= 0:
+        raise ConfigError("loss.tau must be > 0")
+    if float(loss["distill_weight"]) > 0 and not config["teachers"]:
+        raise ConfigError("loss.distill_weight > 0 needs at least one entry in 'teachers'")
+    if float(loss["loss_weight"]) == 0 and float(loss["distill_weight"]) == 0:
+        raise ConfigError("loss.loss_weight and loss.distill_weight are both 0: nothing to train")
+    if config["data"]["captions_per_epoch"] not in ("all", "one"):
+        raise ConfigError("data.captions_per_epoch must be 'all' or 'one'")
+    if config["optim"]["optimizer"] not in ("adam", "adamw"):
+        raise ConfigError("optim.optimizer must be 'adam' or 'adamw'")
+
+
+def dump_config(config: dict[str, Any], path: str | Path) -> Path:
+    from soundsift.model import atomic_write
+
+    text = yaml.safe_dump(config, sort_keys=False)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

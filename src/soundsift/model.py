@@ -1,0 +1,234 @@
+"""DualEncoder: an audio tower and a text tower projected into one L2-normalised space.
+
+Saved models are single files (``save_model`` / ``load_model``): a dict with format tag, version, the
+model config and the state dict, loaded with ``torch.load(weights_only=True)``. Parameters of frozen
+pretrained sub-modules (those with ``frozen_pretrained = True``, e.g. a frozen MiniLM) are not stored:
+they are rebuilt from their pretrained source, which keeps checkpoints small.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from soundsift.data.dataset import length_grouped_batches
+from soundsift.encoders import build_audio_encoder, build_text_encoder
+
+FORMAT = "soundsift-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(Exception):
+    """A model file is missing, not a soundsift model, or from an incompatible version."""
+
+
+def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+    raise ValueError(f"unknown projection {kind!r}; use 'linear' or 'mlp'")
+
+
+def _spec(spec: str | dict[str, Any]) -> dict[str, Any]:
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "name" not in spec:
+        raise ValueError(f"encoder spec {spec!r} has no 'name'")
+    return spec
+
+
+class DualEncoder(nn.Module):
+    """Audio and text encoders plus projections to a shared ``embed_dim`` space (cosine similarity)."""
+
+    def __init__(
+        self,
+        audio_encoder: str | dict[str, Any],
+        text_encoder: str | dict[str, Any],
+        embed_dim: int = 1024,
+        audio_projection: str = "linear",
+        text_projection: str = "linear",
+    ) -> None:
+        super().__init__()
+        audio_spec, text_spec = _spec(audio_encoder), _spec(text_encoder)
+        self.config = {
+            "audio_encoder": audio_spec,
+            "text_encoder": text_spec,
+            "embed_dim": embed_dim,
+            "audio_projection": audio_projection,
+            "text_projection": text_projection,
+        }
+        self.audio = build_audio_encoder(**audio_spec)
+        self.text = build_text_encoder(**text_spec)
+        self.audio_proj = _projection(audio_projection, self.audio.out_dim, embed_dim)
+        self.text_proj = _projection(text_projection, self.text.out_dim, embed_dim)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DualEncoder:
+        return cls(**copy.deepcopy(config))
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.audio.sample_rate)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.audio_proj.parameters()).device
+
+    def encode_audio(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) waveforms at ``sample_rate`` -> (B, D) unit vectors."""
+        return nn.functional.normalize(self.audio_proj(self.audio(waveform, lengths)), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Captions -> (B, D) unit vectors."""
+        return nn.functional.normalize(self.text_proj(self.text(list(texts))), dim=-1)
+
+    def forward(
+        self, waveform: torch.Tensor, lengths: torch.Tensor | None, texts: Sequence[str]
+    ) -> torch.Tensor:
+        """Similarity matrix laid out (n_audio, n_caption)."""
+        return self.encode_audio(waveform, lengths) @ self.encode_text(texts).T
+
+    # ----------------------------------------------------------------------------------------------
+    # Inference helpers: deterministic (eval mode, no padding between clips of different lengths).
+
+    @torch.no_grad()
+    def embed_waveforms(
+        self,
+        waveforms: Sequence[np.ndarray],
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Embed mono waveforms (at ``sample_rate``) -> (N, D) float32 unit vectors.
+
+        Clips are batched only with clips of exactly the same length, so a clip's embedding never
+        depends on what else is in the batch.
+        """
+        was_training = self.training
+        self.eval()
+        out = np.zeros((len(waveforms), self.embed_dim), dtype=np.float32)
+        device = self.device
+        try:
+            for chunk in length_grouped_batches([len(w) for w in waveforms], batch_size):
+                wav = torch.from_numpy(np.stack([waveforms[i] for i in chunk])).to(device)
+                lengths = torch.full((len(chunk),), wav.shape[1], dtype=torch.long, device=device)
+                out[chunk] = self.encode_audio(wav, lengths).float().cpu().numpy()
+                if progress is not None:
+                    progress(len(chunk))
+        finally:
+            self.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Embed captions -> (N, D) float32 unit vectors."""
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [
+                self.encode_text(texts[i : i + batch_size]).float().cpu().numpy()
+                for i in range(0, len(texts), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return np.concatenate(parts) if parts else np.zeros((0, self.embed_dim), np.float32)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict without frozen pretrained sub-modules (rebuilt from their source on load)."""
+        skip = [name + "." for name, m in self.named_modules() if getattr(m, "frozen_pretrained", False)]
+        return {k: v for k, v in self.state_dict().items() if not any(k.startswith(p) for p in skip)}
+
+    def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
+        """Load a state dict saved by ``trainable_state_dict``; refuses any key or shape mismatch."""
+        expected = self.trainable_state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        shapes = sorted(
+            k for k in set(expected) & set(state_dict) if tuple(expected[k].shape) != tuple(state_dict[k].shape)
+        )
+        if missing or unexpected or shapes:
+            raise ModelFileError(
+                f"{source or 'state dict'} does not match the model: missing {missing[:8]}, "
+                f"unexpected {unexpected[:8]}, shape mismatch {shapes[:8]}"
+            )
+        self.load_state_dict(state_dict, strict=False)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(model: DualEncoder, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to a single file, atomically."""
+    from soundsift import __version__
+
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "soundsift_version": __version__,
+        "config": model.config,
+        "meta": dict(meta or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.trainable_state_dict().items()},
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """Read and validate a saved model file (weights only, no code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable soundsift model file ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a soundsift model file (no '{FORMAT}' format tag)")
+    if payload.get("version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format version {payload.get('version')} is not supported by this "
+            f"soundsift (expects {FORMAT_VERSION}); it was written by soundsift "
+            f"{payload.get('soundsift_version', '?')}"
+        )
+    return payload
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> DualEncoder:
+    """Load a model saved by ``save_model`` in eval mode. ``model.identity`` is the file's sha256."""
+    payload = read_model_file(path)
+    model = DualEncoder.from_config(payload["config"])
+    model.load_trainable_state_dict(payload["state_dict"], source=str(path))
+    model.identity = file_sha256(path)
+    model.meta = payload.get("meta", {})
+    return model.to(device).eval()
