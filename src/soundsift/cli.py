@@ -132,13 +132,16 @@ def _add_optional_commands(sub) -> None:
     q.add_argument("root")
     q.add_argument("--format", default="clotho", choices=["clotho", "audiocaps", "wavcaps", "folder"])
     q.add_argument("--no-audio-check", action="store_true", help="only check that files exist")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.add_argument("--allow-problems", action="store_true", help="exit 0 when usable despite problems")
     q.set_defaults(func=data_info_main)
 
     p = sub.add_parser("download", help="download a dataset")
     p.add_argument("dataset", choices=["clotho"])
     p.add_argument("dest")
-    p.add_argument("--base-url", default=None)
+    p.add_argument("--base-url", default=None, help="mirror to download from (default: Zenodo)")
+    p.add_argument("--keep-archives", action="store_true")
+    p.add_argument("--no-verify", action="store_true", help="skip MD5 checks")
     p.set_defaults(func=download_main)
 
     search_cli.add_index_parser(sub)

@@ -1,0 +1,222 @@
+"""Dataset readers by name, combining datasets, and the small helpers every reader shares.
+
+``READERS`` maps a format name to its reader; every reader returns :class:`SplitData`. The reader
+modules import the helpers below, so the table imports the readers lazily (no import cycle, and
+``import soundsift.data.readers`` stays cheap).
+"""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from soundsift.audio import AUDIO_EXTENSIONS
+from soundsift.data.records import Clip, DatasetError, Problem, SplitData
+
+# ---------------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------------
+
+
+def nfc(text: str) -> str:
+    """Unicode NFC form: CSVs and file systems (macOS writes NFD) may spell the same name differently."""
+    return unicodedata.normalize("NFC", text)
+
+
+class AudioDir:
+    """One folder of audio files, listed once, looked up by name or by stem.
+
+    Lookups are Unicode-normalisation tolerant (a CSV in NFC still finds a file stored in NFD) and cost
+    one ``os.scandir`` for the whole folder instead of one ``stat`` per clip.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._by_name: dict[str, str] = {}
+        self._by_stem: dict[str, list[str]] = {}
+        if path is not None and path.is_dir():
+            for entry in sorted(path.iterdir()):
+                if not entry.is_file():
+                    continue
+                key = nfc(entry.name)
+                self._by_name.setdefault(key, entry.name)
+                if entry.suffix.lower() in AUDIO_EXTENSIONS:
+                    self._by_stem.setdefault(nfc(entry.stem), []).append(entry.name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def find(self, name: str) -> Path | None:
+        """The file called ``name`` in this folder, or None."""
+        if self.path is None:
+            return None
+        real = self._by_name.get(nfc(name))
+        return None if real is None else self.path / real
+
+    def find_stem(self, stem: str) -> Path | None:
+        """The audio file whose name without extension is ``stem`` (any audio extension), or None."""
+        if self.path is None:
+            return None
+        names = self._by_stem.get(nfc(stem))
+        return None if not names else self.path / names[0]
+
+    def n_audio(self) -> int:
+        """How many audio files (by extension) the folder holds."""
+        return sum(len(v) for v in self._by_stem.values())
+
+
+def first_audio_dir(candidates: list[Path]) -> Path | None:
+    """The first candidate folder that holds an audio file; else the first that exists; else None."""
+    existing = [c for c in candidates if c.is_dir()]
+    for cand in existing:
+        if any(p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS for p in cand.iterdir()):
+            return cand
+    return existing[0] if existing else None
+
+
+def audio_problem(path: Path, check_audio: bool) -> str | None:
+    """Why ``path`` is unusable as audio, or None. Without ``check_audio`` only existence is checked."""
+    if not path.is_file():
+        return f"audio file not found: {path}"
+    if not check_audio:
+        return None
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several types for corrupt or unknown files
+        return f"unreadable or corrupt audio {path}: {exc}"
+    if info.frames <= 0:
+        return f"audio file has no samples: {path}"
+    return None
+
+
+def read_csv_table(
+    path: Path, encodings: tuple[str, ...] = ("utf-8-sig",)
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """Open a CSV: its stripped header and an iterator of ``(row, values)`` for the non-blank data rows.
+
+    ``row`` follows the spreadsheet convention: the header is row 1, the first data row is row 2 (a
+    quoted caption that spans lines still counts as one row). Raises DatasetError naming the file when
+    it is missing, empty or not decodable with any of ``encodings`` (tried in order).
+    """
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    data = path.read_bytes()
+    text: str | None = None
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError as exc:
+            error = exc
+    if text is None:
+        raise DatasetError(f"{path}: not valid {' or '.join(encodings)} text ({error})")
+    reader = csv.reader(text.splitlines(keepends=True))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DatasetError(f"{path}: empty file, no header row") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{path}, row 1: malformed CSV ({exc})") from exc
+    header = [h.strip() for h in header]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        row = 1
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DatasetError(f"{path}, row {row + 1}: malformed CSV ({exc})") from exc
+            row += 1
+            if values and any(v.strip() for v in values):
+                yield row, values
+
+    return header, rows()
+
+
+def columns_error(path: Path, expected: str, found: list[str]) -> DatasetError:
+    """The error for a table without the expected columns: names the file, what was expected and found."""
+    shown = ", ".join(repr(c) for c in found) if found else "(none)"
+    return DatasetError(f"{path}: expected columns {expected}; found columns: {shown}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------------
+
+
+def _read_clotho(root: str | Path, split: str, **kw: Any) -> SplitData:
+    from soundsift.data.clotho import read_clotho
+
+    return read_clotho(root, split, **kw)
+
+
+def _read_audiocaps(root: str | Path, split: str, **kw: Any) -> SplitData:
+    from soundsift.data.audiocaps import read_audiocaps
+
+    return read_audiocaps(root, split, **kw)
+
+
+def _read_wavcaps(root: str | Path, split: str = "train", **kw: Any) -> SplitData:
+    from soundsift.data.wavcaps import read_wavcaps
+
+    return read_wavcaps(root, split, **kw)
+
+
+def _read_folder(root: str | Path, split: str | None = None, **kw: Any) -> SplitData:
+    from soundsift.data.folder import read_folder
+
+    return read_folder(root, split, **kw)
+
+
+Reader = Callable[..., SplitData]
+
+READERS: dict[str, Reader] = {
+    "clotho": _read_clotho,
+    "audiocaps": _read_audiocaps,
+    "wavcaps": _read_wavcaps,
+    "folder": _read_folder,
+}
+
+
+def read_split(format: str, root: str | Path, split: str | None, **kw: Any) -> SplitData:
+    """Read one split of a dataset in ``format`` (a key of READERS); extra keywords go to the reader."""
+    try:
+        reader = READERS[format]
+    except KeyError:
+        raise ValueError(f"unknown dataset format {format!r}; known: {', '.join(sorted(READERS))}") from None
+    return reader(root, split, **kw)
+
+
+def combine(splits: list[SplitData] | dict[str, SplitData], name: str) -> SplitData:
+    """Concatenate splits (e.g. ClothoV2 + AudioCaps + WavCaps train for pre-training) into one.
+
+    Each clip_id gets a prefix so ids stay unique across datasets: with a list, the prefix is the
+    split's own name, which readers set to ``"{dataset}/{split}"`` (``"clotho/development/a.wav"``);
+    with a dict, the key (``{"clotho": dev, "audiocaps": train}`` gives ``"clotho/a.wav"``).
+    Problems are kept unchanged. Raises ValueError on a repeated prefix or a clip_id collision.
+    """
+    items = list(splits.items()) if isinstance(splits, dict) else [(s.name, s) for s in splits]
+    prefixes: set[str] = set()
+    ids: set[str] = set()
+    clips: list[Clip] = []
+    problems: list[Problem] = []
+    for prefix, split in items:
+        if prefix in prefixes:
+            raise ValueError(f"combine: prefix {prefix!r} appears twice; give each dataset its own name")
+        prefixes.add(prefix)
+        for clip in split.clips:
+            clip_id = f"{prefix}/{clip.clip_id}"
+            if clip_id in ids:
+                raise ValueError(f"combine: clip_id {clip_id!r} occurs twice")
+            ids.add(clip_id)
+            clips.append(replace(clip, clip_id=clip_id))
+        problems.extend(split.problems)
+    return SplitData(name=name, clips=clips, problems=problems)
