@@ -143,6 +143,8 @@ def split_index(split: str) -> int:
 
 def rng_for(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
     """A generator private to (seed, split, clip or block index, stream): no global state."""
+    if int(seed) < 0:
+        raise ValueError(f"synth: seed must be a non-negative integer, got {seed}")
     return np.random.default_rng([int(seed), split_index(split), int(index), int(stream)])
 
 

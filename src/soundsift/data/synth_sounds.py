@@ -30,7 +30,7 @@ PITCH_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "bird_chirp": ((2400, 3200), (4400, 5400)),
     "siren": ((480, 680), (1050, 1450)),
     "bell": ((220, 360), (800, 1250)),
-    "engine_hum": ((28, 45), (95, 160)),
+    "engine_hum": ((35, 55), (100, 160)),
     "knocking": ((180, 300), (600, 1000)),
     "whistle": ((700, 1100), (1800, 2800)),
     "drum": ((45, 75), (110, 170)),
@@ -180,7 +180,7 @@ def bell(rng, n, sr, pitch, rate):
     ratios = np.array([0.5, 1.0, 1.19, 1.5, 2.0, 2.52, 3.0, 4.1]) * (1 + 0.015 * rng.standard_normal(8))
     amps = np.array([0.5, 1.0, 0.6, 0.5, 0.35, 0.25, 0.2, 0.12]) * rng.uniform(0.6, 1.4, 8)
     keep = ratios * f < 0.45 * sr
-    ring = rng.uniform(0.35, 0.8) * (1.6 if pitch == 0 else 1.0)
+    ring = rng.uniform(0.25, 0.55) * (1.5 if pitch == 0 else 1.0)
     m = min(n, int(3 * ring * sr))
     tt = _t(m, sr)[None, :]
     r = ratios[keep][:, None]
@@ -199,8 +199,10 @@ def engine_hum(rng, n, sr, pitch, rate):
     wobble = 1 + 0.02 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * tt + rng.uniform(0, 6.3))
     nh = _n_harm(f0 * 1.05, sr, 30)
     k = np.arange(1, nh + 1)
-    x = _osc(_harmonic_table(k ** -rng.uniform(0.6, 1.2) * rng.uniform(0.5, 1.5, nh)), f0 * wobble, sr)
-    x *= 1 + rng.uniform(0.1, 0.4) * np.sin(2 * np.pi * 0.5 * f0 * tt)
+    body = rng.uniform(250, 700)  # a resonance of the engine body
+    amps = k ** -rng.uniform(0.4, 0.9) * rng.uniform(0.5, 1.5, nh) * (0.3 + np.exp(-0.5 * ((k * f0 - body) / 150) ** 2))
+    x = _osc(_harmonic_table(amps), f0 * wobble, sr)
+    x *= 1 + rng.uniform(0.3, 0.6) * np.sin(2 * np.pi * 0.5 * f0 * tt)  # firing pulses
     x += rng.uniform(0.1, 0.4) * _band_noise(rng, n, sr, 0, rng.uniform(200, 500))
     return _fade(x, sr, 0.15)
 
@@ -211,7 +213,7 @@ def rain(rng, n, sr, pitch, rate):
     impulses = np.bincount(rng.integers(0, n, count), weights=rng.exponential(1.0, count), minlength=n)
     kernel = rng.standard_normal(64) * np.exp(-np.arange(64) / rng.uniform(4, 12))
     crackle = np.convolve(impulses, kernel, mode="same")
-    x = rng.uniform(0.4, 0.8) * base + rng.uniform(0.6, 1.0) * crackle / (_rms(crackle) + 1e-12)
+    x = rng.uniform(0.3, 0.6) * base + rng.uniform(0.8, 1.2) * crackle / (_rms(crackle) + 1e-12)
     x *= 1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * _t(n, sr) + rng.uniform(0, 6.3))
     return _fade(x, sr, 0.3)
 
@@ -240,10 +242,10 @@ def whistle(rng, n, sr, pitch, rate):
     c = np.cumsum(np.concatenate([np.full(w, contour[0]), contour]))
     contour = (c[w:] - c[:-w]) / w
     tt = _t(n, sr)
-    contour *= 1 + rng.uniform(0.005, 0.02) * np.sin(2 * np.pi * rng.uniform(4.5, 6.5) * tt)
+    contour *= 1 + rng.uniform(0.01, 0.03) * np.sin(2 * np.pi * rng.uniform(4.5, 6.5) * tt)
     phase = 2 * np.pi * np.cumsum(contour) / sr
     x = np.sin(phase) + (0.05 * np.sin(2 * phase) if 2 * f * 1.5 < 0.45 * sr else 0.0)
-    x += rng.uniform(0.03, 0.1) * _band_noise(rng, n, sr, f * 0.8, f * 1.25)
+    x += rng.uniform(0.1, 0.25) * _band_noise(rng, n, sr, f * 0.8, f * 1.25)
     if rng.random() < 0.6:  # detached notes
         w = int(0.05 * sr)
         dip = 1 - 0.95 * np.exp(-(((np.arange(-w, w) / sr) / 0.02) ** 2))

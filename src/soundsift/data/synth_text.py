@@ -31,7 +31,7 @@ from soundsift.data.synth_facts import (
 CAPTIONS_PER_CLIP = 5
 MIN_WORDS, MAX_WORDS = 5, 20
 MAX_ASSERTIONS = 17  # 3 events x (presence, 3 attributes, position) + 2 orders
-HELD_OUT_P = 0.3  # chance that an evaluation caption uses a held-out phrasing where one exists
+HELD_OUT_P = 0.15  # chance that an evaluation caption uses a held-out phrasing where one exists
 ROLES = ("full", "partial", "partial", "partial", "minimal")
 _ROLE_P = {  # role -> (attribute p, position p, order p)
     "full": (0.6, 0.5, 0.8),
