@@ -1,0 +1,183 @@
+"""ATST-Frame audio encoder (the paper's "ATST", checkpoint ``atst_as2M.ckpt``), with its own front end.
+
+Front end (ATST-SED / audiossl ``ATSTTransform`` + ``ATSTNorm``; torchaudio defaults spelled out):
+16 kHz; ``MelSpectrogram(n_fft=1024, win_length=1024, hop_length=160, f_min=60, f_max=7800, n_mels=64)``
+i.e. periodic Hann window, centred reflect-padded STFT, power spectrum, HTK mel filters without
+normalisation; ``AmplitudeToDB(power, top_db=80)``: ``10 log10(max(x, 1e-10))`` floored at 80 dB below
+the maximum of each snippet (audiossl computes it per clip; torchaudio on a 3-D batch would use one
+maximum for the whole batch, which would make embeddings depend on batch mates); clamp to [-50, 80] dB;
+min-max scaling with the published statistics ``(x + 79.6482) / (50.6842 + 79.6482) * 2 - 1``.
+
+As in the paper: non-overlapping 10-s snippets (the positional embedding covers 1001 frames), each
+zero-padded to 10 s; embedding = mean of the last block's normalised frame tokens (salsa uses
+``get_intermediate_layers(n=1, scene=False)`` and averages tokens), over the tokens that cover real
+audio, across all snippets of a clip; training-time frequency warping that drops at most 10% of the
+highest mel bins and stretches the rest back to 64 bins (bicubic, as ATST's ``RandomResizeCrop``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soundsift.encoders.atst_model import FrameAST, convert_atst_checkpoint
+from soundsift.encoders.passt import average_by_owner, split_snippets
+from soundsift.encoders.weights import download_checkpoint, load_state_dict_checked, read_checkpoint
+
+# ATST-SED README: "ATST checkpoint (atst_as2M.ckpt) ... fine-tuned by the AudioSet-2M", a Google Drive
+# file (id below). Large Drive files may answer with an HTML confirmation page; then download it in a
+# browser and pass checkpoint=PATH.
+ATST_DRIVE_ID = "1_xb0_n3UNbUG_pH1vLHTviLfsaSfCzxz"
+ATST_URL = f"https://drive.usercontent.google.com/download?id={ATST_DRIVE_ID}&export=download&confirm=t"
+ATST_FILENAME = "atst_as2M.ckpt"
+DB_MIN, DB_MAX = -79.6482, 50.6842
+TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+def htk_mel_filters(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:
+    """torchaudio's ``melscale_fbanks(..., norm=None, mel_scale="htk")`` as an ``(n_mels, n_freqs)`` matrix."""
+    hz = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
+    to_mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
+    mels = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
+    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (hz[None, :] - left) / (centre - left)
+    down = (right - hz[None, :]) / (right - centre)
+    return torch.clamp(torch.minimum(up, down), min=0.0).to(torch.float32)
+
+
+class ATSTLogMel(nn.Module):
+    """``(B, T)`` 16-kHz waveforms -> ``(B, 64, 1 + T // 160)`` min-max scaled log-mels (no parameters)."""
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 1024,
+        hop_length: int = 160,
+        n_mels: int = 64,
+        f_min: float = 60.0,
+        f_max: float = 7800.0,
+        top_db: float = 80.0,
+    ) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length, self.top_db = n_fft, hop_length, top_db
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        filters = htk_mel_filters(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
+        self.register_buffer("filters", filters, persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        x = waveform.float()
+        if x.shape[1] <= self.n_fft // 2:  # reflect padding needs more samples than n_fft // 2
+            x = F.pad(x, (0, self.n_fft // 2 + 1 - x.shape[1]))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            spec = torch.stft(
+                x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True
+            )
+            mel = torch.matmul(self.filters, spec.real.square() + spec.imag.square())
+            db = 10.0 * torch.log10(mel.clamp(min=1e-10))
+        db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db).clamp(-50.0, 80.0)
+        return (db - DB_MIN) / (DB_MAX - DB_MIN) * 2.0 - 1.0
+
+
+def warp_rows(spec: torch.Tensor, keep: int) -> torch.Tensor:
+    """Keep the lowest ``keep`` frequency rows of ``(N, F, T)`` and stretch them back to ``F`` rows."""
+    n_rows, t = spec.shape[1], spec.shape[2]
+    if keep >= n_rows:
+        return spec
+    crop = spec[:, None, :keep, :]
+    return F.interpolate(crop, size=(n_rows, t), mode="bicubic", align_corners=True)[:, 0]
+
+
+def frequency_warp(spec: torch.Tensor, max_drop: float) -> torch.Tensor:
+    """Per example, drop the top ``d`` of ``F`` bins, ``d`` uniform in ``0..floor(max_drop * F)``, and
+    stretch the rest back to ``F`` bins (so at most ``max_drop`` of the bins are lost)."""
+    n_rows = spec.shape[1]
+    most = min(int(max_drop * n_rows), n_rows - 1)
+    keep = n_rows - torch.randint(most + 1, (spec.shape[0],))
+    out = spec.clone()
+    for k in keep.unique().tolist():
+        rows = (keep == k).nonzero(as_tuple=True)[0].to(spec.device)
+        out[rows] = warp_rows(spec[rows], k)
+    return out
+
+
+class ATSTFrameEncoder(nn.Module):
+    """ATST-Frame encoder: ``(B, T)`` 16-kHz waveforms (+ lengths) -> ``(B, out_dim)`` (768) embeddings.
+
+    ``pretrained`` (default: True for ``size="full"``) downloads ``atst_as2M.ckpt``; ``checkpoint=PATH``
+    loads a local copy (the raw Lightning checkpoint or a converted state dict). ``size="tiny"`` builds a
+    2-block, 32-wide model with the same front end and token geometry, for tests.
+    """
+
+    sample_rate = 16000
+
+    def __init__(
+        self,
+        pretrained: bool | None = None,
+        checkpoint: str | Path | None = None,
+        size: str = "full",
+        segment_seconds: float = 10.0,
+        min_remainder_seconds: float = 0.0,
+        freq_warp_max_drop: float = 0.1,
+        url: str = ATST_URL,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if size not in ("full", "tiny"):
+            raise ValueError(f"ATST size must be 'full' or 'tiny', got {size!r}")
+        if not 0.0 <= freq_warp_max_drop < 1.0:
+            raise ValueError(f"freq_warp_max_drop must be in [0, 1), got {freq_warp_max_drop}")
+        pretrained = (size == "full" and checkpoint is None) if pretrained is None else pretrained
+        if pretrained and checkpoint is None and size == "tiny":
+            raise ValueError(
+                "ATST size='tiny' has no published weights; use pretrained=False (or checkpoint=PATH)"
+            )
+        self.url, self.freq_warp_max_drop = url, freq_warp_max_drop
+        self.segment = int(round(segment_seconds * self.sample_rate))
+        self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))
+        self.mel = ATSTLogMel(sample_rate=self.sample_rate)
+        self.model = FrameAST(**(TINY if size == "tiny" else {}))
+        frames = 1 + self.segment // self.mel.hop_length
+        if frames // self.model.patch_w > self.model.max_tokens:
+            raise ValueError(
+                f"segment_seconds={segment_seconds} gives {frames} frames; ATST's positional embedding "
+                f"covers {self.model.max_tokens * self.model.patch_w + 1} (10 s)"
+            )
+        self.out_dim = self.model.norm_frame.normalized_shape[0]
+        if checkpoint is not None or pretrained:
+            self.load_pretrained(checkpoint, cache_dir=cache_dir, progress=progress)
+
+    def load_pretrained(
+        self, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+    ) -> None:
+        """Load ``atst_as2M.ckpt`` (from ``checkpoint`` or the download cache), checking every key."""
+        path = download_checkpoint(
+            self.url, filename=ATST_FILENAME, cache_dir=cache_dir, local_path=checkpoint, progress=progress
+        )
+        state = convert_atst_checkpoint(read_checkpoint(path, safe_globals=(argparse.Namespace,)))
+        load_state_dict_checked(self.model, state, source=str(path))
+
+    def embed_snippets(
+        self, snippets: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, segment)`` waveforms -> per-snippet mean of valid frame tokens ``(N, D)`` and token counts."""
+        mel = self.mel(snippets)
+        if self.training and self.freq_warp_max_drop > 0:
+            mel = frequency_warp(mel, self.freq_warp_max_drop)
+        tokens = self.model(mel)  # (N, W, D)
+        per_token = self.mel.hop_length * self.model.patch_w
+        counts = torch.clamp((valid + per_token - 1) // per_token, 1, tokens.shape[1])
+        mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < counts[:, None]
+        means = (tokens * mask[..., None].to(tokens.dtype)).sum(dim=1) / counts[:, None].to(tokens.dtype)
+        return means, counts
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        snippets, owner, valid = split_snippets(waveform, lengths, self.segment, self.min_remainder)
+        means, counts = self.embed_snippets(snippets, valid)
+        return average_by_owner(means, owner, waveform.shape[0], weights=counts)

@@ -1,0 +1,158 @@
+"""EfficientAT's MobileNetV3 ("MN", Schmid et al., 2023) with the official state-dict layout.
+
+Written from the public facts of ``fschmid56/EfficientAT`` (``models/mn/model.py``, ``block_types.py``):
+torchvision's MobileNetV3-Large block table scaled by ``width_mult`` (channels rounded with
+``make_divisible(c * width, 8)``), 1 input channel, BatchNorm ``eps=0.001, momentum=0.01``, conv-BN-act
+triples stored as ``nn.Sequential`` (keys ``.0`` conv, ``.1`` BN), and channel squeeze-excitation with two
+``nn.Linear`` layers at ``block.K.conc_se_layers.0.{fc1,fc2}`` (ReLU, then sigmoid). Key names therefore
+match the released checkpoints: ``features.0`` (stem), ``features.1``-``features.15`` (inverted
+residual blocks, ``features.N.block.K``), ``features.16`` (1x1 conv to ``6 x`` the last block width).
+The classifier (``classifier.*``) is not built: the encoder uses the pooled features before it.
+Only channel SE (EfficientAT's default ``se_dims="c"``, used by all released ``mn*_as`` models) is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``v`` to a multiple of ``divisor`` without going more than 10% below it (TF MobileNet rule)."""
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One inverted residual block, channels already scaled by the width multiplier."""
+
+    in_ch: int
+    kernel: int
+    expanded: int
+    out_ch: int
+    use_se: bool
+    hardswish: bool
+    stride: int
+
+
+# MobileNetV3-Large: input, kernel, expanded, output, SE, activation, stride (EfficientAT strides (2,2,2,2)).
+_LARGE = (
+    (16, 3, 16, 16, False, "RE", 1),
+    (16, 3, 64, 24, False, "RE", 2),
+    (24, 3, 72, 24, False, "RE", 1),
+    (24, 5, 72, 40, True, "RE", 2),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 3, 240, 80, False, "HS", 2),
+    (80, 3, 200, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 480, 112, True, "HS", 1),
+    (112, 3, 672, 112, True, "HS", 1),
+    (112, 5, 672, 160, True, "HS", 2),
+    (160, 5, 960, 160, True, "HS", 1),
+    (160, 5, 960, 160, True, "HS", 1),
+)
+
+
+def block_configs(width_mult: float) -> list[BlockConfig]:
+    """The 15 block configurations of MobileNetV3-Large at ``width_mult``."""
+    w = lambda c: make_divisible(c * width_mult, 8)  # noqa: E731
+    return [BlockConfig(w(i), k, w(e), w(o), se, act == "HS", s) for i, k, e, o, se, act, s in _LARGE]
+
+
+def _conv_bn_act(
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = None
+) -> nn.Sequential:
+    """torchvision's ``ConvNormActivation`` layout: bias-free conv ``.0``, BatchNorm ``.1``, activation."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch, eps=0.001, momentum=0.01),
+    ]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: mean over (freq, time) -> fc1 -> ReLU -> fc2 -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, squeeze)
+        self.fc2 = nn.Linear(squeeze, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * scale[:, :, None, None]
+
+
+class ConcurrentSE(nn.Module):
+    """EfficientAT's wrapper around its SE layers (one channel SE here; max over one output = itself)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conc_se_layers = nn.ModuleList([SqueezeExcitation(channels, make_divisible(channels // 4, 8))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conc_se_layers[0](x)
+
+
+class InvertedResidual(nn.Module):
+    """[1x1 expand] -> depthwise kxk (stride) -> [SE] -> 1x1 project (+ identity when shapes allow)."""
+
+    def __init__(self, cfg: BlockConfig) -> None:
+        super().__init__()
+        act = nn.Hardswish if cfg.hardswish else nn.ReLU
+        layers: list[nn.Module] = []
+        if cfg.expanded != cfg.in_ch:
+            layers.append(_conv_bn_act(cfg.in_ch, cfg.expanded, 1, act=act))
+        layers.append(_conv_bn_act(cfg.expanded, cfg.expanded, cfg.kernel, cfg.stride, cfg.expanded, act))
+        if cfg.use_se:
+            layers.append(ConcurrentSE(cfg.expanded))
+        layers.append(_conv_bn_act(cfg.expanded, cfg.out_ch, 1))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = cfg.stride == 1 and cfg.in_ch == cfg.out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out + x if self.use_res_connect else out
+
+
+class MobileNetV3(nn.Module):
+    """``(N, 1, n_mels, frames)`` log-mels -> ``(N, out_dim, n_mels/32, frames/32)`` feature maps."""
+
+    def __init__(self, width_mult: float = 1.0) -> None:
+        super().__init__()
+        configs = block_configs(width_mult)
+        last = configs[-1].out_ch
+        layers: list[nn.Module] = [_conv_bn_act(1, configs[0].in_ch, 3, stride=2, act=nn.Hardswish)]
+        layers += [InvertedResidual(c) for c in configs]
+        layers.append(_conv_bn_act(last, 6 * last, 1, act=nn.Hardswish))
+        self.features = nn.Sequential(*layers)
+        self.out_dim = 6 * last
+        self.strides = [2] + [c.stride for c in configs]
+        for m in self.modules():  # EfficientAT's init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def output_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Time steps of the feature map for inputs of ``frames`` frames (each stride-2 conv halves, ceil)."""
+        for s in self.strides:
+            frames = (frames + s - 1) // s
+        return frames
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.features(mel)

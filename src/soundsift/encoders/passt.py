@@ -1,0 +1,311 @@
+"""PaSST (Koutini et al., 2022), the paper's main audio encoder, with the official checkpoints.
+
+The transformer is written here with the parameter names of the official model (``kkoutini/PaSST``,
+``hear21passt``): ``patch_embed.proj``, ``cls_token``, ``dist_token``, ``new_pos_embed``,
+``freq_new_pos_embed``, ``time_new_pos_embed``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``
+and ``norm``, so the released state dicts load with nothing missing (their ``head.*``/``head_dist.*``
+classifiers are skipped: the encoder returns the pre-classifier embedding). Writing it here instead of
+importing ``hear21passt`` avoids its hard dependencies on torchaudio and timm (timm imports torchvision).
+
+How the paper (and its code, ``OptimusPrimus/salsa``) uses it: 32 kHz, 128-bin Kaldi log-mel
+(``kaldi_mel.KaldiLogMel``); audio cut into non-overlapping 10-s snippets, each zero-padded to 10 s,
+whose embeddings are averaged; embedding = mean of the final-norm CLS and distillation tokens (what the
+model feeds its classifier); structured patchout of 2 frequency and 15 time patch rows/columns in
+training only. A trailing remainder shorter than 10 s is zero-padded and counts as one snippet, like
+salsa's length mask (``min_remainder_seconds`` drops remainders shorter than that instead).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soundsift.encoders.kaldi_mel import KaldiLogMel
+from soundsift.encoders.weights import download_checkpoint, load_state_dict_checked, read_checkpoint
+
+_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
+
+
+@dataclass(frozen=True)
+class PaSSTConfig:
+    """Geometry of a PaSST model and where its AudioSet checkpoint lives."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    stride: int = 16
+    n_mels: int = 128
+    input_tdim: int = 998  # mel frames the time positional encoding was built for (10 s)
+    url: str | None = None
+    sha256: str | None = None  # none published; download_checkpoint logs the digest it sees
+
+
+# URLs as in the ``default_cfgs`` of kkoutini/PaSST ``models/passt.py`` (also in hear21passt 0.0.26).
+VARIANTS: dict[str, PaSSTConfig] = {
+    "passt_s_p16_s16_128_ap468": PaSSTConfig(
+        stride=16, url=f"{_RELEASES}/v0.0.2-audioset/passt-s-f128-p16-s16-ap.468.pt"
+    ),
+    "passt_s_swa_p16_128_ap476": PaSSTConfig(
+        stride=10, url=f"{_RELEASES}/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt"
+    ),
+    "passt_s_kd_p16_128_ap486": PaSSTConfig(stride=10, url=f"{_RELEASES}/v.0.0.9/passt-s-kd-ap.486.pt"),
+    "passt_l_kd_p16_128_ap47": PaSSTConfig(
+        stride=10, depth=7, url=f"{_RELEASES}/v.0.0.10/passt-l-kd-ap.47.pt"
+    ),
+}
+TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+# --------------------------------------------------------------------------- transformer pieces
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused ``qkv`` projection (timm ViT layout)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ViT block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))`` (LayerNorm eps 1e-6)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """timm's ViT init: truncated-normal (std 0.02) linear weights, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class PaSST(nn.Module):
+    """PaSST transformer: ``(N, 1, n_mels, frames)`` log-mels -> ``(N, embed_dim)`` embeddings."""
+
+    def __init__(self, cfg: PaSSTConfig, s_patchout_t: int = 0, s_patchout_f: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.s_patchout_t, self.s_patchout_f = cfg, s_patchout_t, s_patchout_f
+        d = cfg.embed_dim
+        self.grid = (
+            (cfg.n_mels - cfg.patch_size) // cfg.stride + 1,
+            (cfg.input_tdim - cfg.patch_size) // cfg.stride + 1,
+        )
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(1, d, kernel_size=cfg.patch_size, stride=cfg.stride)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.new_pos_embed = nn.Parameter(torch.zeros(1, 2, d))
+        self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, d, self.grid[0], 1))
+        self.time_new_pos_embed = nn.Parameter(torch.zeros(1, d, 1, self.grid[1]))
+        self.blocks = nn.Sequential(
+            *[TransformerBlock(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth)]
+        )
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        for p in (self.cls_token, self.dist_token, self.new_pos_embed, self.freq_new_pos_embed):
+            nn.init.trunc_normal_(p, std=0.02)
+        nn.init.trunc_normal_(self.time_new_pos_embed, std=0.02)
+        self.blocks.apply(init_vit_weights)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed.proj(mel)  # (N, D, F', T')
+        n, _, f_dim, t_dim = x.shape
+        if t_dim > self.grid[1] or f_dim != self.grid[0]:
+            raise ValueError(
+                f"PaSST: got a {f_dim}x{t_dim} patch grid, the positional encodings cover "
+                f"{self.grid[0]}x{self.grid[1]} (inputs of at most {self.cfg.input_tdim} frames)"
+            )
+        x = x + self.time_new_pos_embed[..., :t_dim] + self.freq_new_pos_embed
+        if self.training and self.s_patchout_t:
+            keep = torch.randperm(t_dim, device=x.device)[: max(1, t_dim - self.s_patchout_t)].sort().values
+            x = x[..., keep]
+        if self.training and self.s_patchout_f:
+            keep = torch.randperm(f_dim, device=x.device)[: max(1, f_dim - self.s_patchout_f)].sort().values
+            x = x[:, :, keep]
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(n, -1, -1) + self.new_pos_embed[:, :1]
+        dist = self.dist_token.expand(n, -1, -1) + self.new_pos_embed[:, 1:]
+        x = self.norm(self.blocks(torch.cat([cls, dist, x], dim=1)))
+        return (x[:, 0] + x[:, 1]) / 2
+
+
+# --------------------------------------------------------------------------- snippets
+
+
+def split_snippets(
+    waveform: torch.Tensor, lengths: torch.Tensor | None, segment: int, min_remainder: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut each clip into non-overlapping ``segment``-sample snippets, the last one zero-padded.
+
+    Returns ``(snippets (N, segment), owner (N,) clip index, valid (N,) real samples per snippet)``.
+    Samples past a clip's length are zeroed whatever the batch padding held. A clip yields
+    ``ceil(length / segment)`` snippets (at least one), minus a trailing one holding fewer than
+    ``min_remainder`` samples.
+    """
+    if waveform.dim() != 2:
+        raise ValueError(f"expected waveforms of shape (batch, samples), got {tuple(waveform.shape)}")
+    b, t = waveform.shape
+    if lengths is None:
+        lengths = torch.full((b,), t, dtype=torch.long, device=waveform.device)
+    lengths = torch.as_tensor(lengths, device=waveform.device).long()
+    if lengths.shape != (b,) or bool((lengths < 1).any()) or bool((lengths > t).any()):
+        raise ValueError(f"lengths must be a ({b},) tensor of values in 1..{t}, got {lengths.tolist()}")
+    counts = torch.clamp((lengths + segment - 1) // segment, min=1)
+    if min_remainder > 0:
+        remainder = lengths - (counts - 1) * segment
+        counts = torch.where((counts > 1) & (remainder < min_remainder), counts - 1, counts)
+    s = int(math.ceil(t / segment))
+    x = F.pad(waveform, (0, s * segment - t))
+    x = x * (torch.arange(s * segment, device=x.device)[None, :] < lengths[:, None])
+    x = x.reshape(b, s, segment)
+    keep = torch.arange(s, device=x.device)[None, :] < counts[:, None]
+    owner, index = keep.nonzero(as_tuple=True)
+    valid = torch.clamp(lengths[owner] - index * segment, 0, segment)
+    return x[owner, index], owner, valid
+
+
+def average_by_owner(values: torch.Tensor, owner: torch.Tensor, n: int, weights: torch.Tensor | None = None):
+    """Per-clip (weighted) mean of snippet rows: ``out[i] = mean of values[owner == i]``.
+
+    ``owner`` must be sorted (as ``split_snippets`` returns it). Rows are scattered into a dense
+    ``(n, snippets, D)`` tensor and summed, avoiding atomic adds so that GPU results are reproducible.
+    """
+    w = torch.ones_like(owner, dtype=values.dtype) if weights is None else weights.to(values.dtype)
+    counts = torch.bincount(owner, minlength=n)
+    position = torch.arange(owner.numel(), device=owner.device) - (torch.cumsum(counts, 0) - counts)[owner]
+    width = int(counts.max()) if owner.numel() else 1
+    dense = values.new_zeros(n, width, values.shape[1])
+    dense[owner, position] = values * w[:, None]
+    norm = values.new_zeros(n, width)
+    norm[owner, position] = w
+    return dense.sum(dim=1) / norm.sum(dim=1).clamp(min=torch.finfo(values.dtype).tiny)[:, None]
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class PaSSTEncoder(nn.Module):
+    """PaSST audio encoder: ``(B, T)`` 32-kHz waveforms (+ lengths) -> ``(B, out_dim)`` (768) embeddings.
+
+    ``pretrained`` (default: True for ``size="full"``) downloads the variant's AudioSet checkpoint into
+    the soundsift cache; ``checkpoint=PATH`` loads a local copy instead (offline use). ``size="tiny"``
+    builds a 2-block, 32-wide model with the same front end and patch geometry, for tests.
+    """
+
+    sample_rate = 32000
+
+    def __init__(
+        self,
+        variant: str = "passt_s_p16_s16_128_ap468",
+        pretrained: bool | None = None,
+        checkpoint: str | Path | None = None,
+        size: str = "full",
+        s_patchout_t: int = 15,
+        s_patchout_f: int = 2,
+        segment_seconds: float = 10.0,
+        min_remainder_seconds: float = 0.0,
+        freqm: int = 0,
+        timem: int = 0,
+        fmin_aug_range: int = 10,
+        fmax_aug_range: int = 2000,
+        cache_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown PaSST variant {variant!r}; known: {', '.join(VARIANTS)}")
+        if size not in ("full", "tiny"):
+            raise ValueError(f"PaSST size must be 'full' or 'tiny', got {size!r}")
+        cfg = VARIANTS[variant] if size == "full" else replace(VARIANTS[variant], **TINY, url=None)
+        pretrained = (size == "full" and checkpoint is None) if pretrained is None else pretrained
+        if pretrained and checkpoint is None and size == "tiny":
+            raise ValueError(
+                "PaSST size='tiny' has no published weights; use pretrained=False (or checkpoint=PATH)"
+            )
+        self.variant, self.cfg = variant, cfg
+        self.segment = int(round(segment_seconds * self.sample_rate))
+        self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))
+        self.mel = KaldiLogMel(
+            n_mels=cfg.n_mels,
+            sample_rate=self.sample_rate,
+            freqm=freqm,
+            timem=timem,
+            fmin_aug_range=fmin_aug_range,
+            fmax_aug_range=fmax_aug_range,
+        )
+        self.model = PaSST(cfg, s_patchout_t=s_patchout_t, s_patchout_f=s_patchout_f)
+        frames = 1 + (self.segment - 1) // self.mel.hop_length
+        if (frames - cfg.patch_size) // cfg.stride + 1 > self.model.grid[1]:
+            raise ValueError(
+                f"segment_seconds={segment_seconds} gives {frames} mel frames; PaSST's time positional "
+                f"encoding covers {cfg.input_tdim} (10 s)"
+            )
+        self.out_dim = cfg.embed_dim
+        if checkpoint is not None or pretrained:
+            self.load_pretrained(checkpoint, cache_dir=cache_dir, progress=progress)
+
+    def load_pretrained(
+        self, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+    ) -> None:
+        """Load the official weights (from ``checkpoint`` or the download cache), checking every key."""
+        if self.cfg.url is None and checkpoint is None:
+            raise ValueError(f"PaSST {self.variant} has no checkpoint URL; pass checkpoint=PATH")
+        path = download_checkpoint(
+            self.cfg.url or "",
+            sha256=self.cfg.sha256,
+            cache_dir=cache_dir,
+            local_path=checkpoint,
+            progress=progress,
+        )
+        load_state_dict_checked(
+            self.model, read_checkpoint(path), ignore_unexpected=("head.*", "head_dist.*"), source=str(path)
+        )
+
+    def embed_snippets(self, snippets: torch.Tensor) -> torch.Tensor:
+        """``(N, segment)`` waveforms -> ``(N, out_dim)``: one PaSST pass per snippet."""
+        return self.model(self.mel(snippets).unsqueeze(1))
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        snippets, owner, _ = split_snippets(waveform, lengths, self.segment, self.min_remainder)
+        return average_by_owner(self.embed_snippets(snippets), owner, waveform.shape[0])

@@ -1,0 +1,409 @@
+"""Retrieval metrics as pure functions (DESIGN.md section 2). Values are fractions, not percent.
+
+A similarity matrix is laid out ``(n_audio, n_caption)``; ``audio_of_caption[j]`` is the row index of
+caption ``j``'s own audio. Text-to-audio: every caption is a query over the rows.
+
+Ties. ``ties="pessimistic"`` (the default) ranks a relevant item *after* every other candidate with the
+same score: its rank is the number of candidates scoring at least as high (itself included). Thus a
+collapsed model that gives every audio the same score gets the worst rank, never R@1 = 1, and the
+metrics do not depend on the order of the candidates. ``ties="optimistic"`` ranks it first among
+equals (rank = 1 + number of candidates with a strictly higher score). With continuous scores ties
+are rare and both agree. NaN scores raise ``ValueError``.
+
+All metrics are one matrix product (for the embedding paths) plus vectorised counting: no Python loop
+over queries. The ``*_from_embeddings`` functions work in chunks of captions, so the full
+``(n_audio, n_caption)`` matrix never exists in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ap_at_k_from_ranks",
+    "audio_to_text_metrics",
+    "average_precision_at_k",
+    "jackknife_ci",
+    "map_at_k",
+    "metrics_from_ranks",
+    "text_to_audio_metrics",
+    "text_to_audio_metrics_from_embeddings",
+    "text_to_audio_ranks",
+    "text_to_audio_ranks_from_embeddings",
+    "topk_audios",
+    "topk_audios_from_embeddings",
+    "write_dcase_submission",
+]
+
+_TIES = ("pessimistic", "optimistic")
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _similarity(similarity: Tensor, name: str = "similarity") -> Tensor:
+    if not isinstance(similarity, Tensor):
+        similarity = torch.as_tensor(similarity)
+    if similarity.dim() != 2 or 0 in similarity.shape:
+        raise ValueError(
+            f"{name} must be a non-empty (n_audio, n_caption) matrix, got {tuple(similarity.shape)}"
+        )
+    if not similarity.is_floating_point():
+        similarity = similarity.double()
+    if bool(torch.isnan(similarity).any()):
+        raise ValueError(f"{name} contains NaN scores")
+    return similarity
+
+
+def _targets(audio_of_caption: Tensor | Sequence[int], n_audio: int, n_caption: int, device) -> Tensor:
+    target = torch.as_tensor(audio_of_caption, device=device)
+    if target.dim() != 1 or target.numel() != n_caption:
+        raise ValueError(
+            f"audio_of_caption must have one entry per caption ({n_caption}), got shape {tuple(target.shape)}"
+        )
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise TypeError(f"audio_of_caption must hold integer row indices, got {target.dtype}")
+    target = target.long()
+    if n_caption and (int(target.min()) < 0 or int(target.max()) >= n_audio):
+        bad = int(((target < 0) | (target >= n_audio)).nonzero()[0])
+        raise ValueError(f"audio_of_caption[{bad}] = {int(target[bad])} is not a row index in [0, {n_audio})")
+    return target
+
+
+def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    ks = tuple(int(k) for k in ks)
+    if any(k < 1 for k in ks):
+        raise ValueError(f"every k must be >= 1, got {ks}")
+    return ks
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in _TIES:
+        raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
+
+
+def _rank_of_target(scores: Tensor, target: Tensor, ties: str) -> Tensor:
+    """1-based rank of row ``target[q]`` in column ``q`` of ``scores`` (n_candidates, n_queries)."""
+    own = scores.gather(0, target[None, :])
+    if ties == "pessimistic":
+        return (scores >= own).sum(dim=0)
+    return (scores > own).sum(dim=0) + 1
+
+
+# ----------------------------------------------------------------------------------- text to audio
+def text_to_audio_ranks(
+    similarity: Tensor, audio_of_caption: Tensor | Sequence[int], ties: str = "pessimistic"
+) -> Tensor:
+    """Per-caption 1-based rank (LongTensor ``(n_caption,)``) of its own audio among all rows."""
+    _check_ties(ties)
+    sim = _similarity(similarity)
+    target = _targets(audio_of_caption, sim.shape[0], sim.shape[1], sim.device)
+    return _rank_of_target(sim, target, ties)
+
+
+def ap_at_k_from_ranks(ranks: Tensor, k: int = 10) -> Tensor:
+    """Per-query AP@k with one relevant item: ``1/r`` if ``r <= k`` else 0 (float64)."""
+    r = torch.as_tensor(ranks).double()
+    return torch.where(r <= k, 1.0 / r, torch.zeros_like(r))
+
+
+def metrics_from_ranks(ranks: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """``{"mAP@10": ..., "R@k": ...}`` from 1-based ranks (one relevant item per query)."""
+    ks = _check_ks(ks)
+    r = torch.as_tensor(ranks)
+    if r.numel() == 0:
+        raise ValueError("no queries to evaluate")
+    out = {"mAP@10": float(ap_at_k_from_ranks(r, 10).mean())}
+    for k in ks:
+        out[f"R@{k}"] = float((r <= k).double().mean())
+    return out
+
+
+def text_to_audio_metrics(
+    similarity: Tensor,
+    audio_of_caption: Tensor | Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+) -> dict[str, float]:
+    """DCASE text-to-audio metrics: mAP@10 and R@k over caption queries (fractions)."""
+    return metrics_from_ranks(text_to_audio_ranks(similarity, audio_of_caption, ties), ks)
+
+
+_BLOCK_ELEMENTS = 1 << 24  # default similarity block: 16M scores, 64 MB in float32
+
+
+def _chunks(n: int, chunk_size: int | None, n_audio: int = 1):
+    """(start, stop) ranges over n queries; ``None`` picks blocks of about 16M scores."""
+    if chunk_size is None:
+        chunk_size = max(1, _BLOCK_ELEMENTS // max(1, n_audio))
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    for start in range(0, n, int(chunk_size)):
+        yield start, min(n, start + int(chunk_size))
+
+
+def _embeddings(audio_emb: Tensor, caption_emb: Tensor, normalize: bool) -> tuple[Tensor, Tensor]:
+    if audio_emb.dim() != 2 or caption_emb.dim() != 2 or audio_emb.shape[1] != caption_emb.shape[1]:
+        raise ValueError(
+            "audio_emb and caption_emb must be (n, D) matrices with the same D, got "
+            f"{tuple(audio_emb.shape)} and {tuple(caption_emb.shape)}"
+        )
+    if audio_emb.shape[0] == 0:
+        raise ValueError("audio_emb has no rows")
+    dtype = torch.promote_types(torch.promote_types(audio_emb.dtype, caption_emb.dtype), torch.float32)
+    audio = audio_emb.to(dtype)
+    return (F.normalize(audio, dim=1) if normalize else audio), caption_emb
+
+
+def _caption_chunk(caption_emb: Tensor, start: int, stop: int, audio: Tensor, normalize: bool) -> Tensor:
+    """Similarity block for captions ``start:stop``, caption-major ``(stop - start, n_audio)``.
+
+    Caption-major keeps each query's scores contiguous, which makes top-k about 5x faster.
+    """
+    chunk = caption_emb[start:stop].to(device=audio.device, dtype=audio.dtype)
+    if normalize:
+        chunk = F.normalize(chunk, dim=1)
+    sim = chunk @ audio.T
+    if bool(torch.isnan(sim).any()):
+        raise ValueError(f"NaN similarity for captions {start}:{stop} (NaN in the embeddings?)")
+    return sim
+
+
+def text_to_audio_ranks_from_embeddings(
+    audio_emb: Tensor,
+    caption_emb: Tensor,
+    audio_of_caption: Tensor | Sequence[int],
+    chunk_size: int | None = None,
+    normalize: bool = True,
+    ties: str = "pessimistic",
+) -> Tensor:
+    """Like :func:`text_to_audio_ranks` on cosine similarities, one chunk of captions at a time.
+
+    Peak extra memory is about ``n_audio * chunk_size * 5`` bytes (a float32 block plus a bool mask);
+    the default chunk holds about 16M scores (~80 MB), e.g. 838 captions at 20k audios. ``normalize=False`` uses plain inner products.
+    """
+    _check_ties(ties)
+    audio, captions = _embeddings(audio_emb, caption_emb, normalize)
+    target = _targets(audio_of_caption, audio.shape[0], captions.shape[0], audio.device)
+    ranks = torch.empty(captions.shape[0], dtype=torch.long, device=audio.device)
+    for start, stop in _chunks(captions.shape[0], chunk_size, audio.shape[0]):
+        sim = _caption_chunk(captions, start, stop, audio, normalize)
+        ranks[start:stop] = _rank_of_target(sim.T, target[start:stop], ties)
+    return ranks
+
+
+def text_to_audio_metrics_from_embeddings(
+    audio_emb: Tensor,
+    caption_emb: Tensor,
+    audio_of_caption: Tensor | Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int | None = None,
+    normalize: bool = True,
+    ties: str = "pessimistic",
+) -> dict[str, float]:
+    """:func:`text_to_audio_metrics` from embeddings without materialising the full matrix."""
+    ranks = text_to_audio_ranks_from_embeddings(
+        audio_emb, caption_emb, audio_of_caption, chunk_size, normalize, ties
+    )
+    return metrics_from_ranks(ranks, ks)
+
+
+# ------------------------------------------------------------------------------------ top-k / DCASE
+def _check_k(k: int, n_audio: int) -> int:
+    k = int(k)
+    if not 1 <= k <= n_audio:
+        raise ValueError(f"k must be in [1, n_audio={n_audio}], got {k}")
+    return k
+
+
+def topk_audios(similarity: Tensor, k: int = 10) -> Tensor:
+    """Indices ``(n_caption, k)`` of each caption's k best audios, best first."""
+    sim = _similarity(similarity)
+    k = _check_k(k, sim.shape[0])
+    return torch.topk(sim.T.contiguous(), k, dim=1).indices  # contiguous rows: much faster top-k
+
+
+def topk_audios_from_embeddings(
+    audio_emb: Tensor, caption_emb: Tensor, k: int = 10, chunk_size: int | None = None, normalize: bool = True
+) -> Tensor:
+    """:func:`topk_audios` on cosine similarities, computed one chunk of captions at a time."""
+    audio, captions = _embeddings(audio_emb, caption_emb, normalize)
+    k = _check_k(k, audio.shape[0])
+    out = torch.empty(captions.shape[0], k, dtype=torch.long, device=audio.device)
+    for start, stop in _chunks(captions.shape[0], chunk_size, audio.shape[0]):
+        sim = _caption_chunk(captions, start, stop, audio, normalize)
+        out[start:stop] = torch.topk(sim, k, dim=1).indices
+    return out
+
+
+def write_dcase_submission(
+    path: str | os.PathLike,
+    captions: Sequence[str],
+    audio_names: Sequence[str],
+    topk_indices: Tensor | Sequence[Sequence[int]],
+) -> Path:
+    """Write a DCASE retrieval submission CSV (``caption,file_name_1,...,file_name_k``), atomically.
+
+    Row q holds ``captions[q]`` and the names of the audios ``topk_indices[q]``, best first. The file
+    is written to a temporary file next to ``path`` and moved into place, so a crash never leaves a
+    half-written submission.
+    """
+    path = Path(path)
+    idx = torch.as_tensor(topk_indices, dtype=torch.long).cpu()
+    if idx.dim() != 2 or idx.shape[0] != len(captions):
+        raise ValueError(
+            f"{path}: topk_indices must be (n_captions={len(captions)}, k), got {tuple(idx.shape)}"
+        )
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(audio_names)):
+        row = int(((idx < 0) | (idx >= len(audio_names))).any(dim=1).nonzero()[0])
+        raise ValueError(f"{path}: row {row} of topk_indices has an index outside [0, {len(audio_names)})")
+    header = ["caption"] + [f"file_name_{i + 1}" for i in range(idx.shape[1])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for caption, row in zip(captions, idx.tolist()):
+                writer.writerow([caption] + [audio_names[i] for i in row])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -------------------------------------------------------------------------------- multi-relevance
+def _ap_block(scores: Tensor, relevance: Tensor, k: int, ties: str) -> Tensor:
+    """AP@k per query for query-major ``(n_query, n_candidates)`` blocks; NaN without relevant items.
+
+    Without sorting: the m-th best relevant item (1-based) sits at position ``m + c``, where ``c`` is
+    the number of non-relevant items scoring at least as high (pessimistic) or strictly higher
+    (optimistic); only the k best relevant and k best non-relevant scores can matter.
+    """
+    kk = min(k, scores.shape[1])
+    n_rel = relevance.sum(dim=1, keepdim=True)
+    n_non = scores.shape[1] - n_rel
+    top_rel = torch.topk(scores.masked_fill(~relevance, -math.inf), kk, dim=1).values  # (nq, kk)
+    top_non = torch.topk(scores.masked_fill(relevance, -math.inf), kk, dim=1).values  # (nq, kk)
+    slot = torch.arange(kk, device=scores.device)[None, :]
+    valid_rel, valid_non = slot < n_rel, slot < n_non  # real items, not -inf padding
+    # beats[q, m, l]: does the l-th best non-relevant item come before the m-th best relevant one?
+    if ties == "pessimistic":
+        beats = top_non[:, None, :] >= top_rel[:, :, None]
+    else:
+        beats = top_non[:, None, :] > top_rel[:, :, None]
+    position = slot + 1 + (beats & valid_non[:, None, :]).sum(dim=2)  # (nq, kk)
+    inside = valid_rel & (position <= k)
+    precision = torch.where(inside, (slot + 1).double() / position.double(), 0.0)
+    n_rel = n_rel.squeeze(1)
+    ap = precision.sum(dim=1) / n_rel.clamp(max=k, min=1).double()
+    return torch.where(n_rel > 0, ap, torch.full_like(ap, math.nan))
+
+
+def average_precision_at_k(
+    similarity: Tensor, relevance: Tensor, k: int = 16, ties: str = "pessimistic"
+) -> Tensor:
+    """Per-caption AP@k (float64, ``(n_caption,)``) with several relevant audios per caption.
+
+    ``relevance`` is a bool ``(n_audio, n_caption)`` matrix. AP@k = sum over relevant audios ranked
+    within k of precision at their rank, divided by ``min(#relevant, k)`` (the DCASE 2025 definition).
+    Captions with no relevant audio get NaN (they are excluded by :func:`map_at_k`).
+    """
+    _check_ties(ties)
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sim = _similarity(similarity)
+    rel = torch.as_tensor(relevance, device=sim.device)
+    if rel.shape != sim.shape:
+        raise ValueError(f"relevance has shape {tuple(rel.shape)}, similarity has {tuple(sim.shape)}")
+    rel = rel.bool()
+    kk = min(int(k), sim.shape[0])  # bound the masked copies and the (kk, kk, block) comparison
+    block = max(1, (1 << 24) // max(sim.shape[0], kk * kk))
+    # query-major blocks: each caption's scores contiguous, which makes top-k several times faster
+    return torch.cat(
+        [
+            _ap_block(sim[:, a:b].T.contiguous(), rel[:, a:b].T.contiguous(), int(k), ties)
+            for a, b in _chunks(sim.shape[1], block)
+        ]
+    )
+
+
+def map_at_k(similarity: Tensor, relevance: Tensor, k: int = 16, ties: str = "pessimistic") -> float:
+    """Mean AP@k over the captions that have at least one relevant audio (see average_precision_at_k)."""
+    ap = average_precision_at_k(similarity, relevance, k, ties)
+    valid = ~torch.isnan(ap)
+    if not bool(valid.any()):
+        raise ValueError("no caption has a relevant audio; mAP is undefined")
+    return float(ap[valid].mean())
+
+
+# ----------------------------------------------------------------------------------- audio to text
+def audio_to_text_metrics(
+    similarity: Tensor,
+    audio_of_caption: Tensor | Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+) -> dict[str, float]:
+    """Audio-to-text metrics: every audio (row) is a query over all captions.
+
+    R@k counts a hit when ANY of the clip's captions is in its top k. "mAP@10" is the multi-relevant
+    AP@10 (relevant = all the clip's captions; divided by min(#captions of the clip, 10)). Audios
+    without any caption are not queries.
+    """
+    _check_ties(ties)
+    ks = _check_ks(ks)
+    sim = _similarity(similarity)
+    n_audio, n_caption = sim.shape
+    target = _targets(audio_of_caption, n_audio, n_caption, sim.device)
+    relevance = torch.zeros(n_audio, n_caption, dtype=torch.bool, device=sim.device)
+    relevance[target, torch.arange(n_caption, device=sim.device)] = True
+    own = sim[target, torch.arange(n_caption, device=sim.device)]
+    best = torch.full((n_audio,), -math.inf, dtype=sim.dtype, device=sim.device)
+    best = best.scatter_reduce(0, target, own, reduce="amax")
+    has_caption = torch.bincount(target, minlength=n_audio) > 0
+    if ties == "pessimistic":
+        first_hit = 1 + ((sim >= best[:, None]) & ~relevance).sum(dim=1)
+    else:
+        first_hit = 1 + (sim > best[:, None]).sum(dim=1)
+    first_hit = first_hit[has_caption]
+    out = {"mAP@10": float(average_precision_at_k(sim.T, relevance.T, 10, ties)[has_caption].mean())}
+    for k in ks:
+        out[f"R@{k}"] = float((first_hit <= k).double().mean())
+    return out
+
+
+# ------------------------------------------------------------------------------ confidence intervals
+def jackknife_ci(
+    per_query_values: Sequence[float] | Tensor, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """Mean and leave-one-out jackknife ``1 - alpha`` interval (normal quantile) of per-query values.
+
+    ``SE^2 = (n-1)/n * sum_i (mean_{-i} - mean(mean_{-*}))^2``; for a mean this equals
+    ``std(ddof=1) / sqrt(n)``. Returns ``(mean, low, high)``.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    values = per_query_values
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double().numpy()
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"jackknife needs at least 2 values, got {x.size}")
+    if not np.isfinite(x).all():
+        raise ValueError("per_query_values contains NaN or inf")
+    n = x.size
+    leave_one_out = (x.sum() - x) / (n - 1)
+    se = math.sqrt((n - 1) / n * float(((leave_one_out - leave_one_out.mean()) ** 2).sum()))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    mean = float(x.mean())
+    return mean, mean - z * se, mean + z * se
