@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
         "train_split": "development",
         "val_split": "validation",
         "test_split": "evaluation",
+        "extra_train": [],  # more training data: [{format, root, split}], e.g. AudioCaps + WavCaps
         "captions_per_epoch": "all",  # "all": every (clip, caption) pair; "one": one random caption per clip
         "max_seconds": None,  # cut longer clips (random offset in training, start at evaluation)
         "preload": "auto",  # hold waveforms in memory: true | false | auto (when they fit in ~4 GB)

@@ -53,12 +53,12 @@ def run_demo(
         common = [f"seed={seed}", f"data.root={data_root}", f"out_dir={out / run}"]
         return load_config(f"demo/{name}.yaml", [*common, *extra, *overrides])
 
-    first = config("stage1", "stage1-cnn", [])
+    first = config(f"stage1-{encoders[0]}", f"stage1-{encoders[0]}", [])
     splits, store = read_splits(first, 16000, progress)  # the demo encoders all run at 16 kHz
     results: dict[tuple[str, str], Any] = {}
     teachers: dict[str, Path] = {}
     for enc in encoders:
-        cfg = config("stage1", f"stage1-{enc}", [f"model.audio_encoder={{name: {enc}}}"])
+        cfg = config(f"stage1-{enc}", f"stage1-{enc}", [])
         results[enc, "stage1"] = train(cfg, progress, splits, store)
         model = load_model(results[enc, "stage1"].model_path)
         emb = embed_split(model, splits["train"], store, progress=False)

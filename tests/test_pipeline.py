@@ -1,0 +1,87 @@
+"""Smoke run of the whole method through the CLI: synth -> stage 1 -> teachers -> stage 2 -> evaluate."""
+
+import csv
+import json
+
+import pytest
+
+from soundsift.cli import main
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "model.audio_encoder={name: cnn, size: tiny}",
+    "model.text_encoder={name: tiny-bert}",
+    "model.embed_dim=16",
+    "optim.epochs=2",
+    "optim.batch_size=16",
+    "trainer.progress_bar=false",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    assert main(["-q", "synth", "--preset", "tiny", "--seed", "0", "--out", str(root)]) == 0
+    return root
+
+
+def test_stage1_teachers_stage2_evaluate(data, tmp_path, capsys):
+    s1 = tmp_path / "stage1"
+    rc = main(["-q", "train", "--config", "demo/stage1.yaml", f"data.root={data}", f"out_dir={s1}", *TINY])
+    assert rc == 0
+    metrics = json.loads((s1 / "metrics.json").read_text())
+    assert len(metrics["val_history"]) == 2
+    assert set(metrics["test"]) == {"mAP@10", "R@1", "R@5", "R@10"}
+    assert 0 <= metrics["test"]["R@1"] <= metrics["test"]["R@5"] <= metrics["test"]["R@10"] <= 1
+    assert (s1 / "config.yaml").is_file() and (s1 / "model.pt").is_file()
+    assert (s1 / "checkpoints" / "last.ckpt").is_file()
+
+    teacher = tmp_path / "t.safetensors"
+    assert main(["-q", "teachers", "--model", str(s1 / "model.pt"), "--data-root", str(data), "--out", str(teacher)]) == 0
+    assert teacher.is_file()
+
+    s2 = tmp_path / "stage2"
+    rc = main([
+        "-q", "train", "--config", "demo/stage2.yaml", f"data.root={data}", f"out_dir={s2}",
+        f"init_from={s1 / 'model.pt'}", f"teachers=['{teacher}', '{teacher}']", "optim.epochs=1",
+        "trainer.progress_bar=false",
+    ])
+    assert rc == 0
+    m2 = json.loads((s2 / "metrics.json").read_text())
+    assert len(m2["val_history"]) == 1 and "test" in m2
+
+    capsys.readouterr()
+    sub = tmp_path / "submission.csv"
+    rc = main(["-q", "evaluate", "--model", str(s2 / "model.pt"), "--data-root", str(data), "--submission", str(sub)])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text_to_audio"]["R@10"] >= result["text_to_audio"]["R@1"]
+    with open(sub, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["caption"] + [f"file_name_{i}" for i in range(1, 11)]
+    assert len(rows) == 1 + result["n_captions"]
+
+
+def test_rerun_resumes_from_last_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    args = ["-q", "train", "--config", "demo/stage1.yaml", f"data.root={data}", f"out_dir={out}", *TINY]
+    assert main(args) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert main(args) == 0  # finds last.ckpt at max_epochs: no new epoch, same selection
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["val_history"] == first["val_history"]
+    assert second["test"] == pytest.approx(first["test"])
+
+
+def test_teachers_for_another_dataset_are_refused(data, tmp_path, capsys):
+    s1 = tmp_path / "s1"
+    assert main(["-q", "train", "--config", "demo/stage1.yaml", f"data.root={data}", f"out_dir={s1}", *TINY]) == 0
+    teacher = tmp_path / "val.safetensors"
+    assert main(["-q", "teachers", "--model", str(s1 / "model.pt"), "--data-root", str(data),
+                 "--split", "validation", "--out", str(teacher)]) == 0
+    capsys.readouterr()
+    rc = main(["-q", "train", "--config", "demo/stage2.yaml", f"data.root={data}", f"out_dir={tmp_path / 's2'}",
+               f"init_from={s1 / 'model.pt'}", f"teachers=['{teacher}']", "trainer.progress_bar=false"])
+    assert rc == 2
+    assert "val.safetensors" in capsys.readouterr().err
