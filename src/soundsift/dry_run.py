@@ -64,6 +64,6 @@ def dry_run(config: dict[str, Any], pretrained: bool = True, batch_size: int = 2
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
     finite = all(torch.isfinite(g).all() for g in grads)
-    print(f"one step on {batch_size} x {seconds:g} s of random audio: loss {float(loss):.4f}, "
+    print(f"one step on {batch_size} x {seconds:g} s of random audio: loss {loss.item():.4f}, "
           f"{len(grads)} gradient tensors, finite: {finite}, {time.time() - started:.1f} s")
     return 0 if finite and torch.isfinite(loss) else 1

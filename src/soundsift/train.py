@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,8 @@ def train(
 
     started = time.time()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner/tips per run
+    # frozen pretrained towers stay in eval mode on purpose (no dropout, fixed statistics)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     config = resolve_model_config(config)
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +273,7 @@ def train(
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
         enable_progress_bar=bool(tr["progress_bar"]) and progress,
         enable_model_summary=False,
-        log_every_n_steps=int(tr["log_every_n_steps"]),
+        log_every_n_steps=max(1, min(int(tr["log_every_n_steps"]), len(loader))),
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=config["optim"]["grad_clip"],

@@ -9,6 +9,7 @@ epoch of training) cost nothing.
 
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -73,7 +76,7 @@ class HFTextEncoder(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         if pooling not in ("cls", "mean"):
             raise ValueError(f"HFTextEncoder: unknown pooling {pooling!r}; use 'cls' or 'mean'")
@@ -86,14 +89,14 @@ class HFTextEncoder(nn.Module):
         self.freeze, self.use_cache = freeze, cache
         overrides = dict(config_overrides or {})
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_files_only)
-            with _quiet_transformers():
-                if random_init:
-                    config = AutoConfig.from_pretrained(model, local_files_only=local_files_only, **overrides)
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
-                        self.backbone = _build(AutoModel.from_config, config)
-                else:
+            if random_init:
+                self.tokenizer, config = _config_for_random_init(model, local_files_only, overrides)
+                with _quiet_transformers(), torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    self.backbone = _build(AutoModel.from_config, config)
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_files_only)
+                with _quiet_transformers():
                     self.backbone = _build(
                         AutoModel.from_pretrained, model, local_files_only=local_files_only, **overrides
                     )
@@ -106,7 +109,10 @@ class HFTextEncoder(nn.Module):
             self.backbone.eval()
             # A frozen pretrained backbone is rebuilt from its source when a model file is loaded.
             self.backbone.frozen_pretrained = not random_init
-        self._cache: dict[str, torch.Tensor] = {}
+        # Frozen pretrained encoders of the same model share one cache per process, so the nine
+        # models of the demo (and evaluation) embed each caption once.
+        key = (model, pooling, max_tokens, lowercase, strip_punctuation, repr(sorted(overrides.items())))
+        self._cache: dict[str, torch.Tensor] = _SHARED_CACHES.setdefault(key, {}) if freeze and not random_init else {}
         self.register_load_state_dict_post_hook(_clear_cache_after_load)  # new weights, stale cache
 
     # ------------------------------------------------------------------------------------------
@@ -189,7 +195,46 @@ class HFTextEncoder(nn.Module):
 
 
 def _clear_cache_after_load(module: HFTextEncoder, incompatible_keys: Any) -> None:
-    module.clear_cache()
+    if not getattr(module.backbone, "frozen_pretrained", False):  # those weights never come from a file
+        module.clear_cache()
+
+
+_SHARED_CACHES: dict[tuple, dict[str, torch.Tensor]] = {}
+
+# Architectures of common text encoders, so that a random-initialised model (dry runs, tests) builds
+# offline when the hub cannot be reached. Values from the models' published config.json files.
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "roberta-large": dict(model_type="roberta", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                          intermediate_size=4096, vocab_size=50265, max_position_embeddings=514,
+                          type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+    "roberta-base": dict(model_type="roberta", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                         intermediate_size=3072, vocab_size=50265, max_position_embeddings=514,
+                         type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+    "bert-base-uncased": dict(model_type="bert", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                              intermediate_size=3072, vocab_size=30522, max_position_embeddings=512),
+}
+
+
+def _config_for_random_init(model: str, local_files_only: bool, overrides: dict[str, Any]):
+    """Tokenizer and config for a random-initialised ``model``; offline fallback for KNOWN_CONFIGS.
+
+    Offline, a known architecture is built from its published sizes and tokenised with MiniLM's
+    (BERT) tokenizer, which is enough for dry runs: the weights are random anyway.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_files_only)
+        with _quiet_transformers():
+            return tokenizer, AutoConfig.from_pretrained(model, local_files_only=local_files_only, **overrides)
+    except OSError:
+        name = model.rsplit("/", 1)[-1]
+        if name not in KNOWN_CONFIGS:
+            raise
+    log.warning("%s is not reachable offline: random weights with its published sizes, MiniLM's tokenizer", model)
+    known = dict(KNOWN_CONFIGS[name])
+    config = AutoConfig.for_model(known.pop("model_type"), **{**known, **overrides})
+    return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True), config
 
 
 def _build(factory, *args, **kwargs):
