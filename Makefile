@@ -25,7 +25,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/soundsift demo --seed $(SEED) --out $(OUT)
 
-test: $(STAMP)
+# Debian's chromium for the end-to-end page test (playwright's own browser download is never used).
+# Outside CI a machine without root/apt still runs the rest (the browser test then skips, saying why).
+browser:
+	@bash scripts/install_browser.sh || [ -z "$$CI" ]
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

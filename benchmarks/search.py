@@ -1,0 +1,189 @@
+"""Search benchmark: exact (matrix product) vs FAISS query latency and FAISS recall@k, in one run.
+
+    python benchmarks/search.py                       # 1M x 1024, FAISS IVF
+    python benchmarks/search.py --n 100000 --faiss ivf,hnsw
+
+Two data sets, reported separately:
+- "random":     uniformly random unit vectors. The exact-scan latency does not depend on the data, so
+                these give the exact figures; for approximate search they are the worst case (all
+                neighbours nearly equidistant in high dimension), so their recall is a lower bound.
+- "structured": a Gaussian mixture of low intrinsic dimension mapped into the full dimension, like
+                real embeddings (clusters on a low-dimensional manifold); queries come from the same
+                mixture. This is the recall to expect on a real sound library.
+Vectors are generated in chunks (1M x 1024 float32 is 4 GB; peak memory is about twice that while
+FAISS copies them). Prints p50/p99 latency for single queries and for batches, the FAISS/exact speed
+ratio (> 1: FAISS is faster) and recall@k of FAISS against the exact result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from soundsift.index_backends import ExactIndex, FaissIndex  # noqa: E402
+
+CHUNK = 65536
+
+
+def random_unit(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, CHUNK):
+        x = rng.standard_normal((min(CHUNK, n - s), dim), dtype=np.float32)
+        out[s : s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+class Mixture:
+    """Clusters in an ``intrinsic``-dimensional latent space, mapped linearly into ``dim``."""
+
+    def __init__(self, dim: int, clusters: int, intrinsic: int, spread: float, rng: np.random.Generator):
+        self.rng = rng
+        self.centres = rng.standard_normal((clusters, intrinsic)).astype(np.float32)
+        self.spread = spread
+        self.map = (rng.standard_normal((intrinsic, dim)) / np.sqrt(intrinsic)).astype(np.float32)
+
+    def sample(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.map.shape[1]), np.float32)
+        for s in range(0, n, CHUNK):
+            m = min(CHUNK, n - s)
+            z = self.centres[self.rng.integers(0, len(self.centres), m)]
+            z = z + self.spread * self.rng.standard_normal(z.shape, dtype=np.float32)
+            x = z @ self.map
+            out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+
+def latencies(backend, queries: np.ndarray, k: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per single query, and seconds per batch of ``batch`` queries."""
+    backend.search(queries[:1], k)  # warm-up
+    single = []
+    for q in queries[: args.single]:
+        t = time.perf_counter()
+        backend.search(q[None], k)
+        single.append(time.perf_counter() - t)
+    batched = []
+    for s in range(0, len(queries) - batch + 1, batch):
+        t = time.perf_counter()
+        backend.search(queries[s : s + batch], k)
+        batched.append(time.perf_counter() - t)
+    return np.array(single), np.array(batched)
+
+
+def ms(x: np.ndarray, p: float) -> str:
+    return f"{1000 * float(np.percentile(x, p)):9.2f}"
+
+
+def row(name: str, single: np.ndarray, batched: np.ndarray, batch: int) -> None:
+    per_query = batched / batch
+    print(f"  {name:<22} single p50 {ms(single, 50)} ms  p99 {ms(single, 99)} ms | batch of {batch}: "
+          f"p50 {ms(batched, 50)} ms  p99 {ms(batched, 99)} ms  ({1000 * per_query.mean():.3f} ms/query)")
+
+
+def recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    k = exact.shape[1]
+    return float(np.mean([len(set(a[:k]) & set(e)) / k for a, e in zip(approx, exact)]))
+
+
+def faiss_kwargs(kind: str) -> dict:
+    """Only the parameters given on the command line; the rest are the index's own defaults."""
+    if kind == "hnsw":
+        given = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
+    else:
+        given = {"nlist": args.nlist, "nprobe": args.nprobe}
+    return {key: v for key, v in given.items() if v is not None}
+
+
+def run(label: str, data: np.ndarray, queries: np.ndarray) -> list[dict]:
+    n, dim = data.shape
+    print(f"\n[{label}] {n:,} x {dim} unit vectors, {len(queries)} queries, k={args.k}")
+    exact = ExactIndex(data)
+    e_single, e_batch = latencies(exact, queries, args.k, args.batch)
+    row("exact", e_single, e_batch, args.batch)
+    t = time.perf_counter()
+    truth = np.concatenate([exact.search(queries[s : s + 100], args.k)[1] for s in range(0, len(queries), 100)])
+    print(f"  exact ground truth for {len(queries)} queries: {time.perf_counter() - t:.1f} s")
+    results = []
+    for kind in args.faiss:
+        t = time.perf_counter()
+        index = FaissIndex(data, kind, **faiss_kwargs(kind))
+        build = time.perf_counter() - t
+        f_single, f_batch = latencies(index, queries, args.k, args.batch)
+        found = np.concatenate([index.search(queries[s : s + 100], args.k)[1] for s in range(0, len(queries), 100)])
+        r = recall(found, truth)
+        name = f"faiss {kind} " + ",".join(f"{key}={v}" for key, v in index.params.items() if key != "kind")
+        row(f"faiss {kind}", f_single, f_batch, args.batch)
+        ratio_single = float(np.median(e_single) / np.median(f_single))
+        ratio_batch = float(np.median(e_batch) / np.median(f_batch))
+        print(f"  {name}: built in {build:.1f} s; recall@{args.k} vs exact = {r:.4f}; "
+              f"speed FAISS/exact = {ratio_single:.1f}x (single), {ratio_batch:.1f}x (batch of {args.batch})")
+        results.append({"data": label, "index": name, "build_s": build, "recall": r,
+                        "speedup_single": ratio_single, "speedup_batch": ratio_batch})
+        del index
+        gc.collect()
+    return results
+
+
+def main() -> None:
+    import faiss
+
+    rng = np.random.default_rng(args.seed)
+    print(f"search benchmark: n={args.n:,} dim={args.dim} k={args.k}; faiss {faiss.__version__}, "
+          f"{faiss.omp_get_max_threads()} threads; numpy {np.__version__}")
+    results = []
+    if "random" in args.data:
+        t = time.perf_counter()
+        data = random_unit(args.n, args.dim, rng)
+        print(f"generated random vectors in {time.perf_counter() - t:.1f} s ({data.nbytes / 2**30:.2f} GiB)")
+        results += run("random", data, random_unit(args.queries, args.dim, rng))
+        del data
+        gc.collect()
+    if "structured" in args.data:
+        mix = Mixture(args.dim, args.clusters, args.intrinsic, args.spread, rng)
+        t = time.perf_counter()
+        data = mix.sample(args.n)
+        print(f"\ngenerated structured vectors in {time.perf_counter() - t:.1f} s: {args.clusters} clusters, "
+              f"intrinsic dimension {args.intrinsic}, spread {args.spread}")
+        results += run("structured", data, mix.sample(args.queries))
+        del data
+    print("\nsummary (speed = exact median latency / FAISS median latency; recall@k of FAISS vs exact)")
+    for r in results:
+        print(f"  {r['data']:<11} {r['index']:<50} recall@{args.k} {r['recall']:.4f}  "
+              f"speed {r['speedup_single']:.1f}x single, {r['speedup_batch']:.1f}x batched  build {r['build_s']:.0f} s")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000, help="number of indexed vectors")
+    p.add_argument("--dim", type=int, default=1024, help="embedding dimension (soundsift models: 1024)")
+    p.add_argument("--queries", type=int, default=500, help="queries for recall and batched latency")
+    p.add_argument("--single", type=int, default=100, help="how many queries are timed one at a time")
+    p.add_argument("--batch", type=int, default=100, help="queries per batch")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--faiss", type=lambda s: s.split(","), default=["ivf"],
+                   help="ivf, hnsw or ivf,hnsw (HNSW on 1M random 1024-d vectors takes about 40 min to "
+                        "build on 2 cores: that is why the default is IVF)")
+    p.add_argument("--m", type=int, default=None, help="HNSW links per node (default 32)")
+    p.add_argument("--ef-construction", type=int, default=None, help="HNSW build beam (default 128)")
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW search beam (default 512)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(n))")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default nlist/8, >= 16)")
+    p.add_argument("--data", type=lambda s: s.split(","), default=["random", "structured"])
+    p.add_argument("--clusters", type=int, default=1000)
+    p.add_argument("--intrinsic", type=int, default=16, help="intrinsic dimension of the structured data")
+    p.add_argument("--spread", type=float, default=0.5, help="cluster spread in latent units")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.n < a.k or a.queries < a.batch:
+        p.error("need n >= k and queries >= batch")
+    return a
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    main()

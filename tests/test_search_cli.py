@@ -1,0 +1,138 @@
+"""The `index build|info`, `search` and `tag` subcommands, called through their own argparse parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soundsift import search_cli  # noqa: E402
+from soundsift.index import open_index  # noqa: E402
+from soundsift.model import load_model  # noqa: E402
+from test_index import BAD, GOOD, make_library, make_model  # noqa: E402
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="soundsift")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (search_cli.add_index_parser, search_cli.add_search_parser, search_cli.add_serve_parser,
+                search_cli.add_tag_parser):
+        add(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    lib = make_library(base / "sounds")
+    model = make_model(base / "model.pt")
+    assert run(["-q", "index", "build", str(lib), "--model", str(model), "--out", str(base / "idx")]) == 0
+    return lib, model, base / "idx"
+
+
+def test_index_build_prints_summary_and_skipped_files(built, capsys, tmp_path):
+    lib, model, _ = built
+    code = run(["index", "build", str(lib), "--model", str(model), "--out", str(tmp_path / "i"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert f"indexed {len(GOOD)} files" in out and f"skipped {len(BAD)}" in out
+    assert "skipped broken.wav:" in err and "skipped.txt" in err
+    assert run(["index", "info", str(tmp_path / "i"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["items"] == len(GOOD) and info["skipped"] == len(BAD) and info["audio_root"] == str(lib.resolve())
+
+
+def test_search_json_is_ranked_list_of_objects(built, capsys):
+    _, model_path, idx = built
+    assert run(["search", str(idx), "a dog barking", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert all({"id", "path", "score"} <= set(h) for h in hits)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    index, model = open_index(idx), load_model(model_path)
+    q = model.embed_texts(["a dog barking"])[0]
+    best = index.entries[int(np.argmax(index.embeddings @ q))]
+    assert (hits[0]["id"], hits[0]["path"]) == (best.id, best.path)
+    assert run(["search", str(idx), "a dog barking", "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].split()[0] == "1" and lines[0].endswith(hits[0]["path"])
+
+
+def test_search_errors_are_one_line_exit_2(built, capsys, tmp_path):
+    _, _, idx = built
+    assert run(["search", str(tmp_path / "nothing"), "rain"]) == 2
+    assert "index directory not found" in capsys.readouterr().err
+    other = make_model(tmp_path / "other.pt", seed=3)
+    assert run(["search", str(idx), "rain", "--model", str(other)]) == 2
+    assert "built with model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["search", str(idx), "rain", "-k", "0"])
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_tag_ranks_labels_with_scores(built, capsys):
+    lib, model_path, _ = built
+    f = lib / "animals" / "dog.wav"
+    assert run(["tag", "--model", str(model_path), str(f), "--labels", "dog, rain,,car horn,dog",
+                "--template", "the sound of {label}", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["file"] == str(f)
+    labels = [t["label"] for t in result["labels"]]
+    assert sorted(labels) == ["car horn", "dog", "rain"]  # stripped, deduplicated
+    model = load_model(model_path)
+    from soundsift.audio import load_audio
+
+    a = model.embed_waveforms([load_audio(f, model.sample_rate)])[0]
+    t = model.embed_texts([f"the sound of {x}" for x in labels])
+    np.testing.assert_allclose([x["score"] for x in result["labels"]], t @ a, atol=1e-5)
+    assert sorted(t @ a, reverse=True) == pytest.approx(list(t @ a), abs=1e-6)
+    assert sum(x["probability"] for x in result["labels"]) == pytest.approx(1.0, abs=1e-4)
+    assert run(["tag", "--model", str(model_path), str(f), str(lib / "long.wav"), "--labels", "a,b,c",
+                "--top", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(f) and len(out) == 6
+
+
+def test_tag_errors(built, capsys):
+    lib, model_path, _ = built
+    assert run(["tag", "--model", str(model_path), str(lib / "broken.wav"), "--labels", "x"]) == 2
+    assert "broken.wav: cannot decode audio" in capsys.readouterr().err
+    assert run(["tag", "--model", str(model_path), str(lib / "long.wav"), "--labels", " , "]) == 2
+    assert "no labels given" in capsys.readouterr().err
+    assert run(["tag", "--model", str(model_path), str(lib / "long.wav"), "--labels", "x",
+                "--template", "no placeholder"]) == 2
+    assert "must contain {label}" in capsys.readouterr().err
+
+
+def test_serve_parser_defaults_to_loopback():
+    parser = argparse.ArgumentParser()
+    search_cli.add_serve_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "IDX"])
+    assert (args.host, args.port, args.max_k) == ("127.0.0.1", 8000, 100)
+
+
+def test_serve_builds_the_app_and_binds_loopback(built, monkeypatch, capsys):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    _, _, idx = built
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert run(["serve", str(idx), "--port", "8123", "--max-k", "5"]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+    client = TestClient(seen["app"], base_url="http://127.0.0.1:8123")
+    assert client.get("/api/search", params={"q": "rain", "k": 6}).status_code == 422  # --max-k
+    assert len(client.get("/api/search", params={"q": "rain", "k": 5}).json()) == 5
+    assert TestClient(seen["app"], base_url="http://evil.example").get("/api/info").status_code == 400
+    assert run(["serve", str(idx), "--host", "0.0.0.0"]) == 0
+    assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
+    assert TestClient(seen["app"], base_url="http://192.168.1.5:8000").get("/api/info").status_code == 200
