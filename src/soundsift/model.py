@@ -228,7 +228,16 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DualEncoder:
-    """Load a model saved by ``save_model`` in eval mode. ``model.identity`` is the file's sha256."""
+    """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
+    layout) or the paper authors' salsa Lightning checkpoint. ``model.identity`` is the sha256 of the
+    file that holds the weights."""
+    from soundsift.interop import detect_format, from_pretrained, load_salsa_checkpoint
+
+    kind = detect_format(path)
+    if kind == "directory":
+        return from_pretrained(path, device=device)
+    if kind == "salsa":
+        return load_salsa_checkpoint(path, device=device)
     payload = read_model_file(path)
     model = DualEncoder.from_config(payload["config"])
     model.load_trainable_state_dict(payload["state_dict"], source=str(path))
