@@ -61,7 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
     from soundsift.demo import format_table, run_demo
 
     summary = run_demo(args.out, seed=args.seed, preset=args.preset, overrides=tuple(args.overrides),
-                       progress=not args.quiet)
+                       progress=not args.quiet, control=args.control)
     print(format_table(summary["rows"]))
     print(f"\n{summary['seconds']} s; results in {args.out}/results.json and results.md")
     return 0
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="small")
+    p.add_argument("--control", action="store_true",
+                   help="also fine-tune with L_sup alone (stage2-sup): is the gain more than longer training?")
     p.add_argument("overrides", nargs="*", help="config overrides applied to every run")
     p.set_defaults(func=_demo)
 

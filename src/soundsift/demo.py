@@ -35,8 +35,14 @@ def run_demo(
     encoders: tuple[str, ...] = ENCODERS,
     overrides: tuple[str, ...] = (),
     progress: bool = True,
+    control: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo into ``out``; returns the results dict also written to results.json."""
+    """Run the demo into ``out``; returns the results dict also written to results.json.
+
+    ``control`` adds a "stage2-sup" row per encoder: stage 2's schedule with L_sup alone and no
+    teachers (the paper's Table 2, row 2), which separates the effect of the estimated
+    correspondences from that of simply training longer.
+    """
     from soundsift.config import load_config
     from soundsift.data.synth import generate
     from soundsift.embed import embed_split
@@ -69,10 +75,13 @@ def run_demo(
             paths = "[" + ", ".join(f"'{teachers[t]}'" for t in used) + "]"
             cfg = config("stage2", f"{variant}-{enc}", [init, f"teachers={paths}"])
             results[enc, variant] = train(cfg, progress, splits, store)
+        if control:
+            sup = ["teachers=[]", "loss.loss_weight=1", "loss.distill_weight=0"]
+            results[enc, "stage2-sup"] = train(config("stage2", f"stage2-sup-{enc}", [init, *sup]), progress, splits, store)
 
     rows = []
     for enc in encoders:
-        for variant in VARIANTS:
+        for variant in (*VARIANTS, "stage2-sup") if control else VARIANTS:
             run = results[enc, variant]
             test = run.metrics["test"]
             rows.append({

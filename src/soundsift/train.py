@@ -208,7 +208,7 @@ def resolve_model_config(config: dict[str, Any]) -> dict[str, Any]:
     if config["init_from"]:
         init_cfg = read_model_file(config["init_from"])["config"]
         if init_cfg != config["model"]:
-            log.warning("model config taken from %s (it differs from the config file's)", config["init_from"])
+            log.info("model config taken from %s (it differs from the config file's)", config["init_from"])
         config = {**config, "model": init_cfg}
     return config
 
@@ -225,6 +225,7 @@ def train(
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner/tips per run
     # frozen pretrained towers stay in eval mode on purpose (no dropout, fixed statistics)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs newer torch
     config = resolve_model_config(config)
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
