@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from soundsift.config import ConfigError, DEFAULTS, apply_overrides, load_config, merge
+from soundsift.config import DEFAULTS, ConfigError, apply_overrides, load_config, merge
 from soundsift.train import warmup_cosine
 
 

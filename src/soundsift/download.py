@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import logging
 import os
 import sys
 import time
@@ -22,8 +23,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from soundsift.data.clotho import SPLITS as CLOTHO_SPLITS
+from soundsift.data.clotho import clotho_audio_dir, clotho_split
+
 ZENODO = "https://zenodo.org/records/4783391/files"
-CLOTHO_SPLITS = ("development", "validation", "evaluation")
 # MD5 sums of the ClothoV2.1 files (Zenodo record 4783391) as listed, identically, by aac-datasets
 # (Labbeti/aac-datasets) and soundata, which both verify their downloads against them. Not re-checked
 # against Zenodo from here (offline); pass ``checksums=`` to override one, ``verify=False`` to skip.
@@ -40,19 +43,38 @@ CLOTHO_MD5 = {
 }
 _CHUNK = 1 << 20
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_MAX_WAIT = 60.0
+logger = logging.getLogger(__name__)
 
 
-class DownloadError(Exception):
+class DownloadError(RuntimeError):
     """A download or extraction failed; the message names the URL or file and what went wrong."""
 
 
-def md5sum(path: str | Path, chunk: int = _CHUNK) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
+class ChecksumError(DownloadError):
+    """A file's checksum differs from the expected one; the message names the file and both digests."""
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = _CHUNK) -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def md5sum(path: str | Path, chunk: int = _CHUNK) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    return file_digest(path, "md5", chunk)
+
+
+def checksum_mismatch(path: str | Path, md5: str | None = None, sha256: str | None = None) -> str | None:
+    """``"expected ALG X, got Y"`` for the first given digest that ``path`` does not match, else None."""
+    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+        if expected and (got := file_digest(path, algorithm)) != expected.lower():
+            return f"expected {algorithm} {expected.lower()}, got {got}"
+    return None
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
@@ -70,7 +92,7 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
     )
 
 
-def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
+def _transfer(url: str, part: Path, timeout: float, progress: bool, reject_html: bool, hint: str) -> None:
     """One attempt: continue ``part`` from its current size (HTTP Range); raises on any interruption."""
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "soundsift"})
@@ -86,6 +108,10 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
             part.unlink()  # the part is longer than the file: start over
         raise
     with response:
+        if reject_html and "text/html" in (response.headers.get("Content-Type") or ""):
+            raise DownloadError(
+                f"{url} returned an HTML page instead of the file (a login, quota or confirmation page?){hint}"
+            )
         if offset and response.status != 206:
             offset = 0  # the server ignored Range: rewrite from the start
         length = response.headers.get("Content-Length")
@@ -113,30 +139,37 @@ def download_file(
     retries: int = 5,
     backoff: float = 2.0,
     progress: bool = True,
+    *,
+    sha256: str | None = None,
+    reject_html: bool = False,
+    hint: str = "",
 ) -> Path:
     """Download ``url`` to ``dest`` safely; returns ``dest``.
 
     Bytes go to ``dest.part`` and continue from where an earlier try stopped (HTTP Range; a server that
     ignores Range makes it start over). A dropped connection, timeout or 408/429/5xx answer is retried up
-    to ``retries`` times in a row without progress, waiting ``backoff * 2**n`` seconds. With ``md5`` the
-    finished file is verified; on mismatch the partial file is deleted and DownloadError raised. Only a
-    complete, verified file is renamed to ``dest`` (atomic ``os.replace``). An existing ``dest`` is kept
-    when its md5 matches (or no md5 is given).
+    to ``retries`` times in a row without progress, waiting ``backoff * 2**n`` seconds (at most 60). With
+    ``md5``/``sha256`` the finished file is verified; on mismatch the partial file is deleted and
+    ChecksumError (a DownloadError) raised. Only a complete, verified file is renamed to ``dest``
+    (atomic ``os.replace``). An existing ``dest`` is kept when it matches the checksums (or none is
+    given). ``reject_html`` fails on an HTML answer (a login or confirmation page); ``hint`` is
+    appended to every DownloadError message (what to do instead).
     """
     dest = Path(dest)
-    if dest.is_file() and (md5 is None or md5sum(dest) == md5.lower()):
+    if dest.is_file() and checksum_mismatch(dest, md5, sha256) is None:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    failures = 0
+    failures = attempts = 0
     while True:
         before = part.stat().st_size if part.exists() else 0
+        attempts += 1
         try:
-            _transfer(url, part, timeout, progress)
+            _transfer(url, part, timeout, progress, reject_html, hint)
             break
         except urllib.error.HTTPError as exc:
             if exc.code not in _RETRY_STATUS and exc.code != 416:
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+                raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}{hint}") from exc
             error: Exception = exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
@@ -146,18 +179,18 @@ def download_file(
         failures = 0 if after > before else failures + 1
         if failures > retries:
             raise DownloadError(
-                f"{url}: failed after {retries} retries without progress ({error}); "
-                f"{after} bytes kept in {part}, run again to resume"
+                f"{url}: failed after {attempts} attempts, the last {failures} without progress ({error}); "
+                f"{after} bytes kept in {part}, run again to resume{hint}"
             ) from error
-        time.sleep(backoff * 2 ** max(failures - 1, 0))
-    if md5 is not None:
-        got = md5sum(part)
-        if got != md5.lower():
-            part.unlink()
-            raise DownloadError(
-                f"{url}: checksum mismatch for {dest.name}: expected md5 {md5.lower()}, got {got}; "
-                "the partial file was deleted, run again to download it afresh"
-            )
+        wait = min(backoff * 2 ** max(failures - 1, 0), _MAX_WAIT)
+        logger.info("retrying %s in %.1f s (attempt %d failed: %s)", url, wait, attempts, error)
+        time.sleep(wait)
+    if bad := checksum_mismatch(part, md5, sha256):
+        part.unlink()
+        raise ChecksumError(
+            f"{url}: checksum mismatch for {dest.name}: {bad}; "
+            "the partial file was deleted, run again to download it afresh"
+        )
     os.replace(part, dest)
     return dest
 
@@ -211,41 +244,25 @@ def download_clotho(
     ones resumed, and a split whose audio was extracted (marker ``dest/.{split}.extracted``) is not
     downloaded again. The archive is deleted after extraction unless ``keep_archives``.
     """
-    from soundsift.data.clotho import clotho_audio_dir, clotho_split
-
     say = log or (lambda msg: print(msg, file=sys.stderr))
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     sums = {**CLOTHO_MD5, **(checksums or {})}
+
+    def fetch(name: str) -> Path:
+        say(f"fetching {name}")
+        md5 = sums.get(name) if verify else None
+        return download_file(clotho_url(base_url, name), dest / name, md5, timeout, retries, backoff, progress)
+
     for split in [clotho_split(s) for s in splits]:
         for kind in ("captions", "metadata"):
-            name = f"clotho_{kind}_{split}.csv"
-            say(f"fetching {name}")
-            download_file(
-                clotho_url(base_url, name),
-                dest / name,
-                sums.get(name) if verify else None,
-                timeout=timeout,
-                retries=retries,
-                backoff=backoff,
-                progress=progress,
-            )
+            fetch(f"clotho_{kind}_{split}.csv")
         marker = dest / f".{split}.extracted"
         if marker.is_file() and clotho_audio_dir(dest, split) is not None:
             say(f"{split}: audio already extracted")
             continue
-        name = f"clotho_audio_{split}.7z"
-        say(f"fetching {name}")
-        archive = download_file(
-            clotho_url(base_url, name),
-            dest / name,
-            sums.get(name) if verify else None,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            progress=progress,
-        )
-        say(f"extracting {name}")
+        archive = fetch(f"clotho_audio_{split}.7z")
+        say(f"extracting {archive.name}")
         extract_7z(archive, dest)
         if clotho_audio_dir(dest, split) is None:
             raise DownloadError(f"{archive}: extracted, but no audio folder {dest / split}/ appeared")

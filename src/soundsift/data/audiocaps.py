@@ -17,27 +17,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soundsift.data.readers import AudioDir, audio_problem, columns_error, first_audio_dir, read_csv_table
+from soundsift.data.readers import (
+    AudioDir,
+    audio_problem,
+    canonical_split,
+    columns_error,
+    first_audio_dir,
+    read_csv_table,
+)
 from soundsift.data.records import Clip, Problem, SplitData
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {
-    "development": "train",
-    "validation": "val",
-    "valid": "val",
-    "evaluation": "test",
-    "eval": "test",
-}
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
 SEGMENT_SECONDS = 10.0
 
 
 def audiocaps_split(split: str) -> str:
     """The AudioCaps split name for ``split`` (accepts development/validation/evaluation aliases)."""
-    name = SPLIT_ALIASES.get(split, split)
-    if name not in SPLITS:
-        raise ValueError(f"unknown AudioCaps split {split!r}; use one of {', '.join(SPLITS)}")
-    return name
+    return canonical_split(split, SPLITS, "AudioCaps")
 
 
 def audio_stems(youtube_id: str, start_raw: str, start: float, audiocap_ids: list[str]) -> list[str]:

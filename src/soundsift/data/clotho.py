@@ -21,6 +21,7 @@ from pathlib import Path
 from soundsift.data.readers import (
     AudioDir,
     audio_problem,
+    canonical_split,
     columns_error,
     first_audio_dir,
     nfc,
@@ -29,25 +30,12 @@ from soundsift.data.readers import (
 from soundsift.data.records import Clip, Problem, SplitData
 
 SPLITS = ("development", "validation", "evaluation")
-SPLIT_ALIASES = {
-    "train": "development",
-    "dev": "development",
-    "val": "validation",
-    "valid": "validation",
-    "test": "evaluation",
-    "eval": "evaluation",
-}
 _CAPTION_COLUMN = re.compile(r"caption_(\d+)$")
 
 
 def clotho_split(split: str) -> str:
     """The published split name for ``split`` (accepts train/val/test and dev/valid/eval aliases)."""
-    name = SPLIT_ALIASES.get(split, split)
-    if name not in SPLITS:
-        raise ValueError(
-            f"unknown Clotho split {split!r}; use one of {', '.join(SPLITS)} (or train/val/test)"
-        )
-    return name
+    return canonical_split(split, SPLITS, "Clotho", " (or train/val/test)")
 
 
 def clotho_csv_path(root: Path, kind: str, split: str) -> Path:

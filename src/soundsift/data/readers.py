@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -220,3 +220,19 @@ def combine(splits: list[SplitData] | dict[str, SplitData], name: str) -> SplitD
             clips.append(replace(clip, clip_id=clip_id))
         problems.extend(split.problems)
     return SplitData(name=name, clips=clips, problems=problems)
+
+
+#: Synonyms of the three split roles, in (train, val, test) order; each dataset names them its own way.
+SPLIT_SYNONYMS = (
+    ("train", "development", "dev"),
+    ("val", "validation", "valid"),
+    ("test", "evaluation", "eval"),
+)
+
+
+def canonical_split(split: str, names: Sequence[str], dataset: str, hint: str = "") -> str:
+    """The dataset's own name (one of ``names``, in train/val/test order) for ``split`` or a synonym."""
+    for name, synonyms in zip(names, SPLIT_SYNONYMS):
+        if split == name or split in synonyms:
+            return name
+    raise ValueError(f"unknown {dataset} split {split!r}; use one of {', '.join(names)}{hint}")

@@ -18,7 +18,6 @@ highest mel bins and stretches the rest back to 64 bins (bicubic, as ATST's ``Ra
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -26,8 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.atst_model import FrameAST, convert_atst_checkpoint
+from soundsift.encoders.frontend import mel_filterbank
 from soundsift.encoders.passt import average_by_owner, split_snippets
-from soundsift.encoders.weights import download_checkpoint, load_state_dict_checked, read_checkpoint
+from soundsift.encoders.weights import (
+    download_checkpoint,
+    load_state_dict_checked,
+    read_checkpoint,
+    resolve_pretrained,
+)
 
 # ATST-SED README: "ATST checkpoint (atst_as2M.ckpt) ... fine-tuned by the AudioSet-2M", a Google Drive
 # file (id below). Large Drive files may answer with an HTML confirmation page; then download it in a
@@ -41,14 +46,7 @@ TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 
 def htk_mel_filters(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:
     """torchaudio's ``melscale_fbanks(..., norm=None, mel_scale="htk")`` as an ``(n_mels, n_freqs)`` matrix."""
-    hz = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
-    to_mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
-    mels = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
-    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    up = (hz[None, :] - left) / (centre - left)
-    down = (right - hz[None, :]) / (right - centre)
-    return torch.clamp(torch.minimum(up, down), min=0.0).to(torch.float32)
+    return mel_filterbank(n_freqs, n_mels, sample_rate, f_min, f_max, scale="htk").T.contiguous()
 
 
 class ATSTLogMel(nn.Module):
@@ -129,15 +127,9 @@ class ATSTFrameEncoder(nn.Module):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if size not in ("full", "tiny"):
-            raise ValueError(f"ATST size must be 'full' or 'tiny', got {size!r}")
+        pretrained = resolve_pretrained("ATST", size, pretrained, checkpoint)
         if not 0.0 <= freq_warp_max_drop < 1.0:
             raise ValueError(f"freq_warp_max_drop must be in [0, 1), got {freq_warp_max_drop}")
-        pretrained = (size == "full" and checkpoint is None) if pretrained is None else pretrained
-        if pretrained and checkpoint is None and size == "tiny":
-            raise ValueError(
-                "ATST size='tiny' has no published weights; use pretrained=False (or checkpoint=PATH)"
-            )
         self.url, self.freq_warp_max_drop = url, freq_warp_max_drop
         self.segment = int(round(segment_seconds * self.sample_rate))
         self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))

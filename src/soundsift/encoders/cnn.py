@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, time_mask
+from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, size_preset, time_mask
 
 SIZES: dict[str, dict] = {
     "tiny": {"channels": (4, 8, 16)},
@@ -76,9 +76,7 @@ class CNNEncoder(nn.Module):
         frontend: dict | None = None,
     ) -> None:
         super().__init__()
-        if size not in SIZES:
-            raise ValueError(f"CNNEncoder: unknown size {size!r}; use one of {sorted(SIZES)}")
-        channels = tuple(channels or SIZES[size]["channels"])
+        channels = tuple(channels or size_preset(SIZES, size, "CNNEncoder")["channels"])
         strides = strides if strides is not None else [(2, 2)] * len(channels)
         self.sample_rate = sample_rate
         self.out_dim = channels[-1]

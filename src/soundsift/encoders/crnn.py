@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from soundsift.encoders.cnn import ConvStack
-from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, time_mask
+from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, size_preset, time_mask
 
 SIZES: dict[str, dict] = {
     "tiny": {"channels": (4, 8), "strides": ((2, 2), (4, 2)), "hidden": 8, "layers": 1},
@@ -43,9 +43,7 @@ class CRNNEncoder(nn.Module):
         frontend: dict | None = None,
     ) -> None:
         super().__init__()
-        if size not in SIZES:
-            raise ValueError(f"CRNNEncoder: unknown size {size!r}; use one of {sorted(SIZES)}")
-        preset = SIZES[size]
+        preset = size_preset(SIZES, size, "CRNNEncoder")
         channels = tuple(channels or preset["channels"])
         if strides is None:
             strides = preset["strides"] if channels == preset["channels"] else [(2, 2)] * len(channels)

@@ -5,7 +5,7 @@
   lengths to frame counts.
 - ``SpecAugment``: train-time time/frequency masking (identity in eval mode).
 - ``AudioFrontEnd``: LogMel + per-utterance/fixed normalisation + SpecAugment, honouring clip lengths.
-- ``masked_mean`` / ``time_mask``: pooling over valid frames only.
+- ``masked_mean`` / ``time_mask``: pooling over valid frames only; ``size_preset``: an encoder's size preset.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ import torch
 from torch import nn
 
 _MEL_SCALES = ("htk", "slaney")
+
+
+def size_preset(sizes: dict[str, dict], size: str, owner: str) -> dict:
+    """``sizes[size]`` (an encoder's preset), or a ValueError naming ``owner`` and the known sizes."""
+    if size not in sizes:
+        raise ValueError(f"{owner}: unknown size {size!r}; use one of {sorted(sizes)}")
+    return sizes[size]
 
 
 def hz_to_mel(hz: torch.Tensor, scale: str = "htk") -> torch.Tensor:
@@ -74,8 +81,9 @@ def mel_filterbank(
     if norm not in (None, "slaney"):
         raise ValueError(f"mel_filterbank: unknown norm {norm!r}; use None or 'slaney'")
     bins_hz = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)
-    lo, hi = hz_to_mel(torch.tensor(f_min), scale), hz_to_mel(torch.tensor(f_max), scale)
-    edges = mel_to_hz(torch.linspace(float(lo), float(hi), n_mels + 2, dtype=torch.float64), scale)
+    with torch.device("cpu"):  # float() needs real scalars, even under a torch.device("meta") context
+        lo, hi = (float(hz_to_mel(torch.tensor(f), scale)) for f in (f_min, f_max))
+    edges = mel_to_hz(torch.linspace(lo, hi, n_mels + 2, dtype=torch.float64), scale)
     left, centre, right = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins_hz[:, None] - left) / (centre - left)
     falling = (right - bins_hz[:, None]) / (right - centre)

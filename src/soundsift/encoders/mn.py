@@ -18,7 +18,12 @@ from torch import nn
 
 from soundsift.encoders.kaldi_mel import KaldiLogMel, n_frames
 from soundsift.encoders.mn_model import MobileNetV3
-from soundsift.encoders.weights import download_checkpoint, load_state_dict_checked, read_checkpoint
+from soundsift.encoders.weights import (
+    download_checkpoint,
+    load_state_dict_checked,
+    read_checkpoint,
+    resolve_pretrained,
+)
 
 _RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1"
 
@@ -63,13 +68,7 @@ class MobileNetEncoder(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown MobileNet variant {variant!r}; known: {', '.join(VARIANTS)}")
-        if size not in ("full", "tiny"):
-            raise ValueError(f"MobileNet size must be 'full' or 'tiny', got {size!r}")
-        pretrained = (size == "full" and checkpoint is None) if pretrained is None else pretrained
-        if pretrained and checkpoint is None and size == "tiny":
-            raise ValueError(
-                "MobileNet size='tiny' has no published weights; use pretrained=False (or checkpoint=PATH)"
-            )
+        pretrained = resolve_pretrained("MobileNet", size, pretrained, checkpoint)
         self.variant = variant
         width, self.filename = VARIANTS[variant]
         self.mel = KaldiLogMel(

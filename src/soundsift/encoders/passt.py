@@ -26,7 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.kaldi_mel import KaldiLogMel
-from soundsift.encoders.weights import download_checkpoint, load_state_dict_checked, read_checkpoint
+from soundsift.encoders.weights import (
+    download_checkpoint,
+    load_state_dict_checked,
+    read_checkpoint,
+    resolve_pretrained,
+)
 
 _RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
 
@@ -255,14 +260,8 @@ class PaSSTEncoder(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown PaSST variant {variant!r}; known: {', '.join(VARIANTS)}")
-        if size not in ("full", "tiny"):
-            raise ValueError(f"PaSST size must be 'full' or 'tiny', got {size!r}")
+        pretrained = resolve_pretrained("PaSST", size, pretrained, checkpoint)
         cfg = VARIANTS[variant] if size == "full" else replace(VARIANTS[variant], **TINY, url=None)
-        pretrained = (size == "full" and checkpoint is None) if pretrained is None else pretrained
-        if pretrained and checkpoint is None and size == "tiny":
-            raise ValueError(
-                "PaSST size='tiny' has no published weights; use pretrained=False (or checkpoint=PATH)"
-            )
         self.variant, self.cfg = variant, cfg
         self.segment = int(round(segment_seconds * self.sample_rate))
         self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from soundsift.encoders.frontend import AudioFrontEnd, masked_mean
+from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, size_preset
 
 SIZES: dict[str, dict] = {
     "tiny": {"dim": 16, "depth": 1, "heads": 2},
@@ -87,11 +87,9 @@ class PatchTransformerEncoder(nn.Module):
         frontend: dict | None = None,
     ) -> None:
         super().__init__()
-        if size not in SIZES:
-            raise ValueError(f"PatchTransformerEncoder: unknown size {size!r}; use one of {sorted(SIZES)}")
+        preset = size_preset(SIZES, size, "PatchTransformerEncoder")
         if pooling not in ("mean", "cls"):
             raise ValueError(f"PatchTransformerEncoder: unknown pooling {pooling!r}; use 'mean' or 'cls'")
-        preset = SIZES[size]
         dim, depth, heads = dim or preset["dim"], depth or preset["depth"], heads or preset["heads"]
         self.patch = (int(patch[0]), int(patch[1]))
         if n_mels % self.patch[0]:

@@ -1,8 +1,8 @@
 """Pretrained checkpoints: verified, resumable downloads and key-checked state-dict loading.
 
-- ``download_checkpoint``: a local file, a cached file, or a download (timeouts, retries, resume via HTTP
-  Range into ``<name>.part``, checksum, atomic rename, progress bar). The cache lives in
-  ``$SOUNDSIFT_CACHE`` or ``~/.cache/soundsift/checkpoints``.
+- ``download_checkpoint``: a local file, a cached file, or a download (``soundsift.download.download_file``:
+  timeouts, retries, resume via HTTP Range into ``<name>.part``, checksum, atomic rename, progress bar)
+  under a file lock. The cache lives in ``$SOUNDSIFT_CACHE`` or ``~/.cache/soundsift/checkpoints``.
 - ``read_checkpoint``: ``torch.load(weights_only=True)`` plus unwrapping of common containers.
 - ``strip_prefix`` / ``map_keys``: rename checkpoint keys to a module's layout.
 - ``load_state_dict_checked``: compare keys and shapes, ignore only what the caller names (classifier
@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
-import http.client
 import logging
 import os
 import re
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,20 +24,14 @@ from typing import Any
 
 import torch
 
+from soundsift.download import ChecksumError, checksum_mismatch, download_file, file_digest
+from soundsift.download import DownloadError as DownloadError  # re-exported: callers catch it from here
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "SOUNDSIFT_CACHE"
-_CHUNK = 1 << 20
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights", "params")
 Pattern = str | re.Pattern
-
-
-class DownloadError(RuntimeError):
-    """A checkpoint could not be fetched; the message names the URL and what to do instead."""
-
-
-class ChecksumError(RuntimeError):
-    """A file's checksum differs from the expected one; the message names the file and both digests."""
 
 
 class StateDictError(RuntimeError):
@@ -55,21 +44,24 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "soundsift" / "checkpoints"
 
 
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def resolve_pretrained(
+    name: str, size: str, pretrained: bool | None, checkpoint: str | Path | None
+) -> bool:
+    """Whether an encoder with published weights loads them: checks ``size`` ("full" or "tiny") and
+    defaults ``pretrained`` to True for a full-size model without a local ``checkpoint``."""
+    if size not in ("full", "tiny"):
+        raise ValueError(f"{name} size must be 'full' or 'tiny', got {size!r}")
+    pretrained = (size == "full" and checkpoint is None) if pretrained is None else pretrained
+    if pretrained and checkpoint is None and size == "tiny":
+        raise ValueError(
+            f"{name} size='tiny' has no published weights; use pretrained=False (or checkpoint=PATH)"
+        )
+    return pretrained
 
 
 def _verify(path: Path, sha256: str | None, md5: str | None, source: str) -> None:
-    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
-        if expected:
-            got = file_digest(path, algorithm)
-            if got.lower() != expected.lower():
-                raise ChecksumError(f"{path} (from {source}): {algorithm} is {got}, expected {expected}")
+    if bad := checksum_mismatch(path, md5=md5, sha256=sha256):
+        raise ChecksumError(f"{path} (from {source}): {bad}")
 
 
 def _filename_from_url(url: str) -> str:
@@ -77,53 +69,6 @@ def _filename_from_url(url: str) -> str:
     if not name:
         raise ValueError(f"cannot derive a file name from URL {url!r}; pass filename=")
     return name
-
-
-class _Incomplete(Exception):
-    """The server closed the connection before the whole file arrived (resumable)."""
-
-
-def _transfer(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
-    """Fetch ``url`` into ``part``, continuing from its current size when the server honours Range."""
-    from tqdm.auto import tqdm
-
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "soundsift"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # our partial file is not a prefix the server recognises
-            part.unlink()
-            raise _Incomplete("range not satisfiable; restarting") from exc
-        raise
-    with response:
-        if have and response.status != 206:  # server ignored Range: start over
-            have = 0
-        if "text/html" in (response.headers.get("Content-Type") or ""):
-            raise DownloadError(
-                f"{url} returned an HTML page instead of a checkpoint (a login, quota or confirmation "
-                "page?). Download the file in a browser and pass its path (checkpoint=/local_path=)."
-            )
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        got = have
-        with (
-            open(part, "ab" if have else "wb") as f,
-            tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, desc=desc, disable=not progress
-            ) as bar,
-        ):
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                f.write(chunk)
-                got += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and got < total:
-        raise _Incomplete(f"connection closed after {got} of {total} bytes")
 
 
 def download_checkpoint(
@@ -144,7 +89,7 @@ def download_checkpoint(
     ``local_path`` wins when given (it must exist; checked against the checksum when one is known).
     Otherwise the file ``cache_dir/filename`` is used when present and valid, else downloaded: into
     ``filename.part`` (resumed with an HTTP Range request after a dropped connection, up to ``retries``
-    attempts with exponential ``backoff`` seconds), checked, then renamed into place atomically. A file
+    attempts in a row without progress, with exponential ``backoff`` seconds), checked, then renamed into place atomically. A file
     that fails its checksum is deleted and ``ChecksumError`` raised. Without a known checksum the
     downloaded file's sha256 is logged so that it can be pinned.
     """
@@ -170,7 +115,23 @@ def download_checkpoint(
         if target.is_file():  # another process finished it while we waited
             _verify(target, sha256, md5, source=url)
             return target
-        _download(url, target, sha256, md5, timeout, retries, backoff, progress)
+        download_file(
+            url,
+            target,
+            md5,
+            timeout=timeout,
+            retries=max(1, retries) - 1,  # here ``retries`` counts attempts in a row without progress
+            backoff=backoff,
+            progress=progress,
+            sha256=sha256,
+            reject_html=True,
+            hint=(
+                ". Offline or refused? Download the file yourself (a browser may be needed) and pass its "
+                f"path (checkpoint=/local_path=), or put it at {target}"
+            ),
+        )
+    if not sha256:
+        log.info("downloaded %s (sha256 %s)", target, file_digest(target))
     return target
 
 
@@ -181,50 +142,6 @@ def _lock(target: Path) -> Any:
     except ImportError:  # pragma: no cover - filelock comes with huggingface_hub
         return contextlib.nullcontext()
     return FileLock(str(target) + ".lock")
-
-
-def _download(
-    url: str,
-    target: Path,
-    sha256: str | None,
-    md5: str | None,
-    timeout: float,
-    retries: int,
-    backoff: float,
-    progress: bool,
-) -> None:
-    part = target.with_name(target.name + ".part")
-    last_error: BaseException | None = None
-    for attempt in range(max(1, retries)):
-        if attempt:
-            time.sleep(min(backoff * 2 ** (attempt - 1), 60.0))
-            log.info("retrying download of %s (attempt %d of %d): %s", url, attempt + 1, retries, last_error)
-        try:
-            _transfer(url, part, timeout, progress, desc=target.name)
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 and exc.code not in (408, 429):
-                raise DownloadError(
-                    f"HTTP {exc.code} {exc.reason} for {url}; check the URL, or download the file yourself "
-                    "and pass its path (checkpoint=/local_path=)"
-                ) from exc
-            last_error = exc
-        except (TimeoutError, _Incomplete, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            last_error = exc
-    else:
-        kept = f"; the partial file {part} is kept and the next call resumes it" if part.exists() else ""
-        raise DownloadError(
-            f"could not download {url} after {retries} attempts ({last_error}){kept}. Offline? Download the "
-            f"file elsewhere and pass its path (checkpoint=/local_path=), or put it at {target}"
-        )
-    try:
-        _verify(part, sha256, md5, source=url)
-    except ChecksumError:
-        part.unlink(missing_ok=True)
-        raise
-    if not sha256:
-        log.info("downloaded %s (sha256 %s)", target, file_digest(part))
-    os.replace(part, target)
 
 
 # --------------------------------------------------------------------------- reading and renaming keys
