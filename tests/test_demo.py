@@ -35,5 +35,7 @@ def test_demo_writes_table1_layout(tmp_path):
     cfg = (tmp_path / "stage2-ensemble-crnn" / "config.yaml").read_text()
     assert "stage1-crnn" in cfg and cfg.count(".safetensors") == 3
     assert (tmp_path / "stage2-self-cnn" / "config.yaml").read_text().count(".safetensors") == 1
+    auc = saved["correspondence_auc"]
+    assert set(auc) == {"cnn", "patchformer", "crnn", "ensemble"} and all(0 <= v <= 1 for v in auc.values())
     table = (tmp_path / "results.md").read_text()
     assert format_table(rows) in table and table.count("| crnn |") == 4

@@ -63,6 +63,9 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, seed=args.seed, preset=args.preset, overrides=tuple(args.overrides),
                        progress=not args.quiet, control=args.control)
     print(format_table(summary["rows"]))
+    if summary.get("correspondence_auc"):
+        auc = ", ".join(f"{k} {v:.3f}" for k, v in summary["correspondence_auc"].items())
+        print(f"\nestimated correspondences vs ground truth (training split, ROC AUC): {auc}")
     print(f"\n{summary['seconds']} s; results in {args.out}/results.json and results.md")
     return 0
 

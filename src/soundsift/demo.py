@@ -28,6 +28,26 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def teacher_auc(data_root: Path, teachers: dict[str, Path]) -> dict[str, float] | None:
+    """ROC AUC of each teacher's and the ensemble's estimated correspondences against the benchmark's
+    ground truth (does a caption truly describe a clip?) on the training split; None if not alignable."""
+    import torch
+
+    from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble, correspondence_auc
+    from soundsift.data.synth import load_ground_truth
+
+    loaded = {name: TeacherEmbeddings.load(path) for name, path in teachers.items()}
+    truth = load_ground_truth(data_root, "development")
+    first = next(iter(loaded.values()))
+    if first.clip_ids != [str(f) for f in truth["file_names"]] or len(first.caption_texts) != truth["holds"].shape[0]:
+        return None  # some clips were skipped: the orders differ
+    holds = torch.from_numpy(truth["holds"]).T  # (n_clips, n_captions), like a similarity matrix
+    auc = {name: correspondence_auc(t.similarity(), holds) for name, t in loaded.items()}
+    if len(loaded) > 1:
+        auc["ensemble"] = correspondence_auc(TeacherEnsemble(list(loaded.values())).full_similarity(), holds)
+    return {k: round(v, 4) for k, v in auc.items()}
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     seed: int = 0,
@@ -90,10 +110,19 @@ def run_demo(
                 **{c: round(100 * test[c], 2) for c in COLUMNS},
                 "checkpoint": str(run.model_path),
             })
-    summary = {"rows": rows, "seconds": round(time.time() - started, 1), "seed": seed, "preset": preset}
+    auc = teacher_auc(data_root, teachers)
+    summary = {
+        "rows": rows, "seconds": round(time.time() - started, 1), "seed": seed, "preset": preset,
+        "correspondence_auc": auc,
+    }
     text = json.dumps(summary, indent=2)
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     table = format_table(rows)
     md = f"# soundsift demo (seed {seed}, preset {preset}, {summary['seconds']} s)\n\n{table}\n"
+    if auc:
+        md += (
+            "\nEstimated correspondences on the training split against the benchmark's ground truth "
+            "(ROC AUC): " + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()) + "\n"
+        )
     atomic_write(out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
     return summary
