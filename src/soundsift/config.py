@@ -70,12 +70,12 @@ class ConfigError(Exception):
     """A config file or override is malformed; the message names the key."""
 
 
-def merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """Recursively merge ``update`` into a copy of ``base``; unknown top-level keys are refused."""
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``; an encoder spec is replaced as a whole."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not key.endswith("_encoder"):
-            out[key] = merge(out[key], value, f"{where}{key}.")
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -257,8 +257,7 @@ def train(
         shuffle=True,
         drop_last=len(dataset) > int(config["optim"]["batch_size"]),
         collate_fn=collate_pairs,
-        num_workers=int(data["num_workers"]),
-        persistent_workers=int(data["num_workers"]) > 0,
+        num_workers=int(data["num_workers"]),  # workers are re-created each epoch, so they see set_epoch
     )
     validation = build_validation_callback(splits["val"], store, config)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
