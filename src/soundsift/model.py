@@ -227,12 +227,14 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> DualEncoder:
+def load_model(path: str | Path, device: str | torch.device | None = None) -> DualEncoder:
     """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
     layout) or the paper authors' salsa Lightning checkpoint. ``model.identity`` is the sha256 of the
-    file that holds the weights."""
+    file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU."""
     from soundsift.interop import detect_format, from_pretrained, load_salsa_checkpoint
 
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     kind = detect_format(path)
     if kind == "directory":
         return from_pretrained(path, device=device)

@@ -280,6 +280,8 @@ def train(
     )
     last = out_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if last.is_file() else None)
+    if not trainer.is_global_zero:  # with several processes, rank 0 alone writes the results
+        return RunResult(out_dir, out_dir / "model.pt", {})
 
     if checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
@@ -290,7 +292,7 @@ def train(
         best = max(validation.history, key=lambda h: h["mAP@10"])
         metrics["best_epoch"], metrics["val"] = best["epoch"], {k: v for k, v in best.items() if k != "epoch"}
     if "test" in splits and splits["test"].clips:
-        model = load_model(model_path)
+        model = load_model(model_path)  # evaluate exactly what was saved, on the GPU when there is one
         emb = embed_split(model, splits["test"], store, data["max_seconds"], tr["eval_batch_size"], progress)
         metrics["test"] = text_to_audio_metrics_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
     metrics["seconds"] = round(time.time() - started, 2)
