@@ -89,7 +89,9 @@ def test_search_page_in_headless_chromium(chromium, server):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(server + "/")
-            page.wait_for_function("document.getElementById('info').textContent.includes('sounds indexed')")
+            # Waits go through locators or page.evaluate: wait_for_function compiles its predicate with
+            # eval in the page, which the server's Content-Security-Policy rightly forbids.
+            page.locator("#info", has_text="sounds indexed").wait_for()
             assert f"{len(GOOD)} sounds indexed" in page.text_content("#info")
 
             page.fill("#q", "water dripping in a cave")
@@ -106,9 +108,12 @@ def test_search_page_in_headless_chromium(chromium, server):
             assert "water+dripping" in page.url or "water%20dripping" in page.url  # shareable URL
 
             # The first player loads its audio: metadata decoded, duration known.
-            page.wait_for_function(
-                "() => { const a = document.querySelector('#results audio');"
-                " return a && a.readyState >= 1 && a.duration > 0; }", timeout=15000)
+            loaded = "(() => { const a = document.querySelector('#results audio');" \
+                     " return !!a && a.readyState >= 1 && a.duration > 0; })()"
+            deadline = time.monotonic() + 15
+            while not page.evaluate(loaded) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert page.evaluate(loaded), "the first audio player did not load its file"
             duration = page.evaluate("document.querySelector('#results audio').duration")
             assert duration == pytest.approx(api[0]["duration"], abs=0.1)
             assert page.evaluate("document.querySelector('#results audio').error") is None
