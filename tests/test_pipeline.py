@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +88,16 @@ def test_teachers_for_another_dataset_are_refused(data, tmp_path, capsys):
                f"init_from={s1 / 'model.pt'}", f"teachers=['{teacher}']", "trainer.progress_bar=false"])
     assert rc == 2
     assert "val.safetensors" in capsys.readouterr().err
+
+
+def test_two_process_training_gathers_the_global_batch(data, tmp_path):
+    """DDP on the CPU (gloo), launched as users do: both ranks train, rank 0 alone writes results."""
+    out = tmp_path / "ddp"
+    exe = Path(sys.executable).parent / "soundsift"
+    args = [str(exe), "-q", "train", "--config", "demo/stage1.yaml", f"data.root={data}", f"out_dir={out}",
+            *TINY, "optim.epochs=1", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["val_history"]) == 1 and "test" in metrics
+    assert run.stdout.count('"model"') == 1

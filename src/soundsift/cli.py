@@ -31,7 +31,8 @@ def _train(args: argparse.Namespace) -> int:
     from soundsift.train import train
 
     result = train(config, progress=not args.quiet)
-    print(json.dumps({"model": str(result.model_path), **result.metrics.get("test", {})}, indent=2))
+    if result.metrics:  # only the process of rank 0 reports
+        print(json.dumps({"model": str(result.model_path), **result.metrics.get("test", {})}, indent=2))
     return 0
 
 

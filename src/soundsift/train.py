@@ -226,6 +226,9 @@ def train(
     # frozen pretrained towers stay in eval mode on purpose (no dropout, fixed statistics)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs newer torch
+    warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
+    # validation metrics are computed on the whole split by every rank: identical, nothing to reduce
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
     config = resolve_model_config(config)
     out_dir = Path(config["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
