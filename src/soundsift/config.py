@@ -163,7 +163,7 @@ def validate(config: dict[str, Any]) -> None:
 
 
 def dump_config(config: dict[str, Any], path: str | Path) -> Path:
-    from soundsift.model import atomic_write
+    from soundsift.atomic import atomic_write
 
     text = yaml.safe_dump(config, sort_keys=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

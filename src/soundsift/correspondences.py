@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from soundsift.atomic import atomic_write
 
 __all__ = [
     "AlignmentError",
@@ -214,16 +215,7 @@ class TeacherEmbeddings:
             "format_version": str(FORMAT_VERSION),
             "meta": json.dumps(meta, default=str),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TeacherEmbeddings:

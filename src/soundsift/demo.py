@@ -63,10 +63,11 @@ def run_demo(
     teachers (the paper's Table 2, row 2), which separates the effect of the estimated
     correspondences from that of simply training longer.
     """
+    from soundsift.atomic import atomic_write
     from soundsift.config import load_config
     from soundsift.data.synth import generate
     from soundsift.embed import embed_split
-    from soundsift.model import atomic_write, load_model
+    from soundsift.model import load_model
     from soundsift.teachers import save_teacher
     from soundsift.train import read_splits, train
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from soundsift.model import FORMAT, FORMAT_VERSION, DualEncoder, ModelFileError, atomic_write, file_sha256
+from soundsift.atomic import atomic_write
+from soundsift.model import FORMAT, FORMAT_VERSION, DualEncoder, ModelFileError, file_sha256
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -7,11 +7,12 @@ where k' = min(k, number of vectors). FAISS is an optional extra, imported only 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from soundsift.atomic import atomic_write
 
 # Scores of one query-batch x item-chunk block stay under this many floats (bounded memory).
 _BLOCK_FLOATS = 1 << 24
@@ -192,13 +193,7 @@ class FaissIndex:
     def save(self, path: str | Path) -> None:
         """Write the FAISS index to ``path`` (atomically: temp file then rename)."""
         faiss = _import_faiss()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            faiss.write_index(self.index, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
 
     @classmethod
     def load(cls, path: str | Path, kind: str, ef_search: int = 512) -> FaissIndex:

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from soundsift.atomic import atomic_write
 from soundsift.encoders.weights import (
     StateDictError,
     default_cache_dir,
@@ -59,7 +60,7 @@ from soundsift.hub import (  # noqa: F401 (re-exported: the Hugging Face layout 
     read_pretrained_config,
     save_pretrained,
 )
-from soundsift.model import FORMAT, DualEncoder, ModelFileError, atomic_write, file_sha256
+from soundsift.model import FORMAT, DualEncoder, ModelFileError, file_sha256
 
 log = logging.getLogger(__name__)
 

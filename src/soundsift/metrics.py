@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from soundsift.atomic import atomic_write
 
 __all__ = [
     "ap_at_k_from_ranks",
@@ -267,19 +268,14 @@ def write_dcase_submission(
         row = int(((idx < 0) | (idx >= len(audio_names))).any(dim=1).nonzero()[0])
         raise ValueError(f"{path}: row {row} of topk_indices has an index outside [0, {len(audio_names)})")
     header = ["caption"] + [f"file_name_{i + 1}" for i in range(idx.shape[1])]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             for caption, row in zip(captions, idx.tolist()):
                 writer.writerow([caption] + [audio_names[i] for i in row])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 # -------------------------------------------------------------------------------- multi-relevance

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from soundsift.atomic import atomic_write
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
 
@@ -164,24 +163,6 @@ class DualEncoder(nn.Module):
                 f"unexpected {unexpected[:8]}, shape mismatch {shapes[:8]}"
             )
         self.load_state_dict(state_dict, strict=False)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should be readable as usual
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_model(model: DualEncoder, path: str | Path, meta: dict[str, Any] | None = None) -> Path:

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
+from soundsift.atomic import atomic_write
 from soundsift.config import dump_config
 from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
 from soundsift.data.records import SplitData
-from soundsift.model import DualEncoder, atomic_write, load_model, read_model_file, save_model
+from soundsift.model import DualEncoder, load_model, read_model_file, save_model
 
 log = logging.getLogger(__name__)
 MONITOR = "val/mAP@10"

@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import wave
 import zipfile
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from soundsift.atomic import atomic_write
 from soundsift.data.synth_facts import (
     ASSERTIONS,
     CLASSES,
@@ -218,30 +217,14 @@ def load_ground_truth(root: str | Path, split: str, dense: bool = True) -> dict[
 
 
 # ---- writing --------------------------------------------------------------------------------------------
-_MODE: list[int] = []
-
-
-def _file_mode() -> int:
-    """The permissions a plain open() would give a new file (mkstemp's are 0600)."""
-    if not _MODE:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        _MODE.append(0o666 & ~umask)
-    return _MODE[0]
-
-
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".synth-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, to_file)
 
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:

