@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from soundsift.index_backends import ExactIndex, FaissIndex  # noqa: E402
+from soundsift.search.backends import ExactIndex, FaissIndex  # noqa: E402
 
 CHUNK = 65536
 

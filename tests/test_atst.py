@@ -11,7 +11,7 @@ import torch
 from soundsift.encoders import build_audio_encoder
 from soundsift.encoders.atst import ATSTFrameEncoder, ATSTLogMel, frequency_warp, htk_mel_filters, warp_rows
 from soundsift.encoders.atst_model import convert_atst_checkpoint
-from soundsift.encoders.weights import load_state_dict_checked
+from soundsift.encoders.pretrained import load_state_dict_checked
 
 SR = 16000
 

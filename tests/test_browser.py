@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soundsift.index_build import build_index  # noqa: E402
+from soundsift.search.build import build_index  # noqa: E402
 from test_index import GOOD, make_library, make_model  # noqa: E402
 
 CHROMIUM = os.environ.get("SOUNDSIFT_CHROMIUM", "/usr/bin/chromium")
@@ -51,7 +51,7 @@ def server(tmp_path_factory):
     try:
         import uvicorn
 
-        from soundsift.server import LOOPBACK_HOSTS, create_app
+        from soundsift.search.server import LOOPBACK_HOSTS, create_app
     except ImportError as exc:
         _require(False, f"the serve extra is missing ({exc})")
     base = tmp_path_factory.mktemp("browser")

@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from soundsift.config import DEFAULTS, ConfigError, apply_overrides, load_config, merge
-from soundsift.train import warmup_cosine
+from soundsift.config import DEFAULTS, apply_overrides, load_config, merge
+from soundsift.errors import ConfigError
+from soundsift.training.module import warmup_cosine
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():

@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from soundsift.correspondences import (
-    AlignmentError,
     TeacherEmbeddings,
     TeacherEnsemble,
-    TeacherFileError,
     correspondence_auc,
     ensemble_similarity,
 )
+from soundsift.errors import AlignmentError, TeacherFileError
 from soundsift.losses import distillation_loss
 
 CLIPS = ["dog 1.wav", "rain, heavy.wav", "ünïcode.flac", "x.wav"]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from soundsift.demo import COLUMNS, format_table, run_demo
-from soundsift.model import load_model
+from soundsift.checkpoints import load_model
+from soundsift.training.demo import COLUMNS, format_table, run_demo
 
 pytestmark = pytest.mark.slow
 

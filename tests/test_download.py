@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.server
 import io
@@ -14,16 +13,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundsift.data.clotho import read_clotho, read_clotho_metadata
-from soundsift.download import (
+from soundsift.cli.main import main
+from soundsift.data.download import (
     CLOTHO_MD5,
-    DownloadError,
     clotho_url,
     download_clotho,
-    download_file,
-    download_main,
     extract_7z,
 )
+from soundsift.data.readers.clotho import read_clotho, read_clotho_metadata
+from soundsift.downloader import download_file
+from soundsift.errors import DownloadError
 
 py7zr = pytest.importorskip("py7zr", reason="py7zr (the 'download' extra) is needed for 7z archives")
 
@@ -282,11 +281,13 @@ def test_extract_rejects_escaping_members(tmp_path: Path, monkeypatch) -> None:
 def test_download_main(server, tmp_path: Path, capsys) -> None:
     files = clotho_files(tmp_path, "validation")
     server.files.update(files)
-    ns = argparse.Namespace(
-        dataset="clotho", dir=str(tmp_path / "d"), base_url=server.base, splits=["val"], no_verify=True
-    )
-    assert download_main(ns) == 0
+    assert main(["-q", "download", "clotho", str(tmp_path / "d"), "--base-url", server.base, "--splits", "val",
+                 "--no-verify"]) == 0
     assert len(read_clotho(tmp_path / "d", "val").clips) == 2
-    ns = argparse.Namespace(dataset="clotho", dir=str(tmp_path / "e"), base_url=server.base, splits=["test"])
-    assert download_main(ns) == 1 and "HTTP 404" in capsys.readouterr().err
-    assert download_main(argparse.Namespace(dataset="audiocaps", dir="x", base_url=None)) == 2
+    capsys.readouterr()
+    assert main(["-q", "download", "clotho", str(tmp_path / "e"), "--base-url", server.base, "--splits", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "HTTP 404" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown dataset
+        main(["download", "audiocaps", "x"])
+    assert exit_info.value.code == 2

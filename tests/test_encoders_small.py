@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from soundsift.encoders import build_audio_encoder
-from soundsift.encoders.frontend import (
+from soundsift.encoders.frontends.mel import (
     AudioFrontEnd,
     LogMel,
     SpecAugment,

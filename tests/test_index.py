@@ -23,17 +23,14 @@ import torch
 from torch import nn
 
 from soundsift.audio import load_audio
+from soundsift.checkpoints import load_model, save_model
 from soundsift.encoders import audio_encoder_names, register_audio_encoder, register_text_encoder
 from soundsift.encoders.registry import text_encoder_names
-from soundsift.index import (
-    ModelMismatchError,
-    SearchIndexError,
-    TextSearcher,
-    open_index,
-)
-from soundsift.index_backends import ExactIndex, FaissIndex
-from soundsift.index_build import build_index
-from soundsift.model import DualEncoder, load_model, save_model
+from soundsift.errors import ModelMismatchError, SearchIndexError
+from soundsift.model import DualEncoder
+from soundsift.search.backends import ExactIndex, FaissIndex
+from soundsift.search.build import build_index
+from soundsift.search.index import TextSearcher, open_index
 
 HERE = Path(__file__).resolve().parent
 
@@ -252,7 +249,7 @@ def test_other_model_is_refused_and_rebuild_reembeds(lib, model_path, tmp_path):
 
 
 def test_failed_pointer_swap_keeps_the_previous_index(lib, model_path, tmp_path, monkeypatch):
-    import soundsift.index_store as store
+    import soundsift.search.store as store
 
     out = tmp_path / "idx"
     build_index(lib, out, model_path, progress=False)
@@ -279,7 +276,7 @@ _KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 import test_index
-from soundsift.index_build import build_index
+from soundsift.search.build import build_index
 build_index({lib!r}, {out!r}, {model!r}, progress=False, chunk_files=2, batch_size=1)
 """
 
@@ -354,7 +351,7 @@ def _unit(rng, n, d):
 
 
 def test_exact_backend_matches_a_naive_sort(monkeypatch):
-    import soundsift.index_backends as ib
+    import soundsift.search.backends as ib
 
     rng = np.random.default_rng(0)
     x, q = _unit(rng, 5000, 24), _unit(rng, 7, 24)
@@ -420,8 +417,8 @@ def test_index_built_with_faiss_is_searched_with_it(lib, model_path, tmp_path):
 
 def test_auto_backend_switches_to_stored_faiss_above_the_limit(lib, model_path, tmp_path, monkeypatch):
     pytest.importorskip("faiss", reason="the faiss extra is not installed")
-    import soundsift.index as si
-    import soundsift.index_build as ib
+    import soundsift.search.build as ib
+    import soundsift.search.index as si
 
     monkeypatch.setattr(si, "EXACT_LIMIT", 3)
     monkeypatch.setattr(ib, "EXACT_LIMIT", 3)

@@ -6,7 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from soundsift.data.inspect import data_info_main, format_report, inspect_dataset
+import pytest
+
+from soundsift.cli.data import data_info_main
+from soundsift.data.check import format_report, inspect_dataset
+from soundsift.errors import UnknownNameError
 from test_readers import CLOTHO_HEADER, caps, tone, write_csv, write_wavcaps
 
 
@@ -23,7 +27,7 @@ def clean_clotho(root: Path) -> Path:
 
 
 def args(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"no_audio_check": False, "json": False, **kw})
+    return argparse.Namespace(**{"no_audio_check": False, "json": False, "allow_problems": False, **kw})
 
 
 def test_clean_clotho_is_ok_and_missing_split_is_listed(tmp_path: Path, capsys) -> None:
@@ -82,8 +86,8 @@ def test_bad_columns_and_empty_split_are_unusable(tmp_path: Path) -> None:
 def test_nothing_found_and_unknown_format(tmp_path: Path, capsys) -> None:
     assert not inspect_dataset("clotho", tmp_path).usable
     assert "folder not found" in inspect_dataset("audiocaps", tmp_path / "nope").error
-    assert data_info_main(args(format="nope", root=str(tmp_path))) == 2
-    assert "unknown dataset format" in capsys.readouterr().err
+    with pytest.raises(UnknownNameError, match="unknown dataset format 'nope'"):
+        inspect_dataset("nope", tmp_path)
     report = inspect_dataset("folder", tmp_path)  # no captions file
     assert report.error and "captions.csv" in report.error and not report.ok
 

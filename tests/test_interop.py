@@ -19,21 +19,20 @@ import pytest
 import torch
 from torch import nn
 
-from soundsift.encoders import register_text_encoder
-from soundsift.encoders.weights import StateDictError, load_state_dict_checked
-from soundsift.interop import (
+from soundsift.checkpoints import detect_format, from_pretrained, save_model, save_pretrained
+from soundsift.checkpoints.salsa import (
     SALSA_CONFIG,
     SALSA_IGNORED,
     convert_salsa_state_dict,
-    detect_format,
     download_salsa_checkpoint,
-    from_pretrained,
     load_salsa_checkpoint,
     read_lightning_checkpoint,
     salsa_config,
-    save_pretrained,
 )
-from soundsift.model import DualEncoder, ModelFileError, save_model
+from soundsift.encoders import register_text_encoder
+from soundsift.encoders.pretrained import load_state_dict_checked
+from soundsift.errors import ModelFileError, StateDictError
+from soundsift.model import DualEncoder
 
 TINY_TEXT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 TINY = {"audio_encoder": {"size": "tiny"}, "text_encoder": {"config_overrides": TINY_TEXT}}

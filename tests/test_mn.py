@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from soundsift.encoders import build_audio_encoder
-from soundsift.encoders.kaldi_mel import n_frames
+from soundsift.encoders.frontends.kaldi import n_frames
 from soundsift.encoders.mn import MobileNetEncoder
-from soundsift.encoders.weights import load_state_dict_checked
+from soundsift.encoders.pretrained import load_state_dict_checked
 
 SR = 32000
 

@@ -3,8 +3,10 @@ import pytest
 import torch
 from torch import nn
 
+from soundsift.checkpoints import load_model, read_model_file, save_model
 from soundsift.encoders import register_audio_encoder, register_text_encoder
-from soundsift.model import DualEncoder, ModelFileError, load_model, read_model_file, save_model
+from soundsift.errors import ModelFileError
+from soundsift.model import DualEncoder
 
 
 class StatsAudio(nn.Module):

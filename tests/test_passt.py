@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from soundsift.encoders import build_audio_encoder
-from soundsift.encoders.kaldi_mel import KaldiLogMel, kaldi_mel_banks
-from soundsift.encoders.passt import PaSSTEncoder, split_snippets
+from soundsift.encoders.frontends.kaldi import KaldiLogMel, kaldi_mel_banks
+from soundsift.encoders.layers import split_snippets
+from soundsift.encoders.passt import PaSSTEncoder
 
 SR = 32000
 
@@ -185,7 +186,7 @@ def official_layout(embed=768, depth=12, grid=(8, 62), patch=16, classes=527) ->
     [("passt_s_p16_s16_128_ap468", 12, (8, 62)), ("passt_s_kd_p16_128_ap486", 12, (12, 99))],
 )
 def test_full_size_layout_matches_official_checkpoint(variant, depth, grid):
-    from soundsift.encoders.weights import load_state_dict_checked
+    from soundsift.encoders.pretrained import load_state_dict_checked
 
     with torch.device("meta"):
         enc = PaSSTEncoder(variant, pretrained=False)

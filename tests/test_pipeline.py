@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from soundsift.cli import main
+from soundsift.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundsift.data.audiocaps import read_audiocaps
-from soundsift.data.clotho import clotho_audio_dir, read_clotho, read_clotho_metadata
-from soundsift.data.folder import read_folder, safe_relative
 from soundsift.data.readers import READERS, combine, read_split
-from soundsift.data.records import DatasetError
-from soundsift.data.wavcaps import read_excluded_ids, read_wavcaps
+from soundsift.data.readers.audiocaps import read_audiocaps
+from soundsift.data.readers.clotho import clotho_audio_dir, read_clotho, read_clotho_metadata
+from soundsift.data.readers.folder import read_folder, safe_relative
+from soundsift.data.readers.wavcaps import read_excluded_ids, read_wavcaps
+from soundsift.errors import DatasetError
 
 
 def tone(path: Path, seconds: float = 0.05, sr: int = 8000) -> Path:

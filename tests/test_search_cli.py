@@ -11,21 +11,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soundsift import search_cli  # noqa: E402
-from soundsift.index import open_index  # noqa: E402
-from soundsift.model import load_model  # noqa: E402
+from soundsift.checkpoints import load_model  # noqa: E402
+from soundsift.cli import search as search_cli  # noqa: E402
+from soundsift.cli.main import main  # noqa: E402
+from soundsift.search.index import open_index  # noqa: E402
 from test_index import BAD, GOOD, make_library, make_model  # noqa: E402
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="soundsift")
-    parser.add_argument("-q", "--quiet", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (search_cli.add_index_parser, search_cli.add_search_parser, search_cli.add_serve_parser,
-                search_cli.add_tag_parser):
-        add(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 @pytest.fixture(scope="module")

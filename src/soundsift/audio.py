@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+from soundsift.errors import AudioError
 
-
-class AudioError(Exception):
-    """An audio file is missing, unreadable or empty; the message names the file."""
+#: The audio files soundsift reads (soundfile/libsndfile), with the media type a browser plays them as.
+AUDIO_MEDIA_TYPES = {
+    ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg", ".aiff": "audio/aiff", ".aif": "audio/aiff",
+}
+AUDIO_EXTENSIONS = tuple(AUDIO_MEDIA_TYPES)
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

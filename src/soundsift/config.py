@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from soundsift.errors import ConfigError
+
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out_dir": "runs/train",
@@ -64,10 +66,6 @@ DEFAULTS: dict[str, Any] = {
         "eval_batch_size": 32,
     },
 }
-
-
-class ConfigError(Exception):
-    """A config file or override is malformed; the message names the key."""
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

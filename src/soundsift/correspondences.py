@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from soundsift.atomic import atomic_write
+from soundsift.errors import AlignmentError, TeacherFileError
 
 __all__ = [
     "AlignmentError",
@@ -35,14 +36,6 @@ __all__ = [
 
 FORMAT_NAME = "soundsift.teacher_embeddings"
 FORMAT_VERSION = 1
-
-
-class TeacherFileError(ValueError):
-    """A teacher-embedding file is unreadable, of another format/version, or inconsistent."""
-
-
-class AlignmentError(ValueError):
-    """Teacher embeddings were computed for a different split (other clips, captions or order)."""
 
 
 def ensemble_similarity(audio_embs: Sequence[Tensor], caption_embs: Sequence[Tensor]) -> Tensor:
@@ -191,7 +184,7 @@ class TeacherEmbeddings:
         """
         from safetensors.torch import save_file
 
-        from soundsift import __version__
+        from soundsift.version import __version__
 
         path = Path(path)
         meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **self.meta}
@@ -200,7 +193,7 @@ class TeacherEmbeddings:
         text_data, text_ends = _encode_strings(self.caption_texts)
         store = dtype or self.audio.dtype
         if not store.is_floating_point:
-            raise ValueError(f"{path}: embeddings must be stored as a float dtype, got {store}")
+            raise TeacherFileError(f"{path}: embeddings must be stored as a float dtype, got {store}")
         tensors = {
             "audio": self.audio.detach().to("cpu", store).contiguous(),
             "captions": self.captions.detach().to("cpu", store).contiguous(),

@@ -1,10 +1,86 @@
-"""The error types that mean 'bad input', reported by the CLI as one clear line (exit code 2)."""
+"""One error policy: every error that means "bad input" derives from :class:`SoundsiftError`.
 
-from soundsift.audio import AudioError
-from soundsift.config import ConfigError
-from soundsift.data.records import DatasetError
-from soundsift.model import ModelFileError
+The CLI prints a ``SoundsiftError`` (and a missing file) as one line naming the file or value at fault
+and exits with status 2; any other exception is a bug and keeps its traceback (``--debug`` always shows
+it). Built-in types are mixed in where callers already catch them (``ValueError``, ``KeyError``,
+``RuntimeError``). This module imports nothing from soundsift, so every module may import it.
+"""
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    AudioError, ConfigError, DatasetError, ModelFileError, FileNotFoundError, ValueError, KeyError,
-)
+from __future__ import annotations
+
+
+class SoundsiftError(Exception):
+    """Base of every soundsift error: the message names the file, key or value at fault."""
+
+
+class ConfigError(SoundsiftError, ValueError):
+    """A config file, override or option value is malformed; the message names the key."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name missing from a registry (encoder, reader, backend...); the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AudioError(SoundsiftError):
+    """An audio file is missing, unreadable or empty; the message names the file."""
+
+
+class DatasetError(SoundsiftError, ValueError):
+    """A dataset file is malformed; the message names the file (and row, where there is one)."""
+
+
+class ModelFileError(SoundsiftError, ValueError):
+    """A model file is missing, not a soundsift model, or from an incompatible version."""
+
+
+class StateDictError(SoundsiftError, RuntimeError):
+    """A state dict does not fit a module; the message lists the missing/unexpected/mismatched keys."""
+
+
+class DownloadError(SoundsiftError, RuntimeError):
+    """A download or extraction failed; the message names the URL or file and what to do instead."""
+
+
+class WeightsUnavailableError(DownloadError, OSError):
+    """Pretrained weights could not be fetched or read (offline, say); the message names the local option."""
+
+
+class ChecksumError(DownloadError):
+    """A file's checksum differs from the expected one; the message names the file and both digests."""
+
+
+class TeacherFileError(SoundsiftError, ValueError):
+    """A teacher embedding file is missing, malformed or of another format version."""
+
+
+class AlignmentError(SoundsiftError, ValueError):
+    """Teacher embeddings do not line up with the training split (other clips or captions)."""
+
+
+class SearchIndexError(SoundsiftError, ValueError):
+    """A search index is missing, malformed, or does not fit the request."""
+
+
+class ModelMismatchError(SearchIndexError):
+    """The model given for a search is not the one that built the index."""
+
+
+class BundleError(SoundsiftError, ValueError):
+    """A TensorFlow tensor bundle (YAMNet's weights) is unreadable."""
+
+
+class MissingDependencyError(SoundsiftError, ImportError):
+    """An optional dependency is not installed; the message says what to install."""
+
+
+def require(module: str, install: str, purpose: str):
+    """Import ``module``, or raise MissingDependencyError saying ``purpose`` needs ``install``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{purpose} needs {install}") from exc

@@ -1,33 +1,23 @@
 """DualEncoder: an audio tower and a text tower projected into one L2-normalised space.
 
-Saved models are single files (``save_model`` / ``load_model``): a dict with format tag, version, the
-model config and the state dict, loaded with ``torch.load(weights_only=True)``. Parameters of frozen
-pretrained sub-modules (those with ``frozen_pretrained = True``, e.g. a frozen MiniLM) are not stored:
-they are rebuilt from their pretrained source, which keeps checkpoints small.
+Files are ``soundsift.checkpoints``' business (``save_model``, ``load_model``); the model only says which
+of its parameters are worth saving (``trainable_state_dict``: frozen pretrained sub-modules, those with
+``frozen_pretrained = True``, are rebuilt from their source).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from soundsift.atomic import atomic_write
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
-
-FORMAT = "soundsift-model"
-FORMAT_VERSION = 1
-
-
-class ModelFileError(Exception):
-    """A model file is missing, not a soundsift model, or from an incompatible version."""
+from soundsift.errors import ConfigError, ModelFileError
 
 
 def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -35,13 +25,13 @@ def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
         return nn.Linear(in_dim, out_dim)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
-    raise ValueError(f"unknown projection {kind!r}; use 'linear' or 'mlp'")
+    raise ConfigError(f"unknown projection {kind!r}; use 'linear' or 'mlp'")
 
 
 def _spec(spec: str | dict[str, Any]) -> dict[str, Any]:
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in spec:
-        raise ValueError(f"encoder spec {spec!r} has no 'name'")
+        raise ConfigError(f"encoder spec {spec!r} has no 'name'")
     return spec
 
 
@@ -150,7 +140,13 @@ class DualEncoder(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not any(k.startswith(p) for p in skip)}
 
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
-        """Load a state dict saved by ``trainable_state_dict``; refuses any key or shape mismatch."""
+        """Load a state dict saved by ``trainable_state_dict``; refuses any key or shape mismatch.
+
+        Sub-modules with an ``upgrade_state_dict(state_dict, prefix)`` first rename keys of older files.
+        """
+        for name, module in self.named_modules():
+            if hasattr(module, "upgrade_state_dict"):
+                state_dict = module.upgrade_state_dict(state_dict, name + ".")
         expected = self.trainable_state_dict()
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))
@@ -163,67 +159,3 @@ class DualEncoder(nn.Module):
                 f"unexpected {unexpected[:8]}, shape mismatch {shapes[:8]}"
             )
         self.load_state_dict(state_dict, strict=False)
-
-
-def save_model(model: DualEncoder, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` to a single file, atomically."""
-    from soundsift import __version__
-
-    payload = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "soundsift_version": __version__,
-        "config": model.config,
-        "meta": dict(meta or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in model.trainable_state_dict().items()},
-    }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def read_model_file(path: str | Path) -> dict[str, Any]:
-    """Read and validate a saved model file (weights only, no code execution)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable soundsift model file ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a soundsift model file (no '{FORMAT}' format tag)")
-    if payload.get("version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model file format version {payload.get('version')} is not supported by this "
-            f"soundsift (expects {FORMAT_VERSION}); it was written by soundsift "
-            f"{payload.get('soundsift_version', '?')}"
-        )
-    return payload
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_model(path: str | Path, device: str | torch.device | None = None) -> DualEncoder:
-    """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
-    layout) or the paper authors' salsa Lightning checkpoint. ``model.identity`` is the sha256 of the
-    file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU."""
-    from soundsift.interop import detect_format, from_pretrained, load_salsa_checkpoint
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    kind = detect_format(path)
-    if kind == "directory":
-        return from_pretrained(path, device=device)
-    if kind == "salsa":
-        return load_salsa_checkpoint(path, device=device)
-    payload = read_model_file(path)
-    model = DualEncoder.from_config(payload["config"])
-    model.load_trainable_state_dict(payload["state_dict"], source=str(path))
-    model.identity = file_sha256(path)
-    model.meta = payload.get("meta", {})
-    return model.to(device).eval()

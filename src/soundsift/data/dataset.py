@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from soundsift.audio import AudioError, load_audio
+from soundsift.audio import load_audio
 from soundsift.data.records import Clip, Problem, SplitData
+from soundsift.errors import AudioError
 
 log = logging.getLogger(__name__)
 PRELOAD_LIMIT_BYTES = 4 << 30

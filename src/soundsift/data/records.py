@@ -6,10 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class DatasetError(Exception):
-    """A dataset file is malformed; the message names the file (and row, where there is one)."""
-
-
 @dataclass(frozen=True)
 class Clip:
     """One audio file and its captions. ``clip_id`` is unique within its split (ClothoV2: the file name)."""

@@ -17,7 +17,7 @@ register_audio_encoder("crnn", "soundsift.encoders.crnn:CRNNEncoder")
 register_audio_encoder("passt", "soundsift.encoders.passt:PaSSTEncoder")
 register_audio_encoder("mn", "soundsift.encoders.mn:MobileNetEncoder")
 register_audio_encoder("atst", "soundsift.encoders.atst:ATSTFrameEncoder")
-register_audio_encoder("yamnet", "soundsift.encoders.yamnet:YAMNetEncoder")
+register_audio_encoder("yamnet", "soundsift.encoders.yamnet.model:YAMNetEncoder")
 register_audio_encoder("ast", "soundsift.encoders.hf_audio:ASTEncoder")
 register_audio_encoder("clap", "soundsift.encoders.hf_audio:CLAPAudioEncoder")
 

@@ -25,14 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.atst_model import FrameAST, convert_atst_checkpoint
-from soundsift.encoders.frontend import mel_filterbank
-from soundsift.encoders.passt import average_by_owner, split_snippets
-from soundsift.encoders.weights import (
+from soundsift.encoders.frontends.mel import mel_filterbank
+from soundsift.encoders.layers import average_by_owner, split_snippets
+from soundsift.encoders.pretrained import (
     download_checkpoint,
     load_state_dict_checked,
     read_checkpoint,
     resolve_pretrained,
 )
+from soundsift.errors import ConfigError
 
 # ATST-SED README: "ATST checkpoint (atst_as2M.ckpt) ... fine-tuned by the AudioSet-2M", a Google Drive
 # file (id below). Large Drive files may answer with an HTML confirmation page; then download it in a
@@ -129,7 +130,7 @@ class ATSTFrameEncoder(nn.Module):
         super().__init__()
         pretrained = resolve_pretrained("ATST", size, pretrained, checkpoint)
         if not 0.0 <= freq_warp_max_drop < 1.0:
-            raise ValueError(f"freq_warp_max_drop must be in [0, 1), got {freq_warp_max_drop}")
+            raise ConfigError(f"freq_warp_max_drop must be in [0, 1), got {freq_warp_max_drop}")
         self.url, self.freq_warp_max_drop = url, freq_warp_max_drop
         self.segment = int(round(segment_seconds * self.sample_rate))
         self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))
@@ -137,7 +138,7 @@ class ATSTFrameEncoder(nn.Module):
         self.model = FrameAST(**(TINY if size == "tiny" else {}))
         frames = 1 + self.segment // self.mel.hop_length
         if frames // self.model.patch_w > self.model.max_tokens:
-            raise ValueError(
+            raise ConfigError(
                 f"segment_seconds={segment_seconds} gives {frames} frames; ATST's positional embedding "
                 f"covers {self.model.max_tokens * self.model.patch_w + 1} (10 s)"
             )

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from soundsift.encoders.passt import TransformerBlock, init_vit_weights
-from soundsift.encoders.weights import map_keys
+from soundsift.encoders.layers import TransformerBlock, init_vit_weights
+from soundsift.encoders.pretrained import map_keys
 
 _RULES: list[tuple[str, str | None]] = [
     (r"^encoder\.encoder\.teacher_module\.", None),

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, size_preset, time_mask
+from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
+from soundsift.encoders.layers import masked_mean, time_mask
+from soundsift.errors import ConfigError
 
 SIZES: dict[str, dict] = {
     "tiny": {"channels": (4, 8, 16)},
@@ -35,7 +37,7 @@ class ConvStack(nn.Module):
     ) -> None:
         super().__init__()
         if len(strides) != len(channels):
-            raise ValueError(f"ConvStack: {len(channels)} channels but {len(strides)} strides")
+            raise ConfigError(f"ConvStack: {len(channels)} channels but {len(strides)} strides")
         blocks, c_in = [], in_channels
         for c_out, stride in zip(channels, strides):
             conv = nn.Conv2d(c_in, c_out, 3, stride=tuple(stride), padding=1, bias=False)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from soundsift.encoders.cnn import ConvStack
-from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, size_preset, time_mask
+from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
+from soundsift.encoders.layers import masked_mean, time_mask
 
 SIZES: dict[str, dict] = {
     "tiny": {"channels": (4, 8), "strides": ((2, 2), (4, 2)), "hidden": 8, "layers": 1},

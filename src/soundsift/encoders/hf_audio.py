@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from soundsift.errors import ConfigError, WeightsUnavailableError
+
 TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                 max_length=128, num_mel_bins=32)
 TINY_CLAP = dict(spec_size=64, window_size=4, num_mel_bins=16, patch_size=4, patch_stride=(4, 4),
@@ -31,7 +33,7 @@ def _from_pretrained(cls: Any, name: str | Path, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(str(name), **kwargs)
     except OSError as exc:
-        raise OSError(f"cannot load {cls.__name__} from {name!r}: {exc}. Pretrained weights come from the "
+        raise WeightsUnavailableError(f"cannot load {cls.__name__} from {name!r}: {exc}. Pretrained weights come from the "
                       "Hugging Face hub; without network access pass a local folder that holds the model "
                       "(config, weights and preprocessor_config.json).") from exc
 
@@ -124,7 +126,7 @@ class ASTEncoder(_WindowedHFEncoder):
         from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
         if pooling not in ("pooler", "cls", "mean"):
-            raise ValueError(f"pooling must be 'pooler', 'cls' or 'mean', got {pooling!r}")
+            raise ConfigError(f"pooling must be 'pooler', 'cls' or 'mean', got {pooling!r}")
         self.pooling = pooling
         if random_init:
             cfg = ASTConfig(**(TINY_AST if config is None else config))

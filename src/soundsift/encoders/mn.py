@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from soundsift.encoders.kaldi_mel import KaldiLogMel, n_frames
+from soundsift.encoders.frontends.kaldi import KaldiLogMel, n_frames
 from soundsift.encoders.mn_model import MobileNetV3
-from soundsift.encoders.weights import (
+from soundsift.encoders.pretrained import (
     download_checkpoint,
     load_state_dict_checked,
     read_checkpoint,
     resolve_pretrained,
 )
+from soundsift.errors import ConfigError
 
 _RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1"
 
@@ -67,7 +68,7 @@ class MobileNetEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"unknown MobileNet variant {variant!r}; known: {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown MobileNet variant {variant!r}; known: {', '.join(VARIANTS)}")
         pretrained = resolve_pretrained("MobileNet", size, pretrained, checkpoint)
         self.variant = variant
         width, self.filename = VARIANTS[variant]

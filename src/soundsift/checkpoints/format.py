@@ -1,0 +1,56 @@
+"""The soundsift model file: one ``torch.save`` dict with format tag, version, model config, meta and the
+trainable state dict, read back with ``torch.load(weights_only=True)``; ``identity`` is its sha256."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from soundsift.atomic import atomic_write
+from soundsift.downloader import file_digest
+from soundsift.errors import ModelFileError
+from soundsift.model import DualEncoder
+from soundsift.version import __version__
+
+FORMAT = "soundsift-model"
+FORMAT_VERSION = 1
+
+
+def identity(path: str | Path) -> str:
+    """What identifies a model: the sha256 of the file that holds its weights."""
+    return file_digest(path, "sha256")
+
+
+def save_model(model: DualEncoder, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to a single file, atomically."""
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "soundsift_version": __version__,
+        "config": model.config,
+        "meta": dict(meta or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.trainable_state_dict().items()},
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """Read and validate a saved model file (weights only, no code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable soundsift model file ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a soundsift model file (no '{FORMAT}' format tag)")
+    if payload.get("version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format version {payload.get('version')} is not supported by this "
+            f"soundsift (expects {FORMAT_VERSION}); it was written by soundsift "
+            f"{payload.get('soundsift_version', '?')}"
+        )
+    return payload

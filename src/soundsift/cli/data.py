@@ -1,0 +1,68 @@
+"""Data commands: ``synth`` (the embedded benchmark), ``data info``, ``download``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from soundsift.cli.common import format_names, quiet
+
+
+def synth_main(args: argparse.Namespace) -> int:
+    from soundsift.data.synth.benchmark import generate
+
+    path = generate(args.out, preset=args.preset, seed=args.seed, progress=not quiet(args))
+    print(f"wrote the {args.preset} benchmark (seed {args.seed}) in ClothoV2 layout to {path}")
+    return 0
+
+
+def data_info_main(args: argparse.Namespace) -> int:
+    """Print the report (text or JSON); 0 when ok, 1 when not (with ``--allow-problems``: when usable)."""
+    from soundsift.data.check import format_report, inspect_dataset
+
+    report = inspect_dataset(args.format, args.root, check_audio=not args.no_audio_check)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report))
+    return 0 if (report.usable if args.allow_problems else report.ok) else 1
+
+
+def download_main(args: argparse.Namespace) -> int:
+    from soundsift.data.download import ZENODO, download_clotho
+    from soundsift.data.readers.clotho import SPLITS
+
+    download_clotho(args.dest, splits=args.splits or SPLITS, base_url=args.base_url or ZENODO,
+                    verify=not args.no_verify, keep_archives=args.keep_archives, progress=not quiet(args),
+                    log=(lambda message: None) if quiet(args) else None)
+    print(f"ClothoV2.1 is in {args.dest}; check it with: soundsift data info --format clotho {args.dest}",
+          file=sys.stdout)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("synth", help="generate the embedded benchmark in ClothoV2 layout")
+    p.add_argument("--out", default="runs/synth")
+    p.add_argument("--preset", default="small", help="tiny | small | medium | large")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=synth_main)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("info", help="clips, captions and problems of a dataset, per split")
+    q.add_argument("root")
+    q.add_argument("--format", default="clotho", choices=format_names())
+    q.add_argument("--no-audio-check", action="store_true", help="only check that files exist")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.add_argument("--allow-problems", action="store_true", help="exit 0 when usable despite problems")
+    q.set_defaults(func=data_info_main)
+
+    p = sub.add_parser("download", help="download a dataset")
+    p.add_argument("dataset", choices=["clotho"])
+    p.add_argument("dest")
+    p.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all three)")
+    p.add_argument("--base-url", default=None, help="mirror to download from (default: Zenodo)")
+    p.add_argument("--keep-archives", action="store_true")
+    p.add_argument("--no-verify", action="store_true", help="skip MD5 checks")
+    p.set_defaults(func=download_main)

@@ -1,0 +1,56 @@
+"""``soundsift``: the parser and the error policy; each command group lives in its own module.
+
+``main(argv)`` returns the exit code, so tests call it directly. A ``SoundsiftError`` (bad input) or a
+missing file is printed as one line and exits with status 2; anything else is a bug and shows its
+traceback. ``--debug`` shows the traceback always.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from soundsift.cli import data, search, train
+from soundsift.errors import SoundsiftError
+from soundsift.version import __version__
+
+GROUPS = (train, data, search)  # each adds its subcommands with add_parsers(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="soundsift", description="Language-based audio retrieval.")
+    parser.add_argument("--version", action="version", version=f"soundsift {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line the CLI prints for a user error."""
+    if isinstance(exc, FileNotFoundError) and exc.filename and not isinstance(exc, SoundsiftError):
+        return f"{exc.filename}: {exc.strerror or 'not found'}"
+    return " ".join(str(exc).split("\n")) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (SoundsiftError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"soundsift: error: {error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Training workflows: ``train``, ``teachers``, ``evaluate``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from soundsift.cli.common import dataset_args, quiet
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from soundsift.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from soundsift.training.dry_run import dry_run
+
+        return dry_run(config, pretrained=not args.no_pretrained)
+    from soundsift.training.run import train
+
+    result = train(config, progress=not quiet(args))
+    if result.metrics:  # only the process of rank 0 reports
+        print(json.dumps({"model": str(result.model_path), **result.metrics.get("test", {})}, indent=2))
+    return 0
+
+
+def teachers_main(args: argparse.Namespace) -> int:
+    from soundsift.training.teachers import make_teacher
+
+    path = make_teacher(
+        args.model, args.data_root, args.out, args.format, args.split, args.max_seconds,
+        args.batch_size, args.half, progress=not quiet(args),
+    )
+    print(f"wrote teacher embeddings of {args.split} to {path}")
+    return 0
+
+
+def evaluate_main(args: argparse.Namespace) -> int:
+    from soundsift.training.evaluate import evaluate
+
+    result = evaluate(
+        args.model, args.data_root, args.format, args.split, args.max_seconds, args.batch_size,
+        args.submission, progress=not quiet(args),
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def demo_main(args: argparse.Namespace) -> int:
+    from soundsift.training.demo import format_table, run_demo
+
+    summary = run_demo(args.out, seed=args.seed, preset=args.preset, overrides=tuple(args.overrides),
+                       progress=not quiet(args), control=args.control)
+    print(format_table(summary["rows"]))
+    if summary.get("correspondence_auc"):
+        auc = ", ".join(f"{k} {v:.3f}" for k, v in summary["correspondence_auc"].items())
+        print(f"\nestimated correspondences vs ground truth (training split, ROC AUC): {auc}")
+    print(f"\n{summary['seconds']} s; results in {args.out}/results.json and results.md")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train (stage 1 or stage 2) from a YAML config")
+    p.add_argument("--config", required=True, help="YAML file, or a packaged one such as demo/stage1.yaml")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.epochs=3")
+    p.add_argument("--dry-run", action="store_true", help="build, print config and sizes, one step")
+    p.add_argument("--no-pretrained", action="store_true", help="with --dry-run: random weights")
+    p.set_defaults(func=train_main)
+
+    p = sub.add_parser("teachers", help="embed a training split with a model: teacher data for stage 2")
+    p.add_argument("--model", required=True, help="a soundsift model file (model.pt)")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    dataset_args(p, "development")
+    p.add_argument("--half", action="store_true", help="store float16 embeddings")
+    p.set_defaults(func=teachers_main)
+
+    p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split")
+    p.add_argument("--model", required=True)
+    dataset_args(p, "evaluation")
+    p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
+    p.set_defaults(func=evaluate_main)
+
+    p = sub.add_parser("demo", help="the whole method end to end on the generated benchmark")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="small")
+    p.add_argument("--control", action="store_true",
+                   help="also fine-tune with L_sup alone (stage2-sup): is the gain more than longer training?")
+    p.add_argument("overrides", nargs="*", help="config overrides applied to every run")
+    p.set_defaults(func=demo_main)

@@ -1,0 +1,161 @@
+"""Dataset inspection: what a dataset folder holds and everything wrong with it, before a long job.
+
+``inspect_dataset`` reads every split a format defines and gathers clip and caption counts and every
+Problem (missing or unreadable audio, empty captions, duplicates, bad columns) with file and row.
+
+When is a dataset ``ok``? Strictly: at least one split is found; every found split is readable (no
+DatasetError such as missing columns) and yields clips; and no Problem was recorded at all.
+``usable`` is the looser test (the same without the last condition): training can skip what is broken.
+A split whose captions file is simply absent (say ClothoV2 evaluation not downloaded) is listed as
+"not found" and does not by itself make the dataset not ok.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soundsift.data.records import Problem, SplitData
+from soundsift.errors import DatasetError
+
+
+@dataclass
+class SplitReport:
+    """One split: found or not, counts, problems, and the error that stopped reading it, if any."""
+
+    name: str
+    found: bool
+    n_clips: int = 0
+    n_captions: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    """Everything ``inspect_dataset`` found; see the module docstring for ``ok`` and ``usable``."""
+
+    format: str
+    root: str
+    check_audio: bool
+    splits: list[SplitReport]
+    error: str | None = None
+
+    @property
+    def n_problems(self) -> int:
+        return sum(len(s.problems) for s in self.splits)
+
+    @property
+    def usable(self) -> bool:
+        found = [s for s in self.splits if s.found]
+        return self.error is None and bool(found) and all(s.error is None and s.n_clips > 0 for s in found)
+
+    @property
+    def ok(self) -> bool:
+        return self.usable and self.n_problems == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (problems as {file, row, message})."""
+        out = asdict(self)
+        out.update(ok=self.ok, usable=self.usable, n_problems=self.n_problems)
+        return out
+
+
+def _splits_for(format: str, root: Path) -> list[tuple[str | None, bool]]:
+    """The splits a format defines here, each with whether its file exists."""
+    from soundsift.data.readers import READERS
+
+    READERS.get(format)  # an unknown format: UnknownNameError naming the known ones
+    if format == "clotho":
+        from soundsift.data.readers.clotho import SPLITS, clotho_csv_path
+
+        return [(s, clotho_csv_path(root, "captions", s).is_file()) for s in SPLITS]
+    if format == "audiocaps":
+        from soundsift.data.readers.audiocaps import SPLITS
+
+        return [(s, (root / f"{s}.csv").is_file()) for s in SPLITS]
+    if format == "wavcaps":
+        return [("train", True)]  # read_wavcaps raises a clear error when no JSON exists
+    if format == "folder":
+        from soundsift.data.readers.folder import list_folder_splits
+
+        return [(s, True) for s in list_folder_splits(root)] or [(None, True)]
+    return [(None, True)]  # a registered format without a split list: read it as one
+
+
+def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> Report:
+    """Read every split of the ``format`` dataset at ``root`` and report counts and problems.
+
+    ``check_audio`` opens every audio file's header (catches corrupt files; slower on large sets).
+    Never raises for a broken dataset: errors land in the report. Raises UnknownNameError for an unknown format.
+    """
+    from soundsift.data.readers import read_split
+
+    root = Path(root)
+    report = Report(format=format, root=str(root), check_audio=check_audio, splits=[])
+    if not root.is_dir():
+        report.error = f"{root}: folder not found"
+        return report
+    try:
+        splits = _splits_for(format, root)
+    except DatasetError as exc:
+        report.error = str(exc)
+        return report
+    for name, found in splits:
+        label = name or "all"
+        if not found:
+            report.splits.append(SplitReport(name=label, found=False))
+            continue
+        try:
+            data: SplitData = read_split(format, root, name, check_audio=check_audio)
+        except DatasetError as exc:
+            report.splits.append(SplitReport(name=label, found=True, error=str(exc)))
+            continue
+        details: dict[str, Any] = {}
+        for key in ("per_source", "excluded"):
+            if hasattr(data, key):
+                details[key] = getattr(data, key)
+        report.splits.append(
+            SplitReport(
+                name=label,
+                found=True,
+                n_clips=len(data.clips),
+                n_captions=data.n_captions,
+                problems=list(data.problems),
+                details=details,
+            )
+        )
+    return report
+
+
+def format_report(report: Report) -> str:
+    """The report as text for a terminal: one line per split, then every problem, then the verdict."""
+    audio = "headers checked" if report.check_audio else "existence only"
+    lines = [f"{report.format} dataset at {report.root} (audio: {audio})"]
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for s in report.splits:
+        if not s.found:
+            lines.append(f"  {s.name}: not found")
+        elif s.error:
+            lines.append(f"  {s.name}: ERROR {s.error}")
+        else:
+            extra = "".join(f", {k}: {v}" for k, v in s.details.items())
+            lines.append(
+                f"  {s.name}: {s.n_clips} clips, {s.n_captions} captions, {len(s.problems)} problems{extra}"
+            )
+    for s in report.splits:
+        if s.problems:
+            lines.append(f"problems in {s.name}:")
+            lines.extend(f"  {p}" for p in s.problems)
+    if report.ok:
+        lines.append("OK")
+    elif report.usable:
+        lines.append(
+            f"NOT OK: {report.n_problems} problems (the affected clips/captions are skipped when reading)"
+        )
+    else:
+        lines.append("NOT OK: unusable (see errors above, or a split without any clip)")
+    return "\n".join(lines)

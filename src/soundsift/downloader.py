@@ -1,0 +1,159 @@
+"""A resumable, verified file download (``download_file``) and file digests; datasets and encoders use it.
+
+Imports nothing but the standard library, tqdm and soundsift's errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from soundsift.errors import ChecksumError, DownloadError
+
+_CHUNK = 1 << 20
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_MAX_WAIT = 60.0
+logger = logging.getLogger(__name__)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = _CHUNK) -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_mismatch(path: str | Path, md5: str | None = None, sha256: str | None = None) -> str | None:
+    """``"expected ALG X, got Y"`` for the first given digest that ``path`` does not match, else None."""
+    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+        if expected and (got := file_digest(path, algorithm)) != expected.lower():
+            return f"expected {algorithm} {expected.lower()}, got {got}"
+    return None
+
+
+def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        leave=False,
+    )
+
+
+def _transfer(url: str, part: Path, timeout: float, progress: bool, reject_html: bool, hint: str) -> None:
+    """One attempt: continue ``part`` from its current size (HTTP Range); raises on any interruption."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "soundsift"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range past the end: the part may already be complete
+            total = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
+            if total.isdigit() and int(total) == offset:
+                return
+            part.unlink()  # the part is longer than the file: start over
+        raise
+    with response:
+        if reject_html and "text/html" in (response.headers.get("Content-Type") or ""):
+            raise DownloadError(
+                f"{url} returned an HTML page instead of the file (a login, quota or confirmation page?){hint}"
+            )
+        if offset and response.status != 206:
+            offset = 0  # the server ignored Range: rewrite from the start
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
+        with (
+            open(part, "ab" if offset else "wb") as fh,
+            _progress(
+                None if expected is None else offset + expected, offset, part.name[:-5], progress
+            ) as bar,
+        ):
+            while block := response.read(_CHUNK):
+                fh.write(block)
+                received += len(block)
+                bar.update(len(block))
+        if expected is not None and received < expected:
+            raise http.client.IncompleteRead(b"", expected - received)
+
+
+def download_file(
+    url: str,
+    dest: str | Path,
+    md5: str | None = None,
+    timeout: float = 60.0,
+    retries: int = 5,
+    backoff: float = 2.0,
+    progress: bool = True,
+    *,
+    sha256: str | None = None,
+    reject_html: bool = False,
+    hint: str = "",
+) -> Path:
+    """Download ``url`` to ``dest`` safely; returns ``dest``.
+
+    Bytes go to ``dest.part`` and continue from where an earlier try stopped (HTTP Range; a server that
+    ignores Range makes it start over). A dropped connection, timeout or 408/429/5xx answer is retried up
+    to ``retries`` times in a row without progress, waiting ``backoff * 2**n`` seconds (at most 60). With
+    ``md5``/``sha256`` the finished file is verified; on mismatch the partial file is deleted and
+    ChecksumError (a DownloadError) raised. Only a complete, verified file is renamed to ``dest``
+    (atomic ``os.replace``). An existing ``dest`` is kept when it matches the checksums (or none is
+    given). ``reject_html`` fails on an HTML answer (a login or confirmation page); ``hint`` is
+    appended to every DownloadError message (what to do instead).
+    """
+    dest = Path(dest)
+    if dest.is_file() and checksum_mismatch(dest, md5, sha256) is None:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    failures = attempts = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        attempts += 1
+        try:
+            _transfer(url, part, timeout, progress, reject_html, hint)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code not in _RETRY_STATUS and exc.code != 416:
+                raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}{hint}") from exc
+            error: Exception = exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
+                raise DownloadError(f"{url}: cannot write {part}: {exc}") from exc
+            error = exc
+        after = part.stat().st_size if part.exists() else 0
+        failures = 0 if after > before else failures + 1
+        if failures > retries:
+            raise DownloadError(
+                f"{url}: failed after {attempts} attempts, the last {failures} without progress ({error}); "
+                f"{after} bytes kept in {part}, run again to resume{hint}"
+            ) from error
+        wait = min(backoff * 2 ** max(failures - 1, 0), _MAX_WAIT)
+        logger.info("retrying %s in %.1f s (attempt %d failed: %s)", url, wait, attempts, error)
+        time.sleep(wait)
+    if bad := checksum_mismatch(part, md5, sha256):
+        part.unlink()
+        raise ChecksumError(
+            f"{url}: checksum mismatch for {dest.name}: {bad}; "
+            "the partial file was deleted, run again to download it afresh"
+        )
+    os.replace(part, dest)
+    return dest

@@ -1,0 +1,361 @@
+"""Build or update an index of an audio folder: incremental, atomic, and reporting every skipped file.
+
+Incremental: a file whose relative path, size and mtime are unchanged keeps its id and embedding; a
+new or changed file whose content (sha256) matches an indexed one (renamed, touched) reuses that
+embedding; only the rest are decoded and embedded. Files that have disappeared are dropped. Ids are
+never reused. Nothing is reused across a change of model or audio root.
+
+Atomic: everything is written into ``INDEX/.tmp-*``, renamed to a fresh ``INDEX/vNNNNNN-*`` directory,
+and only then is ``INDEX/CURRENT`` replaced (``os.replace`` of a file, atomic on POSIX and Windows).
+Killed at any moment, the previous version stays live; leftovers are removed by the next build.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundsift.audio import AUDIO_EXTENSIONS, load_audio
+from soundsift.downloader import file_digest
+from soundsift.errors import ConfigError, SearchIndexError
+from soundsift.search.backends import FAISS_KINDS, FaissIndex, faiss_available
+from soundsift.search.index import (
+    AUTO_FAISS_KIND,
+    EMBEDDINGS,
+    EXACT_LIMIT,
+    INDEX_FORMAT,
+    INDEX_VERSION,
+    MANIFEST,
+    REPORT,
+    SKIPPED,
+    IndexEntry,
+)
+from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous, write_json
+
+FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
+
+
+@dataclass
+class BuildReport:
+    """What a build did; saved as ``report.json`` in the index version it wrote."""
+
+    index: str
+    version: str
+    audio_root: str
+    files: int = 0  # audio files indexed in this version
+    embedded: int = 0  # decoded and embedded in this build
+    unchanged: int = 0  # same path, size and mtime as before: embedding kept
+    reused: int = 0  # new or changed path, same content as an indexed file: embedding kept
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"indexed {self.files} files in {self.index} ({self.version}): {self.added} added, "
+            f"{self.updated} updated, {self.removed} removed, {self.unchanged} unchanged; embedded "
+            f"{self.embedded}, reused {self.reused} by content; skipped {len(self.skipped)}; "
+            f"{self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class _Candidate:
+    path: str  # relative, POSIX
+    size: int
+    mtime_ns: int
+    id: int  # -1 for a new file
+    status: str  # "added" | "updated"
+
+
+# Audio formats that soundfile cannot decode: reported as skipped rather than silently ignored.
+UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".ape", ".wv", ".amr", ".mka", ".webm", ".mp4", ".3gp", ".ac3")
+
+
+def scan_audio_files(root: Path, exclude: Path | None = None) -> Iterator[tuple[str, os.stat_result | Exception]]:
+    """Audio files under ``root`` in sorted order: (relative POSIX path, stat or why it is unusable).
+
+    Hidden files and folders (".name", e.g. macOS "._x.wav" forks) are ignored, and so is ``exclude``
+    (an index inside the library). Symlinks to files are followed; symlinked folders are not (cycles).
+    Unreadable folders and audio formats soundfile cannot decode come with an error.
+    """
+    exclude_real = os.path.realpath(exclude) if exclude is not None else None
+    walk_errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append):
+        while walk_errors:
+            err = walk_errors.pop()
+            where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
+            yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) != exclude_real
+        )
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in sorted(filenames):
+            lower = name.lower()
+            if name.startswith(".") or not lower.endswith(AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO):
+                continue
+            rel = (rel_dir / name).as_posix()
+            if lower.endswith(UNSUPPORTED_AUDIO):
+                yield rel, ValueError(f"unsupported audio format {Path(lower).suffix} (readable: "
+                                      f"{', '.join(e[1:] for e in AUDIO_EXTENSIONS)}); convert it, e.g. to FLAC")
+                continue
+            try:
+                yield rel, os.stat(os.path.join(dirpath, name))
+            except OSError as exc:
+                yield rel, OSError(f"cannot stat: {exc.strerror or exc}")
+    for err in walk_errors:  # an error on the last folder listed
+        where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
+        yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
+
+
+def _load_model(model, model_path):
+    from soundsift.checkpoints import load_model
+
+    if isinstance(model, (str, Path)):
+        model_path = Path(model).resolve()
+        model = load_model(model_path)
+    if not getattr(model, "identity", None):
+        raise ValueError("the model has no identity (sha256 of its file): load it with soundsift.load_model")
+    return model, (str(Path(model_path).resolve()) if model_path else None)
+
+
+def build_index(
+    audio_dir: str | Path,
+    out: str | Path,
+    model,
+    *,
+    model_path: str | Path | None = None,
+    batch_size: int = 16,
+    chunk_files: int = 32,
+    chunk_samples: int | None = None,
+    workers: int = 2,
+    checksum: bool = False,
+    faiss: str = "auto",
+    progress: bool = True,
+) -> BuildReport:
+    """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
+
+    ``model`` is a model file path or a loaded model (then pass ``model_path`` so searches can find it).
+    Decoded audio is embedded in chunks of at most ``chunk_files`` files or ``chunk_samples`` samples
+    (default: ten minutes of audio), which bounds memory on libraries of long recordings.
+    ``checksum`` also re-hashes files whose size and mtime are unchanged. ``faiss``: "auto" stores an
+    IVF index when there are more than ``EXACT_LIMIT`` files and faiss is installed; "hnsw" or "ivf"
+    always; "none" never. Unreadable files are skipped and listed in the report with the reason.
+    """
+    t0 = time.perf_counter()
+    root = Path(audio_dir).resolve()
+    if not root.is_dir():
+        raise SearchIndexError(f"{audio_dir}: audio folder not found")
+    if faiss not in FAISS_CHOICES:
+        raise ConfigError(f"unknown faiss option {faiss!r}; use one of {', '.join(FAISS_CHOICES)}")
+    out = Path(out).absolute()
+    check_out_dir(out)
+    model, recorded_model = _load_model(model, model_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with BuildLock(out):
+        return _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples,
+                             workers, checksum, faiss, progress, t0)
+
+
+def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples, workers,
+                  checksum, faiss, progress, t0) -> BuildReport:
+    from tqdm.auto import tqdm
+
+    prev = read_previous(out)
+    prev_ids: dict[str, int] = {}  # path -> id: ids stay stable while the audio root is the same
+    prev_rows: dict[str, tuple[int, IndexEntry]] = {}  # path -> (row, entry): embeddings reusable
+    prev_by_sha: dict[str, int] = {}
+    next_id, build_no, prev_emb, prev_list = 0, 1, None, []
+    if prev is not None:
+        manifest, prev_list, prev_emb = prev
+        next_id = int(manifest.get("next_id", max((e.id for e in prev_list), default=-1) + 1))
+        build_no = int(manifest.get("build", 0)) + 1
+        if manifest["audio_root"] == str(root):
+            prev_ids = {e.path: e.id for e in prev_list}
+        if (manifest["model"].get("identity") == model.identity and int(manifest["embed_dim"]) == model.embed_dim):
+            prev_by_sha = {e.sha256: row for row, e in enumerate(prev_list) if e.sha256}
+            if prev_ids:
+                prev_rows = {e.path: (row, e) for row, e in enumerate(prev_list)}
+    name = f"v{build_no:06d}-{uuid.uuid4().hex[:8]}"
+    report = BuildReport(index=str(out), version=name, audio_root=str(root))
+
+    kept: dict[str, tuple[IndexEntry, np.ndarray]] = {}
+    todo: list[_Candidate] = []
+    seen: set[str] = set()
+    for rel, st in scan_audio_files(root, exclude=out):
+        seen.add(rel)
+        if isinstance(st, Exception):
+            report.skipped.append({"path": rel, "reason": str(st)})
+            continue
+        old = prev_rows.get(rel)
+        if old is not None:
+            row, e = old
+            unchanged = e.size == st.st_size and e.mtime_ns == st.st_mtime_ns
+            if unchanged and (not checksum or _safe_sha(root / rel) == e.sha256):
+                kept[rel] = (e, prev_emb[row])
+                report.unchanged += 1
+                continue
+        if rel in prev_ids:
+            todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, prev_ids[rel], "updated"))
+        else:
+            todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, -1, "added"))  # id assigned at the end
+    report.removed = len(prev_list) - len(set(prev_ids) & seen)
+
+    def load(c: _Candidate) -> tuple[str, Any, Any]:
+        """(sha256, waveform or None, reused row or error) for one file, run in a worker thread."""
+        path = root / c.path
+        try:
+            sha = file_digest(path)
+        except OSError as exc:
+            return "", None, OSError(f"cannot read: {exc.strerror or exc}")
+        if sha in prev_by_sha:
+            return sha, None, prev_by_sha[sha]
+        try:
+            return sha, load_audio(path, model.sample_rate), None
+        except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
+            return sha, None, exc
+
+    def flush(waves: list[tuple[_Candidate, str, np.ndarray]]) -> None:
+        for (c, sha, wave), vec in zip(waves, _embed(model, waves, batch_size, report, bar)):
+            if vec is not None:
+                kept[c.path] = (_entry(c, sha, len(wave) / model.sample_rate), vec)
+                report.embedded += 1
+                _count(report, c)
+        waves.clear()
+
+    # Decode in threads a few files ahead; embed in chunks bounded by file count and total samples.
+    max_samples = chunk_samples or 600 * model.sample_rate
+    with tqdm(total=len(todo), desc="embedding", unit="file", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead = max(1, workers) * 2
+        futures = [pool.submit(load, c) for c in todo[:ahead]]
+        waves: list[tuple[_Candidate, str, np.ndarray]] = []
+        for i, c in enumerate(todo):
+            sha, wave, extra = futures[i].result()
+            futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
+            if i + ahead < len(todo):
+                futures.append(pool.submit(load, todo[i + ahead]))
+            if isinstance(extra, BaseException):
+                report.skipped.append({"path": c.path, "reason": _reason(extra, root, c.path)})
+                bar.update(1)
+            elif wave is None:
+                kept[c.path] = (_entry(c, sha, prev_list[extra].duration), prev_emb[extra])
+                report.reused += 1
+                _count(report, c)
+                bar.update(1)
+            else:
+                waves.append((c, sha, wave))
+                if len(waves) >= chunk_files or sum(len(w) for _, _, w in waves) >= max_samples:
+                    flush(waves)
+        flush(waves)
+
+    paths = sorted(kept)
+    entries = []
+    for p in paths:  # new files get fresh ids in path order; ids of deleted files are never reused
+        e = kept[p][0]
+        if e.id < 0:
+            e = replace(e, id=next_id)
+            next_id += 1
+        entries.append(e)
+    emb = np.stack([kept[p][1] for p in paths]).astype(np.float32) if paths else \
+        np.zeros((0, model.embed_dim), np.float32)
+    report.files = len(entries)
+    report.skipped.sort(key=lambda s: s["path"])
+    publish_version(out, name, lambda tmp: _fill_version(tmp, root, model, recorded_model, entries, emb,
+                                                         next_id, build_no, faiss, report, t0))
+    return report
+
+
+def _safe_sha(path: Path) -> str:
+    try:
+        return file_digest(path, "sha256")
+    except OSError:
+        return ""
+
+
+def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:
+    return IndexEntry(id=c.id, path=c.path, size=c.size, mtime_ns=c.mtime_ns, sha256=sha,
+                      duration=round(float(duration), 3))
+
+
+def _count(report: BuildReport, c: _Candidate) -> None:
+    if c.status == "added":
+        report.added += 1
+    else:
+        report.updated += 1
+
+
+def _reason(exc: BaseException, root: Path, rel: str) -> str:
+    """The error message without the file name in front and without absolute paths (the report
+    lists each file by its path relative to the audio root)."""
+    msg = str(exc) or type(exc).__name__
+    full = str(root.joinpath(*rel.split("/")))
+    if msg.startswith(full + ": "):
+        msg = msg[len(full) + 2 :]
+    return msg.replace(str(root) + os.sep, "")
+
+
+def _embed(model, waves, batch_size: int, report: BuildReport, bar) -> list[np.ndarray | None]:
+    """Embed a chunk; if the model fails on it, retry file by file and skip the files that fail."""
+    if not waves:
+        return []
+    try:
+        return list(model.embed_waveforms([w for _, _, w in waves], batch_size, progress=bar.update))
+    except Exception:
+        pass
+    out: list[np.ndarray | None] = []
+    for c, _, w in waves:
+        try:
+            out.append(model.embed_waveforms([w], 1)[0])
+        except Exception as exc:
+            report.skipped.append({"path": c.path, "reason": f"the model cannot embed it: {exc}"})
+            out.append(None)
+        bar.update(1)
+    return out
+
+
+def _fill_version(tmp: Path, root: Path, model, recorded_model: str | None, entries: list[IndexEntry],
+                  emb: np.ndarray, next_id: int, build_no: int, faiss: str, report: BuildReport,
+                  t0: float) -> None:
+    """Write the files of one index version into the (temporary) directory ``tmp``."""
+    with open(tmp / EMBEDDINGS, "wb") as f:
+        np.save(f, emb)
+        f.flush()
+        os.fsync(f.fileno())
+    faiss_info = None
+    big = len(entries) > EXACT_LIMIT and faiss_available()
+    want = faiss if faiss != "auto" else (AUTO_FAISS_KIND if big else "none")
+    if want != "none" and len(entries):
+        index = FaissIndex(emb, want)
+        index.save(tmp / f"faiss-{want}.index")
+        faiss_info = {**index.params, "file": f"faiss-{want}.index"}
+    manifest = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "build": build_no,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"identity": model.identity, "path": recorded_model, "embed_dim": model.embed_dim,
+                  "sample_rate": model.sample_rate, "config": getattr(model, "config", None)},
+        "audio_root": str(root),
+        "embed_dim": model.embed_dim,
+        "next_id": next_id,
+        "faiss": faiss_info,
+        "entries": [asdict(e) for e in entries],
+    }
+    write_json(tmp / MANIFEST, manifest)
+    with open(tmp / SKIPPED, "w", encoding="utf-8", errors="backslashreplace") as f:
+        f.writelines(f"{s['path']}\t{s['reason']}\n" for s in report.skipped)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    write_json(tmp / REPORT, asdict(report))

@@ -1,0 +1,150 @@
+"""HTTP search API and web page for an index (FastAPI). Holds no search logic: see ``soundsift.search.index``.
+
+Routes: ``GET /api/search?q=&k=`` (the objects of ``search --json``), ``GET /api/audio/{id}`` (only
+indexed files, looked up by id; no path is ever built from request input), ``GET /api/info``,
+``GET /`` (the page, no external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
+"""
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from soundsift.audio import AUDIO_MEDIA_TYPES
+from soundsift.errors import require
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_ID_RE = re.compile(r"[0-9]{1,15}")
+_STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; media-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _read_static(name: str) -> bytes:
+    return resources.files("soundsift.search").joinpath("static", name).read_bytes()
+
+
+def create_app(
+    index_path: str | Path,
+    model_path: str | Path | None = None,
+    *,
+    backend: str = "auto",
+    max_query_chars: int = 1000,
+    max_k: int = 100,
+    allowed_hosts: list[str] | None = None,
+    searcher=None,
+):
+    """The FastAPI app for the index at ``index_path``, queried with ``model_path`` (default: the model
+    recorded in the index; a different model is refused). ``allowed_hosts`` restricts the Host header
+    (``serve`` sets it for loopback binds, against DNS rebinding). ``searcher`` injects a ready
+    ``TextSearcher`` (tests)."""
+    require("fastapi", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from pydantic import BaseModel
+
+    from soundsift.search.index import describe, load_searcher
+    from soundsift.version import __version__
+
+    if searcher is None:
+        searcher = load_searcher(index_path, model_path, backend=backend)
+    index = searcher.index
+    audio_root_real = os.path.realpath(index.audio_root)
+    pages = {name: _read_static(name) for name in ("index.html", *_STATIC)}
+
+    class HitOut(BaseModel):
+        rank: int
+        id: int
+        path: str
+        score: float
+        duration: float
+
+    app = FastAPI(
+        title="soundsift search", version=__version__, docs_url=None, redoc_url=None,
+        openapi_url="/openapi.json",
+        description="Text-to-audio search over an indexed sound library.",
+    )
+    app.state.searcher = searcher
+    allowed = {h.strip("[]").lower() for h in allowed_hosts or ()}
+
+    @app.middleware("http")
+    async def check_host(request: Request, call_next):
+        # Against DNS rebinding: a page on another site that resolves its name to 127.0.0.1 still
+        # sends its own name as Host. (Starlette's TrustedHostMiddleware mis-parses "[::1]:8000".)
+        if allowed:
+            host = request.headers.get("host", "")
+            name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+            if name.lower() not in allowed:
+                return JSONResponse({"detail": "invalid Host header"}, status_code=400)
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Like FastAPI's 422, without echoing the (possibly huge) input back.
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/api/search", response_model=list[HitOut], summary="Search the sounds with a text query")
+    def search(
+        q: str = Query(..., min_length=1, max_length=max_query_chars, description="text query"),
+        k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
+    ) -> list[dict[str, Any]]:
+        if not q.strip():
+            raise HTTPException(422, detail="the query is empty")
+        return [h.to_dict() for h in searcher.search(q, k)]
+
+    @app.head("/api/audio/{audio_id}", include_in_schema=False)
+    @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id)", response_class=FileResponse)
+    def audio(audio_id: str) -> FileResponse:
+        shown = audio_id[:40]
+        entry = index.get(int(audio_id)) if _ID_RE.fullmatch(audio_id) else None
+        if entry is None:
+            raise HTTPException(404, detail=f"no indexed sound has id {shown!r}")
+        path = index.audio_file(entry.id)  # from the manifest only
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise HTTPException(404, detail=f"sound {entry.id} is missing from disk; rebuild the index") from None
+        inside = os.path.commonpath([os.path.realpath(path), audio_root_real]) == audio_root_real
+        same = st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+        if not (inside or same):  # a link swapped in since indexing that now points outside the library
+            raise HTTPException(404, detail=f"sound {entry.id} changed since indexing; rebuild the index")
+        media = AUDIO_MEDIA_TYPES.get(Path(entry.path).suffix.lower(), "application/octet-stream")
+        return FileResponse(path, media_type=media, filename=Path(entry.path).name,
+                            content_disposition_type="inline", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/info", summary="Index summary and request limits")
+    def info() -> dict[str, Any]:
+        return {**describe(index), "max_k": max_k, "max_query_chars": max_query_chars}
+
+    @app.get("/api/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(pages["index.html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in _STATIC:  # a fixed set of files read at start-up
+            raise HTTPException(404, detail="not found")
+        return Response(pages[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    return app

@@ -1,0 +1,130 @@
+"""The Lightning pieces of training: the module (loss, optimiser, schedule) and the validation callback.
+
+Both are module-level classes, importable and subclassable. Stage 1 and stage 2 differ only in config:
+loss = loss_weight * L_sup + distill_weight * L_dist, where L_dist's targets are the teachers' C_hat.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from soundsift.correspondences import TeacherEnsemble
+from soundsift.data.dataset import AudioStore
+from soundsift.data.records import SplitData
+from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
+from soundsift.metrics import text_to_audio_metrics_from_embeddings
+from soundsift.model import DualEncoder
+from soundsift.training.embed import embed_split
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class RetrievalModule(L.LightningModule):
+    """A DualEncoder trained on (audio, caption) batches; ``teachers`` (stage 2) supply L_dist's targets."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.model = DualEncoder.from_config(config["model"])
+        self.teachers: TeacherEnsemble | None = None
+        self.strict_loading = False  # frozen pretrained towers are not stored in checkpoints
+
+    def _gather(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Across processes, every rank sees the whole global batch (gradients flow back)."""
+        if self.trainer.world_size <= 1:
+            return tensors
+        return tuple(self.all_gather(t, sync_grads=True).flatten(0, 1) for t in tensors)
+
+    def training_step(self, batch, batch_idx):
+        loss_cfg = self.config["loss"]
+        audio = self.model.encode_audio(batch.waveform, batch.lengths)
+        text = self.model.encode_text(batch.texts)
+        audio, text, clip_index, caption_index = self._gather(
+            audio, text, batch.clip_index.to(self.device), batch.caption_index.to(self.device)
+        )
+        similarity = audio @ text.T  # (n_audio, n_caption)
+        tau = float(loss_cfg["tau"])
+        loss = similarity.new_zeros(())
+        if float(loss_cfg["loss_weight"]):
+            sup = contrastive_loss(similarity, positives_from_ids(clip_index, clip_index), tau)
+            loss = loss + float(loss_cfg["loss_weight"]) * sup
+            self.log("train/L_sup", sup, prog_bar=False)
+        if float(loss_cfg["distill_weight"]):
+            target = self.teachers.batch_similarity(clip_index, caption_index, device=self.device)
+            dist = distillation_loss(similarity, target, tau)
+            loss = loss + float(loss_cfg["distill_weight"]) * dist
+            self.log("train/L_dist", dist, prog_bar=False)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.texts))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        if loader is not None and hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self):
+        opt = self.config["optim"]
+        base = float(opt["lr"])
+        groups = []
+        for name, params, lr in (
+            ("audio", self.model.audio.parameters(), opt["lr_audio"]),
+            ("text", self.model.text.parameters(), opt["lr_text"]),
+            ("head", [*self.model.audio_proj.parameters(), *self.model.text_proj.parameters()], opt["lr_head"]),
+        ):
+            params = [p for p in params if p.requires_grad]
+            if params:
+                groups.append({"name": name, "params": params, "lr": float(lr if lr is not None else base)})
+        cls = torch.optim.AdamW if opt["optimizer"] == "adamw" else torch.optim.Adam
+        optimizer = cls(
+            groups, betas=tuple(opt["betas"]), eps=float(opt["eps"]), weight_decay=float(opt["weight_decay"])
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, int(self.trainer.max_epochs)))
+        warmup = int(round(float(opt["warmup_epochs"]) * per_epoch))
+        ratio = float(opt["min_lr"]) / base if base > 0 else 0.0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = {"model." + k for k in self.model.trainable_state_dict()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+
+class ValidationCallback(L.Callback):
+    """Embeds the validation split after every training epoch and logs retrieval metrics.
+
+    It runs at train-epoch end (before ModelCheckpoint, which Lightning orders last), so embedding is
+    the same deterministic path as evaluation and teacher estimation. ``history`` is kept in
+    checkpoints, so a resumed run keeps it.
+    """
+
+    def __init__(self, split: SplitData, store: AudioStore, config: dict[str, Any]) -> None:
+        self.split, self.store, self.config = split, store, config
+        self.history: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        emb = embed_split(
+            pl_module.model, self.split, self.store, self.config["data"]["max_seconds"],
+            self.config["trainer"]["eval_batch_size"], progress=False,
+        )
+        metrics = text_to_audio_metrics_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        for key, value in metrics.items():
+            pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)

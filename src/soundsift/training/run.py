@@ -1,0 +1,225 @@
+"""``train``: one training run, stage 1 or stage 2 (the same code with other configs), in three steps.
+
+``prepare`` reads the data, builds the module and writes the resolved config; ``fit`` runs Lightning
+(resuming from ``checkpoints/last.ckpt`` when there is one); ``finalise`` saves the model selected by
+validation mAP@10 and evaluates it on the test split. A run directory holds: config.yaml (resolved),
+checkpoints/ (Lightning, for resuming), model.pt (the selected model, soundsift format), metrics.json,
+problems.txt (skipped data).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from soundsift.atomic import atomic_write
+from soundsift.checkpoints import load_model, read_model_file, save_model
+from soundsift.config import dump_config
+from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
+from soundsift.data.records import SplitData
+from soundsift.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+MONITOR = "val/mAP@10"
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+
+
+@dataclass
+class PreparedRun:
+    """Everything ``fit`` needs: the resolved config, the module, the data."""
+
+    config: dict[str, Any]
+    out_dir: Path
+    module: Any  # RetrievalModule
+    splits: dict[str, SplitData]
+    store: AudioStore
+    loader: torch.utils.data.DataLoader
+    started: float
+
+
+def read_splits(config: dict[str, Any], sample_rate: int, progress: bool) -> tuple[dict[str, SplitData], AudioStore]:
+    """The train/val/test splits of ``config`` with unreadable audio dropped (and reported).
+
+    ``data.extra_train`` datasets are appended to the training split (clip ids prefixed by dataset).
+    """
+    from soundsift.data.readers import combine, read_split
+
+    data = config["data"]
+    if not data["root"]:
+        raise ConfigError("data.root is not set: point it at the dataset folder (data.root=PATH)")
+    store = AudioStore(sample_rate, data["preload"])
+    splits = {}
+    for role in ("train", "val", "test"):
+        name = data[f"{role}_split"]
+        if name:
+            split = read_split(data["format"], data["root"], name)
+            if role == "train" and data["extra_train"]:
+                extra = [read_split(e["format"], e["root"], e.get("split")) for e in data["extra_train"]]
+                split = combine([split, *extra], name="train")
+            splits[role] = store.readable(split, progress=progress)
+    return splits, store
+
+
+def write_problems(path: Path, splits: dict[str, SplitData]) -> int:
+    lines = [f"[{role}] {p}" for role, s in splits.items() for p in s.problems]
+    if lines:
+        atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        log.warning("%d data problems skipped; see %s", len(lines), path)
+    return len(lines)
+
+
+def load_teachers(paths: list[str], split: SplitData):
+    from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble
+    from soundsift.data.dataset import flatten_captions
+
+    teachers = [TeacherEmbeddings.load(p) for p in paths]
+    texts, _ = flatten_captions(split)
+    for t in teachers:
+        t.check_alignment([c.clip_id for c in split.clips], texts)
+    return TeacherEnsemble(teachers)
+
+
+def resolve_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Stage 2 may leave ``model`` at its defaults: it then takes the stage-1 model's config."""
+    if config["init_from"]:
+        init_cfg = read_model_file(config["init_from"])["config"]
+        if init_cfg != config["model"]:
+            log.info("model config taken from %s (it differs from the config file's)", config["init_from"])
+        config = {**config, "model": init_cfg}
+    return config
+
+
+def _quiet_lightning() -> None:
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner/tips per run
+    # frozen pretrained towers stay in eval mode on purpose (no dropout, fixed statistics)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs newer torch
+    warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
+    # validation metrics are computed on the whole split by every rank: identical, nothing to reduce
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+
+
+def prepare(
+    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None
+) -> PreparedRun:
+    """Resolve the config, write it, seed, build the module, read the data and the teachers."""
+    import lightning as L
+
+    from soundsift.training.module import RetrievalModule
+
+    started = time.time()
+    _quiet_lightning()
+    config = resolve_model_config(config)
+    out_dir = Path(config["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out_dir / "config.yaml")
+    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
+
+    module = RetrievalModule(config)
+    if splits is None or store is None:
+        splits, store = read_splits(config, module.model.sample_rate, progress)
+    write_problems(out_dir / "problems.txt", splits)
+    train_split = splits["train"]
+    if not train_split.clips:
+        raise DatasetError(f"no readable training clips in {config['data']['root']}")
+    if config["teachers"]:
+        module.teachers = load_teachers(config["teachers"], train_split)
+    if config["init_from"]:
+        init = read_model_file(config["init_from"])
+        module.model.load_trainable_state_dict(init["state_dict"], source=str(config["init_from"]))
+    text_encoder = module.model.text
+    if hasattr(text_encoder, "precompute") and getattr(text_encoder, "freeze", False):
+        texts = [t for s in splits.values() for c in s.clips for t in c.captions]
+        text_encoder.precompute(texts, progress=progress)
+
+    data = config["data"]
+    dataset = PairDataset(train_split, store, data["captions_per_epoch"], data["max_seconds"], int(config["seed"]))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=int(config["optim"]["batch_size"]),
+        shuffle=True,
+        drop_last=len(dataset) > int(config["optim"]["batch_size"]),
+        collate_fn=collate_pairs,
+        num_workers=int(data["num_workers"]),  # workers are re-created each epoch, so they see set_epoch
+    )
+    return PreparedRun(config, out_dir, module, splits, store, loader, started)
+
+
+def fit(run: PreparedRun, progress: bool = True):
+    """Train with Lightning; returns ``(trainer, checkpoint callback, validation callback)``."""
+    import lightning as L
+
+    from soundsift.training.module import ValidationCallback
+
+    config, out_dir = run.config, run.out_dir
+    validation = ValidationCallback(run.splits["val"], run.store, config)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
+        save_on_train_epoch_end=True, filename="best", enable_version_counter=False,
+    )
+    tr = config["trainer"]
+    trainer = L.Trainer(
+        max_epochs=int(config["optim"]["epochs"]),
+        accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=int(tr["num_nodes"]),
+        strategy=tr["strategy"], precision=tr["precision"],
+        callbacks=[validation, checkpoint],
+        logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
+        enable_progress_bar=bool(tr["progress_bar"]) and progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(int(tr["log_every_n_steps"]), len(run.loader))),
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=config["optim"]["grad_clip"],
+    )
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(run.module, train_dataloaders=run.loader, ckpt_path=str(last) if last.is_file() else None)
+    return trainer, checkpoint, validation
+
+
+def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) -> RunResult:
+    """Save the model validation selected, evaluate it on the test split, write metrics.json."""
+    from soundsift.metrics import text_to_audio_metrics_from_embeddings
+    from soundsift.training.embed import embed_split
+
+    out_dir, module, splits, tr = run.out_dir, run.module, run.splits, run.config["trainer"]
+    if checkpoint.best_model_path:
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
+    model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": str(out_dir)})
+    metrics: dict[str, Any] = {"best_epoch": None, "val": None, "val_history": validation.history}
+    if validation.history:
+        best = max(validation.history, key=lambda h: h["mAP@10"])
+        metrics["best_epoch"], metrics["val"] = best["epoch"], {k: v for k, v in best.items() if k != "epoch"}
+    if "test" in splits and splits["test"].clips:
+        model = load_model(model_path)  # evaluate exactly what was saved, on the GPU when there is one
+        max_seconds = run.config["data"]["max_seconds"]
+        emb = embed_split(model, splits["test"], run.store, max_seconds, tr["eval_batch_size"], progress)
+        metrics["test"] = text_to_audio_metrics_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
+    metrics["seconds"] = round(time.time() - run.started, 2)
+    text = json.dumps(metrics, indent=2)
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return RunResult(out_dir, model_path, metrics)
+
+
+def train(
+    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None
+) -> RunResult:
+    """Run one training job described by ``config``; ``splits``/``store`` let callers share loaded data."""
+    run = prepare(config, progress, splits, store)
+    trainer, checkpoint, validation = fit(run, progress)
+    if not trainer.is_global_zero:  # with several processes, rank 0 alone writes the results
+        return RunResult(run.out_dir, run.out_dir / "model.pt", {})
+    return finalise(run, checkpoint, validation, progress)
