@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from soundsift.encoders import build_audio_encoder
-from soundsift.encoders.atst import ATSTFrameEncoder, ATSTLogMel, frequency_warp, htk_mel_filters, warp_rows
-from soundsift.encoders.atst_model import convert_atst_checkpoint
+from soundsift.encoders.atst import (
+    ATSTFrameEncoder,
+    ATSTLogMel,
+    convert_atst_checkpoint,
+    frequency_warp,
+    htk_mel_filters,
+    warp_rows,
+)
 from soundsift.encoders.pretrained import load_state_dict_checked
 
 SR = 16000

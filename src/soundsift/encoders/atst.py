@@ -13,24 +13,40 @@ zero-padded to 10 s; embedding = mean of the last block's normalised frame token
 ``get_intermediate_layers(n=1, scene=False)`` and averages tokens), over the tokens that cover real
 audio, across all snippets of a clip; training-time frequency warping that drops at most 10% of the
 highest mel bins and stretches the rest back to 64 bins (bicubic, as ATST's ``RandomResizeCrop``).
+
+The network: ATST-Frame's transformer (Li et al., 2024) with the state-dict layout of the official ``FrameAST``.
+
+Facts from ``Audio-WestlakeU/audiossl`` (``methods/atstframe/audio_transformer.py``) and its copy in
+``Audio-WestlakeU/ATST-SED`` (``desed_task/nnet/atst``): 64-bin log-mel input cut into 64x4 patches
+(all bins x 4 frames = 40 ms per token), each flattened frequency-major (``f * 4 + t``) and embedded by
+``patch_embed.patch_embed`` (a Linear); positional embedding ``pos_embed`` of shape
+``(1, 1001 // 4 + 1, D)`` whose entry 0 is unused ("cut" mode adds entries ``1..W``); 12 pre-norm blocks
+with bias-free ``qkv`` (same names as PaSST's); final ``norm_frame`` LayerNorm (eps 1e-6);
+``mask_embed`` exists for masked pretraining only (kept here as a buffer so the keys match without
+leaving an unused parameter for DDP).
+
+``convert_atst_checkpoint`` maps the released Lightning checkpoints (``atst_as2M.ckpt``: keys under
+``encoder.encoder.``; pretraining checkpoints: ``model.teacher.encoder.``) to this layout, following
+the key mapping ATST-SED uses before its strict load.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from soundsift.encoders.atst_model import FrameAST, convert_atst_checkpoint
 from soundsift.encoders.frontends.mel import mel_filterbank
-from soundsift.encoders.layers import average_by_owner, split_snippets
+from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.pretrained import (
-    download_checkpoint,
-    load_state_dict_checked,
-    read_checkpoint,
+    PretrainedWeights,
+    load_pretrained_weights,
+    map_keys,
     resolve_pretrained,
 )
 from soundsift.errors import ConfigError
@@ -43,6 +59,81 @@ ATST_URL = f"https://drive.usercontent.google.com/download?id={ATST_DRIVE_ID}&ex
 ATST_FILENAME = "atst_as2M.ckpt"
 DB_MIN, DB_MAX = -79.6482, 50.6842
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+_RULES: list[tuple[str, str | None]] = [
+    (r"^encoder\.encoder\.teacher_module\.", None),
+    (r"^encoder\.encoder\.frame_encoder\.", ""),
+    (r"^encoder\.encoder\.", ""),
+    (r"^model\.teacher\.encoder\.cls_token$", None),
+    (r"^model\.teacher\.encoder\.norm\.", "norm_frame."),
+    (r"^model\.teacher\.encoder\.", ""),
+]
+
+
+def convert_atst_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official ATST(-Frame) checkpoint keys -> ``FrameAST`` keys; other entries (heads, student) dropped.
+
+    A state dict already in ``FrameAST`` layout is returned unchanged.
+    """
+    if any(k.startswith(("encoder.encoder.", "model.teacher.encoder.")) for k in state_dict):
+        return map_keys(state_dict, _RULES, drop_unmatched=True)
+    return dict(state_dict)
+
+
+ATST_WEIGHTS = PretrainedWeights(
+    "atst_as2M", ATST_URL, filename=ATST_FILENAME, convert=convert_atst_checkpoint,
+    safe_globals=(argparse.Namespace,), source="ATST-SED README (Google Drive file atst_as2M.ckpt)",
+)
+
+
+class FrameAST(nn.Module):
+    """``(N, n_mels, frames)`` normalised log-mels -> ``(N, frames // patch_w, D)`` frame tokens."""
+
+    def __init__(
+        self,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        n_mels: int = 64,
+        patch_w: int = 4,
+        spec_w: int = 1001,
+    ) -> None:
+        super().__init__()
+        self.n_mels, self.patch_w = n_mels, patch_w
+        self.max_tokens = spec_w // patch_w
+        self.patch_embed = nn.Module()
+        self.patch_embed.patch_embed = nn.Linear(n_mels * patch_w, embed_dim)
+        self.register_buffer("mask_embed", torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.max_tokens + 1, embed_dim))
+        self.blocks = nn.ModuleList(
+            [TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias=False) for _ in range(depth)]
+        )
+        self.norm_frame = nn.LayerNorm(embed_dim, eps=1e-6)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.mask_embed, std=0.02)
+        self.apply(init_vit_weights)
+
+    def patchify(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(N, F, T)`` -> ``(N, T // patch_w, F * patch_w)``, each patch flattened frequency-major."""
+        n, f, t = mel.shape
+        if f != self.n_mels:
+            raise ValueError(f"FrameAST expects {self.n_mels} mel bins, got {f}")
+        w = t // self.patch_w
+        if w < 1 or w > self.max_tokens:
+            raise ValueError(
+                f"FrameAST takes {self.patch_w}..{self.max_tokens * self.patch_w + 3} frames, got {t}"
+            )
+        x = mel[:, :, : w * self.patch_w].reshape(n, f, w, self.patch_w)
+        return x.permute(0, 2, 1, 3).reshape(n, w, f * self.patch_w)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed.patch_embed(self.patchify(mel))
+        x = x + self.pos_embed[:, 1 : x.shape[1] + 1]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm_frame(x)
 
 
 def htk_mel_filters(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:
@@ -150,11 +241,8 @@ class ATSTFrameEncoder(nn.Module):
         self, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
     ) -> None:
         """Load ``atst_as2M.ckpt`` (from ``checkpoint`` or the download cache), checking every key."""
-        path = download_checkpoint(
-            self.url, filename=ATST_FILENAME, cache_dir=cache_dir, local_path=checkpoint, progress=progress
-        )
-        state = convert_atst_checkpoint(read_checkpoint(path, safe_globals=(argparse.Namespace,)))
-        load_state_dict_checked(self.model, state, source=str(path))
+        weights = ATST_WEIGHTS if self.url == ATST_URL else replace(ATST_WEIGHTS, url=self.url)
+        load_pretrained_weights(self.model, weights, checkpoint, cache_dir, progress)
 
     def embed_snippets(
         self, snippets: torch.Tensor, valid: torch.Tensor

@@ -7,38 +7,193 @@ frequency and time (EfficientAT's ``features`` output, which salsa uses; 3840-d 
 where the time average covers only the frames of each clip's real samples (``lengths``), so the zero
 padding of a batch does not dilute short clips. Frames near a clip's end still see a little padding
 through the receptive field; clips of equal length embed exactly as they would alone.
+
+The network: EfficientAT's MobileNetV3 ("MN", Schmid et al., 2023) with the official state-dict layout.
+
+Written from the public facts of ``fschmid56/EfficientAT`` (``models/mn/model.py``, ``block_types.py``):
+torchvision's MobileNetV3-Large block table scaled by ``width_mult`` (channels rounded with
+``make_divisible(c * width, 8)``), 1 input channel, BatchNorm ``eps=0.001, momentum=0.01``, conv-BN-act
+triples stored as ``nn.Sequential`` (keys ``.0`` conv, ``.1`` BN), and channel squeeze-excitation with two
+``nn.Linear`` layers at ``block.K.conc_se_layers.0.{fc1,fc2}`` (ReLU, then sigmoid). Key names therefore
+match the released checkpoints: ``features.0`` (stem), ``features.1``-``features.15`` (inverted
+residual blocks, ``features.N.block.K``), ``features.16`` (1x1 conv to ``6 x`` the last block width).
+The classifier (``classifier.*``) is not built: the encoder uses the pooled features before it.
+Only channel SE (EfficientAT's default ``se_dims="c"``, used by all released ``mn*_as`` models) is built.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from soundsift.encoders.frontends.kaldi import KaldiLogMel, n_frames
-from soundsift.encoders.mn_model import MobileNetV3
-from soundsift.encoders.pretrained import (
-    download_checkpoint,
-    load_state_dict_checked,
-    read_checkpoint,
-    resolve_pretrained,
-)
+from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
 from soundsift.errors import ConfigError
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``v`` to a multiple of ``divisor`` without going more than 10% below it (TF MobileNet rule)."""
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One inverted residual block, channels already scaled by the width multiplier."""
+
+    in_ch: int
+    kernel: int
+    expanded: int
+    out_ch: int
+    use_se: bool
+    hardswish: bool
+    stride: int
+
+
+# MobileNetV3-Large: input, kernel, expanded, output, SE, activation, stride (EfficientAT strides (2,2,2,2)).
+_LARGE = (
+    (16, 3, 16, 16, False, "RE", 1),
+    (16, 3, 64, 24, False, "RE", 2),
+    (24, 3, 72, 24, False, "RE", 1),
+    (24, 5, 72, 40, True, "RE", 2),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 3, 240, 80, False, "HS", 2),
+    (80, 3, 200, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 480, 112, True, "HS", 1),
+    (112, 3, 672, 112, True, "HS", 1),
+    (112, 5, 672, 160, True, "HS", 2),
+    (160, 5, 960, 160, True, "HS", 1),
+    (160, 5, 960, 160, True, "HS", 1),
+)
+
+
+def block_configs(width_mult: float) -> list[BlockConfig]:
+    """The 15 block configurations of MobileNetV3-Large at ``width_mult``."""
+    w = lambda c: make_divisible(c * width_mult, 8)  # noqa: E731
+    return [BlockConfig(w(i), k, w(e), w(o), se, act == "HS", s) for i, k, e, o, se, act, s in _LARGE]
+
+
+def _conv_bn_act(
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = None
+) -> nn.Sequential:
+    """torchvision's ``ConvNormActivation`` layout: bias-free conv ``.0``, BatchNorm ``.1``, activation."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch, eps=0.001, momentum=0.01),
+    ]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: mean over (freq, time) -> fc1 -> ReLU -> fc2 -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, squeeze)
+        self.fc2 = nn.Linear(squeeze, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * scale[:, :, None, None]
+
+
+class ConcurrentSE(nn.Module):
+    """EfficientAT's wrapper around its SE layers (one channel SE here; max over one output = itself)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conc_se_layers = nn.ModuleList([SqueezeExcitation(channels, make_divisible(channels // 4, 8))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conc_se_layers[0](x)
+
+
+class InvertedResidual(nn.Module):
+    """[1x1 expand] -> depthwise kxk (stride) -> [SE] -> 1x1 project (+ identity when shapes allow)."""
+
+    def __init__(self, cfg: BlockConfig) -> None:
+        super().__init__()
+        act = nn.Hardswish if cfg.hardswish else nn.ReLU
+        layers: list[nn.Module] = []
+        if cfg.expanded != cfg.in_ch:
+            layers.append(_conv_bn_act(cfg.in_ch, cfg.expanded, 1, act=act))
+        layers.append(_conv_bn_act(cfg.expanded, cfg.expanded, cfg.kernel, cfg.stride, cfg.expanded, act))
+        if cfg.use_se:
+            layers.append(ConcurrentSE(cfg.expanded))
+        layers.append(_conv_bn_act(cfg.expanded, cfg.out_ch, 1))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = cfg.stride == 1 and cfg.in_ch == cfg.out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out + x if self.use_res_connect else out
+
+
+class MobileNetV3(nn.Module):
+    """``(N, 1, n_mels, frames)`` log-mels -> ``(N, out_dim, n_mels/32, frames/32)`` feature maps."""
+
+    def __init__(self, width_mult: float = 1.0) -> None:
+        super().__init__()
+        configs = block_configs(width_mult)
+        last = configs[-1].out_ch
+        layers: list[nn.Module] = [_conv_bn_act(1, configs[0].in_ch, 3, stride=2, act=nn.Hardswish)]
+        layers += [InvertedResidual(c) for c in configs]
+        layers.append(_conv_bn_act(last, 6 * last, 1, act=nn.Hardswish))
+        self.features = nn.Sequential(*layers)
+        self.out_dim = 6 * last
+        self.strides = [2] + [c.stride for c in configs]
+        for m in self.modules():  # EfficientAT's init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def output_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Time steps of the feature map for inputs of ``frames`` frames (each stride-2 conv halves, ceil)."""
+        for s in self.strides:
+            frames = (frames + s - 1) // s
+        return frames
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.features(mel)
+
 
 _RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1"
 
-# name -> (width multiplier, release file), as in EfficientAT ``models/mn/model.py`` ``pretrained_models``.
-VARIANTS: dict[str, tuple[float, str]] = {
-    "mn40_as_ext": (4.0, "mn40_as_ext_mAP_487.pt"),
-    "mn40_as": (4.0, "mn40_as_mAP_484.pt"),
-    "mn30_as": (3.0, "mn30_as_mAP_482.pt"),
-    "mn20_as": (2.0, "mn20_as_mAP_478.pt"),
-    "mn10_as": (1.0, "mn10_as_mAP_471.pt"),
-    "mn05_as": (0.5, "mn05_as_mAP_443.pt"),
-    "mn04_as": (0.4, "mn04_as_mAP_432.pt"),
-    "mn02_as": (0.2, "mn02_as_mAP_378.pt"),
-    "mn01_as": (0.1, "mn01_as_mAP_298.pt"),
+def _weights(name: str, mAP: int) -> PretrainedWeights:
+    return PretrainedWeights(
+        name, f"{_RELEASE}/{name}_mAP_{mAP}.pt",
+        ignore_missing=("*.num_batches_tracked",), ignore_unexpected=("classifier.*",),  # AudioSet head
+        source="pretrained_models of fschmid56/EfficientAT models/mn/model.py",
+    )
+
+
+# name -> (width multiplier, weights)
+VARIANTS: dict[str, tuple[float, PretrainedWeights]] = {
+    "mn40_as_ext": (4.0, _weights("mn40_as_ext", 487)),
+    "mn40_as": (4.0, _weights("mn40_as", 484)),
+    "mn30_as": (3.0, _weights("mn30_as", 482)),
+    "mn20_as": (2.0, _weights("mn20_as", 478)),
+    "mn10_as": (1.0, _weights("mn10_as", 471)),
+    "mn05_as": (0.5, _weights("mn05_as", 443)),
+    "mn04_as": (0.4, _weights("mn04_as", 432)),
+    "mn02_as": (0.2, _weights("mn02_as", 378)),
+    "mn01_as": (0.1, _weights("mn01_as", 298)),
 }
 TINY_WIDTH = 0.1
 
@@ -71,7 +226,7 @@ class MobileNetEncoder(nn.Module):
             raise ConfigError(f"unknown MobileNet variant {variant!r}; known: {', '.join(VARIANTS)}")
         pretrained = resolve_pretrained("MobileNet", size, pretrained, checkpoint)
         self.variant = variant
-        width, self.filename = VARIANTS[variant]
+        width, self.weights = VARIANTS[variant]
         self.mel = KaldiLogMel(
             n_mels=128,
             sample_rate=self.sample_rate,
@@ -87,20 +242,13 @@ class MobileNetEncoder(nn.Module):
 
     @property
     def url(self) -> str:
-        return f"{_RELEASE}/{self.filename}"
+        return str(self.weights.url)
 
     def load_pretrained(
         self, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
     ) -> None:
         """Load the official weights (from ``checkpoint`` or the download cache), checking every key."""
-        path = download_checkpoint(self.url, cache_dir=cache_dir, local_path=checkpoint, progress=progress)
-        load_state_dict_checked(
-            self.model,
-            read_checkpoint(path),
-            ignore_missing=("*.num_batches_tracked",),
-            ignore_unexpected=("classifier.*",),
-            source=str(path),
-        )
+        load_pretrained_weights(self.model, self.weights, checkpoint, cache_dir, progress)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if waveform.dim() != 2:

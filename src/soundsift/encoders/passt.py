@@ -25,12 +25,7 @@ from torch import nn
 
 from soundsift.encoders.frontends.kaldi import KaldiLogMel
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
-from soundsift.encoders.pretrained import (
-    download_checkpoint,
-    load_state_dict_checked,
-    read_checkpoint,
-    resolve_pretrained,
-)
+from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
 from soundsift.errors import ConfigError
 
 _RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
@@ -48,21 +43,29 @@ class PaSSTConfig:
     stride: int = 16
     n_mels: int = 128
     input_tdim: int = 998  # mel frames the time positional encoding was built for (10 s)
-    url: str | None = None
-    sha256: str | None = None  # none published; download_checkpoint logs the digest it sees
+    weights: PretrainedWeights | None = None
 
 
-# URLs as in the ``default_cfgs`` of kkoutini/PaSST ``models/passt.py`` (also in hear21passt 0.0.26).
+def _weights(name: str, path: str) -> PretrainedWeights:
+    # no checksums are published; download_checkpoint logs the digest it sees
+    return PretrainedWeights(
+        name, f"{_RELEASES}/{path}", ignore_unexpected=("head.*", "head_dist.*"),  # AudioSet classifiers
+        source="default_cfgs of kkoutini/PaSST models/passt.py (also hear21passt 0.0.26)",
+    )
+
+
 VARIANTS: dict[str, PaSSTConfig] = {
     "passt_s_p16_s16_128_ap468": PaSSTConfig(
-        stride=16, url=f"{_RELEASES}/v0.0.2-audioset/passt-s-f128-p16-s16-ap.468.pt"
+        stride=16, weights=_weights("passt_s_p16_s16_128_ap468", "v0.0.2-audioset/passt-s-f128-p16-s16-ap.468.pt")
     ),
     "passt_s_swa_p16_128_ap476": PaSSTConfig(
-        stride=10, url=f"{_RELEASES}/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt"
+        stride=10, weights=_weights("passt_s_swa_p16_128_ap476", "v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt")
     ),
-    "passt_s_kd_p16_128_ap486": PaSSTConfig(stride=10, url=f"{_RELEASES}/v.0.0.9/passt-s-kd-ap.486.pt"),
+    "passt_s_kd_p16_128_ap486": PaSSTConfig(
+        stride=10, weights=_weights("passt_s_kd_p16_128_ap486", "v.0.0.9/passt-s-kd-ap.486.pt")
+    ),
     "passt_l_kd_p16_128_ap47": PaSSTConfig(
-        stride=10, depth=7, url=f"{_RELEASES}/v.0.0.10/passt-l-kd-ap.47.pt"
+        stride=10, depth=7, weights=_weights("passt_l_kd_p16_128_ap47", "v.0.0.10/passt-l-kd-ap.47.pt")
     ),
 }
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -151,7 +154,8 @@ class PaSSTEncoder(nn.Module):
         if variant not in VARIANTS:
             raise ConfigError(f"unknown PaSST variant {variant!r}; known: {', '.join(VARIANTS)}")
         pretrained = resolve_pretrained("PaSST", size, pretrained, checkpoint)
-        cfg = VARIANTS[variant] if size == "full" else replace(VARIANTS[variant], **TINY, url=None)
+        full = VARIANTS[variant]
+        cfg = full if size == "full" else replace(full, **TINY, weights=replace(full.weights, url=None))
         self.variant, self.cfg = variant, cfg
         self.segment = int(round(segment_seconds * self.sample_rate))
         self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))
@@ -178,18 +182,7 @@ class PaSSTEncoder(nn.Module):
         self, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
     ) -> None:
         """Load the official weights (from ``checkpoint`` or the download cache), checking every key."""
-        if self.cfg.url is None and checkpoint is None:
-            raise ConfigError(f"PaSST {self.variant} has no checkpoint URL; pass checkpoint=PATH")
-        path = download_checkpoint(
-            self.cfg.url or "",
-            sha256=self.cfg.sha256,
-            cache_dir=cache_dir,
-            local_path=checkpoint,
-            progress=progress,
-        )
-        load_state_dict_checked(
-            self.model, read_checkpoint(path), ignore_unexpected=("head.*", "head_dist.*"), source=str(path)
-        )
+        load_pretrained_weights(self.model, self.cfg.weights, checkpoint, cache_dir, progress)
 
     def embed_snippets(self, snippets: torch.Tensor) -> torch.Tensor:
         """``(N, segment)`` waveforms -> ``(N, out_dim)``: one PaSST pass per snippet."""

@@ -1,4 +1,8 @@
-"""Pretrained checkpoints: verified, resumable downloads and key-checked state-dict loading.
+"""Pretrained checkpoints: one description per checkpoint, one load path, key-checked loading.
+
+- ``PretrainedWeights``: where one checkpoint lives (URL, cache file name, checksum) and how its keys
+  map onto our module (rename rules or a converter, keys to ignore), as timm's pretrained configs.
+  Each encoder family declares its own next to its geometry; ``load_pretrained_weights`` loads any.
 
 - ``download_checkpoint``: a local file, a cached file, or a download (``soundsift.downloader.download_file``:
   timeouts, retries, resume via HTTP Range into ``<name>.part``, checksum, atomic rename, progress bar)
@@ -17,7 +21,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,3 +319,63 @@ def load_state_dict_checked(
     else:
         log.warning("%s -> %s (non-strict): %s", source, type(module).__name__, report.summary())
     return report
+
+
+# --------------------------------------------------------------------------- descriptions, one load path
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """One published checkpoint: where it lives and how it maps onto our module.
+
+    ``key_map``: ``map_keys`` rules applied to the checkpoint's keys; ``convert``: a function that does
+    the renaming instead (when it depends on the checkpoint's layout). ``ignore_missing`` /
+    ``ignore_unexpected``: glob patterns of module / checkpoint keys that may be absent / left over
+    (e.g. classifier heads). ``safe_globals``: plain-data classes its pickle may hold.
+    """
+
+    name: str
+    url: str | None
+    filename: str | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    key_map: tuple[tuple[str, str | None], ...] = ()
+    convert: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    ignore_missing: tuple[str, ...] = ()
+    ignore_unexpected: tuple[str, ...] = ()
+    safe_globals: tuple[Any, ...] = ()
+    source: str = ""  # where the URL and names come from (for readers of the code)
+
+
+def fetch_weights(
+    weights: PretrainedWeights, checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """The local file of ``weights``: ``checkpoint`` when given, else the cached or downloaded copy."""
+    if weights.url is None and checkpoint is None:
+        raise ConfigError(f"{weights.name} has no published checkpoint; pass checkpoint=PATH")
+    return download_checkpoint(
+        weights.url or "", filename=weights.filename, sha256=weights.sha256, md5=weights.md5,
+        cache_dir=cache_dir, local_path=checkpoint, progress=progress,
+    )
+
+
+def load_pretrained_weights(
+    module: torch.nn.Module,
+    weights: PretrainedWeights,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> LoadReport:
+    """Fetch ``weights`` (or read ``checkpoint``), rename its keys and load it into ``module``, checking
+    every key and shape (``StateDictError`` lists what does not fit)."""
+    path = fetch_weights(weights, checkpoint, cache_dir, progress)
+    state = read_checkpoint(path, safe_globals=weights.safe_globals)
+    if weights.convert is not None:
+        state = weights.convert(state)
+    if weights.key_map:
+        state = map_keys(state, weights.key_map)
+    return load_state_dict_checked(
+        module, state, ignore_missing=weights.ignore_missing, ignore_unexpected=weights.ignore_unexpected,
+        source=str(path),
+    )

