@@ -1,6 +1,57 @@
 """soundsift: language-based audio retrieval with estimated audio-caption correspondences.
 
-Importing the package is cheap: heavy modules (torch models, Lightning, transformers) load on use.
+The public API, importable from here (each name loads its module on first use, so ``import soundsift``
+stays fast and imports neither torch models, Lightning nor transformers)::
+
+    model = soundsift.load_model("model.pt")            # soundsift file, HF-layout folder, salsa checkpoint
+    audio = model.embed_waveforms([waveform])           # mono float32 at model.sample_rate
+    text = model.embed_texts(["a dog barks"])
+
+See docs/architecture.md for the layout of the package.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from soundsift.errors import SoundsiftError
+from soundsift.version import __version__
+
+#: public name -> the module that defines it
+_API = {
+    "DualEncoder": "soundsift.model",
+    "load_model": "soundsift.checkpoints.load",
+    "save_model": "soundsift.checkpoints.format",
+    "save_pretrained": "soundsift.checkpoints.hub",
+    "from_pretrained": "soundsift.checkpoints.hub",
+    "contrastive_loss": "soundsift.losses",
+    "distillation_loss": "soundsift.losses",
+    "positives_from_ids": "soundsift.losses",
+    "text_to_audio_metrics": "soundsift.metrics",
+    "text_to_audio_metrics_from_embeddings": "soundsift.metrics",
+    "audio_to_text_metrics": "soundsift.metrics",
+    "map_at_k": "soundsift.metrics",
+    "jackknife_ci": "soundsift.metrics",
+    "write_dcase_submission": "soundsift.metrics",
+    "TeacherEmbeddings": "soundsift.correspondences",
+    "TeacherEnsemble": "soundsift.correspondences",
+    "ensemble_similarity": "soundsift.correspondences",
+    "register_audio_encoder": "soundsift.encoders.registry",
+    "register_text_encoder": "soundsift.encoders.registry",
+    "register_reader": "soundsift.data.readers",
+}
+
+__all__ = ["SoundsiftError", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'soundsift' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

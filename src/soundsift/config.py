@@ -7,7 +7,7 @@ Stage 1 and stage 2 are the same schema: stage 2 sets ``init_from`` (a stage-1 m
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +68,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``update`` into a copy of ``base``; an encoder spec is replaced as a whole."""
+def _is_encoder_spec(key: str) -> bool:
+    return key.endswith("_encoder")
+
+
+def merge(
+    base: dict[str, Any], update: Mapping[str, Any], whole: Callable[[str], bool] = _is_encoder_spec
+) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``. A key for which ``whole(key)`` holds is
+    replaced as a whole (by default the encoder specs: a new encoder brings its own options)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not key.endswith("_encoder"):
-            out[key] = merge(out[key], value)
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and not whole(key):
+            out[key] = merge(out[key], value, whole)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -139,11 +146,61 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"{path}: config file not found")
 
 
+#: Keys whose value may be of more than the default's type (Lightning accepts these spellings).
+_ALSO_ALLOWED: dict[str, tuple[type, ...]] = {
+    "data.preload": (bool, str),
+    "trainer.devices": (int, str, list),
+    "trainer.precision": (str, int),
+    "model.audio_encoder": (dict, str),
+    "model.text_encoder": (dict, str),
+}
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
+
+
+def _check_value(key: str, value: Any, default: Any) -> Any:
+    """``value`` if it has the type of ``default`` (an int for a float, a numeric string such as YAML's
+    ``2e-5`` for a float); else ConfigError naming ``key``."""
+    if default is None:  # no default to compare with: any value (None means "unset")
+        return value
+    allowed = _ALSO_ALLOWED.get(key, (type(default),))
+    if isinstance(value, bool) and bool not in allowed:  # bool is an int in Python, never here
+        raise ConfigError(f"{key} must be {_TYPE_NAMES.get(allowed[0], allowed[0].__name__)}, got {value!r}")
+    if isinstance(value, allowed):
+        return value
+    if float in allowed:
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
+    raise ConfigError(f"{key} must be {wanted}, got {value!r}")
+
+
+def _check_types(config: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> None:
+    """Type-check (and coerce numeric strings) every key of ``config`` that ``defaults`` knows."""
+    for key, default in defaults.items():
+        if key not in config:
+            continue
+        name = prefix + key
+        if isinstance(default, dict) and name not in _ALSO_ALLOWED:
+            if not isinstance(config[key], dict):
+                raise ConfigError(f"{name} must be a mapping, got {config[key]!r}")
+            _check_types(config[key], default, name + ".")
+        else:
+            config[key] = _check_value(name, config[key], default)
+
+
 def validate(config: dict[str, Any]) -> None:
+    """Refuse unknown keys and values of the wrong type (naming the key); coerce numeric strings."""
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    for section in ("data", "optim", "loss", "trainer"):
+    _check_types(config, DEFAULTS)
+    for section in ("data", "model", "optim", "loss", "trainer"):
         extra = set(config[section]) - set(DEFAULTS[section])
         if extra:
             raise ConfigError(f"unknown keys in '{section}': {sorted(extra)}; known: {sorted(DEFAULTS[section])}")

@@ -303,13 +303,6 @@ class TeacherEnsemble:
     def __len__(self) -> int:
         return len(self.teachers)
 
-    def check_alignment(
-        self, clip_ids: Sequence[str], caption_texts: Sequence[str], caption_clip: Sequence[int] | None = None
-    ) -> None:
-        """Check every teacher against the split (see :meth:`TeacherEmbeddings.check_alignment`)."""
-        for t in self.teachers:
-            t.check_alignment(clip_ids, caption_texts, caption_clip)
-
     def batch_similarity(
         self, clip_index: Tensor, caption_index: Tensor, device: torch.device | str | None = None
     ) -> Tensor:

@@ -84,3 +84,14 @@ def require(module: str, install: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(f"{purpose} needs {install}") from exc
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words: torch's own message also
+    suggests turning ``weights_only`` off, which soundsift never advises (it would run the file's code)."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+Check the documentation|$)", text, re.S)
+    reason = found.group(1) if found else (text.splitlines()[0] if text.strip() else type(exc).__name__)
+    return " ".join(reason.split())

@@ -44,13 +44,14 @@ import torch
 
 from soundsift.atomic import atomic_write
 from soundsift.checkpoints.format import identity
+from soundsift.config import merge
 from soundsift.encoders.pretrained import (
     default_cache_dir,
     download_checkpoint,
     load_state_dict_checked,
     map_keys,
 )
-from soundsift.errors import ModelFileError, StateDictError
+from soundsift.errors import ModelFileError, StateDictError, load_failure
 from soundsift.model import DualEncoder
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def read_lightning_checkpoint(path: str | Path) -> LightningCheckpoint:
     try:
         obj = read_container(path)
     except Exception as exc:
-        raise StateDictError(f"{path}: cannot be read with torch.load(weights_only=True) ({exc})") from exc
+        raise StateDictError(f"{path}: cannot be read with torch.load(weights_only=True) ({load_failure(exc)})") from exc
     state = obj.get("state_dict") if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping):
         keys = ", ".join(map(str, list(obj)[:10])) if isinstance(obj, Mapping) else type(obj).__name__
@@ -283,16 +284,6 @@ def _check_tokenizer(model: DualEncoder, mapped: Mapping[str, torch.Tensor], sou
     )
 
 
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_salsa_checkpoint(
     path_or_url: str | Path | None = None,
     *,
@@ -319,7 +310,7 @@ def load_salsa_checkpoint(
     ckpt = read_lightning_checkpoint(path)
     source = f"{path} (salsa checkpoint, keys renamed by SALSA_KEY_MAP)"
     mapped, ignored = convert_salsa_state_dict(ckpt.state_dict, source=str(path), strict=strict)
-    model = DualEncoder.from_config(_merge(salsa_config(ckpt.hparams), overrides or {}))
+    model = DualEncoder.from_config(merge(salsa_config(ckpt.hparams), overrides or {}, whole=lambda key: False))
     if check_tokenizer:
         _check_tokenizer(model, mapped, str(path))
     report = load_state_dict_checked(model, mapped, ignore_missing=_MODULE_ONLY, strict=strict, source=source)

@@ -152,12 +152,6 @@ class ClipDataset(Dataset):
         return crop(self.store.get(self.split.clips[i]), self.max_samples, None), i
 
 
-def collate_clips(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    waves, idx = zip(*items)
-    waveform, lengths = pad(list(waves))
-    return waveform, lengths, torch.tensor(idx)
-
-
 def length_grouped_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Batches of indices whose items all have the same length (so no padding is ever needed)."""
     groups: dict[int, list[int]] = {}

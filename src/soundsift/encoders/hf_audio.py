@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from soundsift.encoders.layers import average_by_owner
 from soundsift.errors import ConfigError, WeightsUnavailableError
 
 TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -98,11 +99,7 @@ class _WindowedHFEncoder(nn.Module):
         windows, owner = self._windows(waveform, lengths)
         device = next(self.parameters()).device
         emb = self._embed(windows, device)
-        index = torch.tensor(owner, device=device)
-        total = torch.zeros(waveform.shape[0], emb.shape[-1], device=device, dtype=emb.dtype)
-        total = total.index_add(0, index, emb)
-        counts = torch.bincount(index, minlength=waveform.shape[0]).clamp(min=1).to(emb.dtype)
-        return total / counts[:, None]
+        return average_by_owner(emb, torch.tensor(owner, device=device), waveform.shape[0])
 
 
 class ASTEncoder(_WindowedHFEncoder):

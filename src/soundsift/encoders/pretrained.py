@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 
 from soundsift.downloader import checksum_mismatch, download_file, file_digest
-from soundsift.errors import ChecksumError, ConfigError, StateDictError
+from soundsift.errors import ChecksumError, ConfigError, StateDictError, load_failure
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +135,9 @@ def download_checkpoint(
 
 
 def _lock(target: Path) -> Any:
-    """An inter-process lock next to ``target`` (``filelock``, which transformers already needs)."""
-    try:
-        from filelock import FileLock
-    except ImportError:  # pragma: no cover - filelock comes with huggingface_hub
-        return contextlib.nullcontext()
+    """An inter-process lock next to ``target``."""
+    from filelock import FileLock
+
     return FileLock(str(target) + ".lock")
 
 
@@ -166,7 +163,7 @@ def read_checkpoint(path: str | Path, safe_globals: Sequence[Any] = ()) -> dict[
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for disallowed globals, RuntimeError for corrupt zips
         raise StateDictError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({exc}). If it holds pickled Python "
+            f"{path}: cannot be read with torch.load(weights_only=True) ({load_failure(exc)}). If it holds pickled Python "
             "objects besides tensors and you trust its source, re-save only its state dict."
         ) from exc
     for _ in range(4):

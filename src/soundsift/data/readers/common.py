@@ -53,10 +53,6 @@ class AudioDir:
         names = self._by_stem.get(nfc(stem))
         return None if not names else self.path / names[0]
 
-    def n_audio(self) -> int:
-        """How many audio files (by extension) the folder holds."""
-        return sum(len(v) for v in self._by_stem.values())
-
 
 def first_audio_dir(candidates: list[Path]) -> Path | None:
     """The first candidate folder that holds an audio file; else the first that exists; else None."""
