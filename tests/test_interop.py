@@ -383,7 +383,7 @@ def test_repo_ids_go_through_the_hub(tmp_path, monkeypatch, source_model):
     saved = save_pretrained(source_model, tmp_path / "repo")
     calls = []
 
-    def fake_download(repo_id, filename, revision=None, cache_dir=None):
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, local_files_only=False):
         calls.append((repo_id, filename, revision))
         return str(saved / filename)
 

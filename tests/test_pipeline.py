@@ -71,7 +71,8 @@ def test_rerun_resumes_from_last_checkpoint(data, tmp_path):
     args = ["-q", "train", "--config", "demo/stage1.yaml", f"data.root={data}", f"out_dir={out}", *TINY]
     assert main(args) == 0
     first = json.loads((out / "metrics.json").read_text())
-    assert main(args) == 0  # finds last.ckpt at max_epochs: no new epoch, same selection
+    assert main(args) == 2  # a finished run is never silently replaced
+    assert main([*args, "--resume"]) == 0  # finds last.ckpt at max_epochs: no new epoch, same selection
     second = json.loads((out / "metrics.json").read_text())
     assert second["val_history"] == first["val_history"]
     assert second["test"] == pytest.approx(first["test"])

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,12 +143,15 @@ def test_http_errors_name_the_url(server, tmp_path):
         download_checkpoint(url, cache_dir=tmp_path / "html", progress=False)
 
 
-def test_unreachable_server_keeps_trying_then_fails(tmp_path, monkeypatch):
+def test_unreachable_server_fails_at_once_with_the_way_out(tmp_path, monkeypatch):
+    """Nothing listens there (or no network): one attempt, then a message naming the local option."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    with pytest.raises(DownloadError, match="after 2 attempts"):
-        download_checkpoint(
-            "http://127.0.0.1:9/x.pt", cache_dir=tmp_path, progress=False, retries=2, backoff=0
-        )
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="cannot reach 127.0.0.1") as info:
+        download_checkpoint("http://127.0.0.1:9/x.pt", cache_dir=tmp_path, progress=False, retries=5, backoff=10)
+    assert time.monotonic() - started < 5
+    assert info.value.option == "checkpoint" and "pass checkpoint=PATH" in str(info.value)
+    assert ".part" not in str(info.value) and not list(tmp_path.glob("*.part"))
 
 
 def test_local_path(tmp_path):

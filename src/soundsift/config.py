@@ -7,6 +7,8 @@ Stage 1 and stage 2 are the same schema: stage 2 sets ``init_from`` (a stage-1 m
 from __future__ import annotations
 
 import copy
+import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from soundsift.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "out_dir": "runs/train",
+    "out_dir": None,  # None: runs/{config name}-{date-time}, a fresh folder per run
     "data": {
         "format": "clotho",  # a name from soundsift.data.readers.READERS
         "root": None,
@@ -115,7 +117,28 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         config = merge(config, read_yaml(path))
     config = apply_overrides(config, overrides)
     validate(config)
+    if config["out_dir"] is None:
+        config["out_dir"] = default_out_dir(path)
     return config
+
+
+RUN_DIR_ENV = "SOUNDSIFT_RUN_DIR"
+
+
+def default_out_dir(path: str | Path | None) -> str:
+    """``runs/{config name}-{YYYYmmdd-HHMMSS}`` (a suffix if that exists). The choice is passed on in
+    ``$SOUNDSIFT_RUN_DIR`` to the processes that distributed training starts (they run this again)."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        if os.environ.get(RUN_DIR_ENV):
+            return os.environ[RUN_DIR_ENV]
+    stem = Path(path).stem if path is not None else "train"
+    base = f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while Path(out).exists():
+        n += 1
+        out = f"{base}-{n}"
+    os.environ[RUN_DIR_ENV] = out
+    return out
 
 
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

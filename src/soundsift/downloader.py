@@ -1,17 +1,25 @@
-"""A resumable, verified file download (``download_file``) and file digests; datasets and encoders use it.
+"""A resumable, verified file download (``download_file``), file digests, and whether a host can be
+reached at all (``host_reachable``, ``hub_reachable``); datasets and encoders use it.
 
-Imports nothing but the standard library, tqdm and soundsift's errors.
+Offline, nothing waits: a failure that means "no network" (the name does not resolve, the connection
+is refused, the network is unreachable) ends a download at the first attempt, and callers of the
+Hugging Face Hub ask ``hub_reachable`` (one short connection attempt, remembered per process) before
+they let transformers retry for a minute. Imports nothing but the standard library, tqdm and
+soundsift's errors.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import http.client
 import logging
 import os
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,38 @@ _CHUNK = 1 << 20
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _MAX_WAIT = 60.0
 logger = logging.getLogger(__name__)
+
+
+_NO_NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
+_TRUE = ("1", "true", "yes", "on")
+
+
+def no_network(exc: BaseException) -> BaseException | None:
+    """The underlying error if ``exc`` means the host cannot be reached at all (retrying won't help)."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return reason
+    if isinstance(reason, OSError) and reason.errno in _NO_NETWORK_ERRNOS:
+        return reason
+    return None
+
+
+@functools.cache
+def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (asked once per process)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub (``$HF_ENDPOINT``) can be reached; False when HF_HUB_OFFLINE is set."""
+    if any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return False
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return bool(url.hostname) and host_reachable(url.hostname, url.port or (80 if url.scheme == "http" else 443))
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = _CHUNK) -> str:
@@ -140,11 +180,16 @@ def download_file(
                 raise DownloadError(f"{url}: cannot write {part}: {exc}") from exc
             error = exc
         after = part.stat().st_size if part.exists() else 0
+        if after == 0 and (cause := no_network(error)) is not None:
+            host = urllib.parse.urlparse(url).hostname or url
+            raise DownloadError(
+                f"cannot reach {host} to download {url} (offline, or nothing answers there: {cause}){hint}"
+            ) from error
         failures = 0 if after > before else failures + 1
         if failures > retries:
+            kept = f"; {after} bytes kept in {part}, run again to resume" if after else ""
             raise DownloadError(
-                f"{url}: failed after {attempts} attempts, the last {failures} without progress ({error}); "
-                f"{after} bytes kept in {part}, run again to resume{hint}"
+                f"{url}: failed after {attempts} attempts, the last {failures} without progress ({error}){kept}{hint}"
             ) from error
         wait = min(backoff * 2 ** max(failures - 1, 0), _MAX_WAIT)
         logger.info("retrying %s in %.1f s (attempt %d failed: %s)", url, wait, attempts, error)

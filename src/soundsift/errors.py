@@ -41,7 +41,13 @@ class StateDictError(SoundsiftError, RuntimeError):
 
 
 class DownloadError(SoundsiftError, RuntimeError):
-    """A download or extraction failed; the message names the URL or file and what to do instead."""
+    """A download or extraction failed; the message names the URL or file and what to do instead.
+
+    ``option``: the encoder option that points at a local copy instead (``checkpoint``, ``model``); the
+    message then says ``pass OPTION=...``, which DualEncoder turns into the full config key.
+    """
+
+    option: str | None = None
 
 
 class WeightsUnavailableError(DownloadError, OSError):

@@ -17,7 +17,7 @@ from torch import nn
 
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
-from soundsift.errors import ConfigError, ModelFileError
+from soundsift.errors import ConfigError, DownloadError, ModelFileError
 
 
 def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -33,6 +33,17 @@ def _spec(spec: str | dict[str, Any]) -> dict[str, Any]:
     if "name" not in spec:
         raise ConfigError(f"encoder spec {spec!r} has no 'name'")
     return spec
+
+
+def _build_tower(build: Callable[..., nn.Module], spec: dict[str, Any], key: str) -> nn.Module:
+    """Build one tower; a failed weight download names the config key that points at a local copy."""
+    try:
+        return build(**spec)
+    except DownloadError as exc:
+        if exc.option and f"pass {exc.option}=" in str(exc):
+            error = type(exc)(str(exc).replace(f"pass {exc.option}=", f"pass model.{key}.{exc.option}="))
+            raise error from exc
+        raise
 
 
 class DualEncoder(nn.Module):
@@ -55,8 +66,8 @@ class DualEncoder(nn.Module):
             "audio_projection": audio_projection,
             "text_projection": text_projection,
         }
-        self.audio = build_audio_encoder(**audio_spec)
-        self.text = build_text_encoder(**text_spec)
+        self.audio = _build_tower(build_audio_encoder, audio_spec, "audio_encoder")
+        self.text = _build_tower(build_text_encoder, text_spec, "text_encoder")
         self.audio_proj = _projection(audio_projection, self.audio.out_dim, embed_dim)
         self.text_proj = _projection(text_projection, self.text.out_dim, embed_dim)
 

@@ -18,6 +18,7 @@ import torch
 
 from soundsift.atomic import atomic_write, publish_dir
 from soundsift.checkpoints.format import FORMAT, FORMAT_VERSION, identity
+from soundsift.downloader import hub_reachable
 from soundsift.errors import ModelFileError
 from soundsift.model import DualEncoder
 
@@ -137,7 +138,8 @@ def _hub_files(repo_id: str, revision: str | None, cache_dir: str | Path | None)
     paths = []
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         try:
-            paths.append(Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir)))
+            offline = {} if hub_reachable() else {"local_files_only": True}  # the cache only, no retries
+            paths.append(Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir, **offline)))
         except Exception as exc:  # offline, missing repo or file, HTTP errors: all mean "not available"
             raise ModelFileError(
                 f"{repo_id}: no such local directory, and {name} could not be fetched from the Hugging Face "

@@ -18,7 +18,7 @@ def train_main(args: argparse.Namespace) -> int:
         return dry_run(config, pretrained=not args.no_pretrained)
     from soundsift.training.run import train
 
-    result = train(config, progress=not quiet(args))
+    result = train(config, progress=not quiet(args), overwrite=args.overwrite, resume=args.resume)
     if result.metrics:  # only the process of rank 0 reports
         print(json.dumps({"model": str(result.model_path), **result.metrics.get("test", {})}, indent=2))
     return 0
@@ -64,7 +64,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", required=True, help="YAML file, or a packaged one such as demo/stage1.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.epochs=3")
     p.add_argument("--dry-run", action="store_true", help="build, print config and sizes, one step")
-    p.add_argument("--no-pretrained", action="store_true", help="with --dry-run: random weights")
+    p.add_argument("--no-pretrained", action="store_true", help="with --dry-run: random weights, no network")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="out_dir holds a finished run: train it again from scratch")
+    again.add_argument("--resume", action="store_true",
+                       help="out_dir holds a finished run: continue from its last checkpoint (e.g. more optim.epochs)")
     p.set_defaults(func=train_main)
 
     p = sub.add_parser("teachers", help="embed a training split with a model: teacher data for stage 2")

@@ -93,7 +93,10 @@ def download_clotho(
     def fetch(name: str) -> Path:
         say(f"fetching {name}")
         md5 = sums.get(name) if verify else None
-        return download_file(clotho_url(base_url, name), dest / name, md5, timeout, retries, backoff, progress)
+        url = clotho_url(base_url, name)
+        hint = (f". To use a copy fetched elsewhere (say in a browser), put {name} in {dest} and run again; "
+                "--base-url points at a mirror")
+        return download_file(url, dest / name, md5, timeout, retries, backoff, progress, hint=hint)
 
     for split in [clotho_split(s) for s in splits]:
         for kind in ("captions", "metadata"):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from soundsift.downloader import hub_reachable
 from soundsift.encoders.layers import average_by_owner
 from soundsift.errors import ConfigError, WeightsUnavailableError
 
@@ -31,12 +32,19 @@ TINY_CLAP_FEATURES = dict(feature_size=16, sampling_rate=16000, hop_length=160, 
 
 
 def _from_pretrained(cls: Any, name: str | Path, **kwargs: Any) -> Any:
+    """``cls.from_pretrained``; offline it looks in the local cache only (no minute of retries)."""
+    offline = not Path(name).is_dir() and not kwargs.get("local_files_only") and not hub_reachable()
+    if offline:
+        kwargs["local_files_only"] = True
     try:
         return cls.from_pretrained(str(name), **kwargs)
     except OSError as exc:
-        raise WeightsUnavailableError(f"cannot load {cls.__name__} from {name!r}: {exc}. Pretrained weights come from the "
-                      "Hugging Face hub; without network access pass a local folder that holds the model "
-                      "(config, weights and preprocessor_config.json).") from exc
+        why = "the Hugging Face Hub cannot be reached (offline?) and it is not in the local cache" if offline else exc
+        error = WeightsUnavailableError(
+            f"cannot load {cls.__name__} from {name!r}: {why}. Download the model elsewhere into a local "
+            "folder (config, weights, preprocessor_config.json) and pass model=FOLDER")
+        error.option = "model"
+        raise error from exc
 
 
 def _set_trainable(model: nn.Module, blocks: Sequence[nn.Module], last_k: int | None,

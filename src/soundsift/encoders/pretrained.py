@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from soundsift.downloader import checksum_mismatch, download_file, file_digest
-from soundsift.errors import ChecksumError, ConfigError, StateDictError, load_failure
+from soundsift.errors import ChecksumError, ConfigError, DownloadError, StateDictError, load_failure
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +114,22 @@ def download_checkpoint(
         if target.is_file():  # another process finished it while we waited
             _verify(target, sha256, md5, source=url)
             return target
-        download_file(
-            url,
-            target,
-            md5,
-            timeout=timeout,
-            retries=max(1, retries) - 1,  # here ``retries`` counts attempts in a row without progress
-            backoff=backoff,
-            progress=progress,
-            sha256=sha256,
-            reject_html=True,
-            hint=(
-                ". Offline or refused? Download the file yourself (a browser may be needed) and pass its "
-                f"path (checkpoint=/local_path=), or put it at {target}"
-            ),
-        )
+        try:
+            download_file(
+                url,
+                target,
+                md5,
+                timeout=timeout,
+                retries=max(1, retries) - 1,  # here ``retries`` counts attempts in a row without progress
+                backoff=backoff,
+                progress=progress,
+                sha256=sha256,
+                reject_html=True,
+                hint=f". Download it elsewhere (a browser may be needed), then pass checkpoint=PATH or put it at {target}",
+            )
+        except DownloadError as exc:
+            exc.option = "checkpoint"  # DualEncoder names the config key: model.audio_encoder.checkpoint
+            raise
     if not sha256:
         log.info("downloaded %s (sha256 %s)", target, file_digest(target))
     return target

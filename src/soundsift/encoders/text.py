@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from soundsift.downloader import hub_reachable
 from soundsift.errors import ConfigError, WeightsUnavailableError, require
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class HFTextEncoder(nn.Module):
         if max_tokens < 2:
             raise ConfigError(f"HFTextEncoder: max_tokens must be >= 2, got {max_tokens}")
         model = str(model)
-        local_files_only = local_files_only or Path(model).is_dir()
+        offline = not Path(model).is_dir() and not local_files_only and not hub_reachable()
+        local_files_only = local_files_only or offline or Path(model).is_dir()
         self.model_name, self.pooling, self.max_tokens = model, pooling, max_tokens
         self.lowercase, self.strip_punctuation = lowercase, strip_punctuation
         self.freeze, self.use_cache = freeze, cache
@@ -103,8 +105,15 @@ class HFTextEncoder(nn.Module):
                         AutoModel.from_pretrained, model, local_files_only=local_files_only, **overrides
                     )
         except OSError as exc:
-            where = "offline (local_files_only)" if local_files_only else "from the hub or its cache"
-            raise WeightsUnavailableError(f"HFTextEncoder: cannot load text model {model!r} {where}: {exc}") from exc
+            if offline:
+                why = "the Hugging Face Hub cannot be reached (offline?) and it is not in the local cache"
+            else:
+                why = f"{'offline (local_files_only)' if local_files_only else 'from the hub or its cache'}: {exc}"
+            error = WeightsUnavailableError(
+                f"HFTextEncoder: cannot load text model {model!r}: {why}. Download it elsewhere "
+                f"(huggingface-cli download {model} --local-dir FOLDER) and pass model=FOLDER")
+            error.option = "model"
+            raise error from exc
         self.out_dim = int(self.backbone.config.hidden_size)
         if freeze:
             self.backbone.requires_grad_(False)

@@ -86,7 +86,7 @@ def run_demo(
     teachers: dict[str, Path] = {}
     for enc in encoders:
         cfg = config(f"stage1-{enc}", f"stage1-{enc}", [])
-        results[enc, "stage1"] = train(cfg, progress, splits, store)
+        results[enc, "stage1"] = train(cfg, progress, splits, store, overwrite=True)
         model = load_model(results[enc, "stage1"].model_path)
         emb = embed_split(model, splits["train"], store, progress=False)
         teachers[enc] = save_teacher(emb, model.identity, out / "teachers" / f"{enc}.safetensors")
@@ -95,10 +95,11 @@ def run_demo(
         for variant, used in (("stage2-ensemble", list(encoders)), ("stage2-self", [enc])):
             paths = "[" + ", ".join(f"'{teachers[t]}'" for t in used) + "]"
             cfg = config("stage2", f"{variant}-{enc}", [init, f"teachers={paths}"])
-            results[enc, variant] = train(cfg, progress, splits, store)
+            results[enc, variant] = train(cfg, progress, splits, store, overwrite=True)
         if control:
             sup = ["teachers=[]", "loss.loss_weight=1", "loss.distill_weight=0"]
-            results[enc, "stage2-sup"] = train(config("stage2", f"stage2-sup-{enc}", [init, *sup]), progress, splits, store)
+            cfg = config("stage2", f"stage2-sup-{enc}", [init, *sup])
+            results[enc, "stage2-sup"] = train(cfg, progress, splits, store, overwrite=True)
 
     rows = []
     for enc in encoders:

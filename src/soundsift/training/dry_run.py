@@ -22,6 +22,8 @@ def _without_pretrained(spec: dict[str, Any], factory) -> dict[str, Any]:
         spec["pretrained"] = False
     if "random_init" in params:
         spec["random_init"] = True
+    if "local_files_only" in params:  # --no-pretrained never touches the network
+        spec["local_files_only"] = True
     return spec
 
 

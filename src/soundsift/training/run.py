@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -58,8 +61,7 @@ def read_splits(config: dict[str, Any], sample_rate: int, progress: bool) -> tup
     from soundsift.data.readers import combine, read_split
 
     data = config["data"]
-    if not data["root"]:
-        raise ConfigError("data.root is not set: point it at the dataset folder (data.root=PATH)")
+    check_data_roots(config)
     store = AudioStore(sample_rate, data["preload"])
     splits = {}
     for role in ("train", "val", "test"):
@@ -112,18 +114,59 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
+#: What a run writes into its folder (``overwrite`` removes exactly these).
+RUN_OUTPUTS = ("model.pt", "metrics.json", "problems.txt", "config.yaml", "checkpoints", "logs")
+
+
+def _main_process() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def check_run_dir(out_dir: Path, overwrite: bool = False, resume: bool = False) -> str:
+    """What to do with ``out_dir``: ``"new"``, ``"resume"`` (an interrupted run, or ``resume``) or
+    ``"overwrite"``; a finished run (it has model.pt) is refused unless ``overwrite`` or ``resume``."""
+    finished = (out_dir / "model.pt").is_file()
+    if overwrite:
+        if _main_process():
+            for name in RUN_OUTPUTS:
+                path = out_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return "overwrite"
+    if finished and not resume:
+        raise ConfigError(
+            f"{out_dir} holds a finished run (model.pt): pass --overwrite to train it again from scratch, "
+            "--resume to continue it (say with more optim.epochs), or choose another out_dir=PATH"
+        )
+    return "resume" if (out_dir / "checkpoints" / "last.ckpt").is_file() else "new"
+
+
+def check_data_roots(config: dict[str, Any]) -> None:
+    """Every dataset folder the config names exists (checked before any weights are downloaded)."""
+    data = config["data"]
+    if not data["root"]:
+        raise ConfigError("data.root is not set: point it at the dataset folder (data.root=PATH)")
+    for key, root in [("data.root", data["root"])] + [("data.extra_train", e.get("root")) for e in data["extra_train"]]:
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"{key}: dataset folder {root} not found")
+
+
 def prepare(
-    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None
+    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None,
+    overwrite: bool = False, resume: bool = False,
 ) -> PreparedRun:
-    """Resolve the config, write it, seed, build the module, read the data and the teachers."""
+    """Check the run folder and the data, resolve and write the config, seed, build the module, read
+    the data and the teachers."""
     import lightning as L
 
     from soundsift.training.module import RetrievalModule
 
     started = time.time()
     _quiet_lightning()
-    config = resolve_model_config(config)
     out_dir = Path(config["out_dir"])
+    state = check_run_dir(out_dir, overwrite, resume)
+    if splits is None:
+        check_data_roots(config)
+    config = resolve_model_config(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
@@ -155,6 +198,9 @@ def prepare(
         collate_fn=collate_pairs,
         num_workers=int(data["num_workers"]),  # workers are re-created each epoch, so they see set_epoch
     )
+    if progress and _main_process():
+        what = "resuming from checkpoints/last.ckpt" if state == "resume" else "a new run"
+        print(f"soundsift: training into {out_dir} ({what})", file=sys.stderr)
     return PreparedRun(config, out_dir, module, splits, store, loader, started)
 
 
@@ -215,10 +261,15 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
 
 
 def train(
-    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None
+    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None,
+    overwrite: bool = False, resume: bool = False,
 ) -> RunResult:
-    """Run one training job described by ``config``; ``splits``/``store`` let callers share loaded data."""
-    run = prepare(config, progress, splits, store)
+    """Run one training job described by ``config``; ``splits``/``store`` let callers share loaded data.
+
+    A folder that holds a finished run is refused unless ``overwrite`` (start again) or ``resume``
+    (continue from its last checkpoint); an interrupted run resumes by itself.
+    """
+    run = prepare(config, progress, splits, store, overwrite, resume)
     trainer, checkpoint, validation = fit(run, progress)
     if not trainer.is_global_zero:  # with several processes, rank 0 alone writes the results
         return RunResult(run.out_dir, run.out_dir / "model.pt", {})
