@@ -241,7 +241,10 @@ def test_other_model_is_refused_and_rebuild_reembeds(lib, model_path, tmp_path):
     with pytest.raises(ModelMismatchError, match="built with model"):
         TextSearcher(open_index(out), load_model(other))
     before = {e.path: e.id for e in open_index(out).entries}
-    report = build_index(lib, out, other, progress=False)
+    with pytest.raises(ModelMismatchError, match="built with another model.*--rebuild"):
+        build_index(lib, out, other, progress=False)  # never re-embeds a library silently
+    assert {e.path: e.id for e in open_index(out).entries} == before
+    report = build_index(lib, out, other, progress=False, rebuild=True)
     assert report.embedded == len(GOOD) and report.unchanged == 0
     index = open_index(out)
     assert {e.path: e.id for e in index.entries} == before  # ids survive a model change
@@ -277,7 +280,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import test_index
 from soundsift.search.build import build_index
-build_index({lib!r}, {out!r}, {model!r}, progress=False, chunk_files=2, batch_size=1)
+build_index({lib!r}, {out!r}, {model!r}, progress=False, chunk_files=2, batch_size=1, rebuild=True)
 """
 
 

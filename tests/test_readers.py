@@ -101,7 +101,9 @@ def test_clotho_missing_csv_and_unknown_split(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="clotho_captions_evaluation.csv"):
         read_clotho(tmp_path, "test")
     with pytest.raises(ValueError, match="unknown Clotho split"):
-        read_clotho(tmp_path, "training")
+        read_clotho(tmp_path, "holdout")
+    with pytest.raises(DatasetError, match="clotho_captions_development.csv"):
+        read_clotho(tmp_path, "Training")  # a usual spelling of the training split
 
 
 @pytest.mark.parametrize("layout", ["{s}/{s}", "clotho_audio_{s}", "clotho_audio_files/{s}"])

@@ -217,6 +217,15 @@ def _check_types(config: dict[str, Any], defaults: dict[str, Any], prefix: str =
             config[key] = _check_value(name, config[key], default)
 
 
+#: (key, bound, strict): values that would make a run meaningless (an untrained model, no batches).
+_RANGES = (
+    ("optim.epochs", 1, False), ("optim.batch_size", 1, False), ("optim.lr", 0, True), ("optim.min_lr", 0, False),
+    ("optim.lr_audio", 0, False), ("optim.lr_text", 0, False), ("optim.lr_head", 0, False),
+    ("optim.warmup_epochs", 0, False), ("trainer.eval_batch_size", 1, False), ("data.num_workers", 0, False),
+    ("data.max_seconds", 0, True), ("trainer.num_nodes", 1, False), ("model.embed_dim", 1, False),
+)
+
+
 def validate(config: dict[str, Any]) -> None:
     """Refuse unknown keys and values of the wrong type (naming the key); coerce numeric strings."""
     unknown = set(config) - set(DEFAULTS)
@@ -238,6 +247,11 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError("data.captions_per_epoch must be 'all' or 'one'")
     if config["optim"]["optimizer"] not in ("adam", "adamw"):
         raise ConfigError("optim.optimizer must be 'adam' or 'adamw'")
+    for key, low, strict in _RANGES:
+        section, name = key.split(".")
+        value = config[section][name]
+        if value is not None and (value <= low if strict else value < low):
+            raise ConfigError(f"{key} must be {'>' if strict else '>='} {low}, got {value!r}: the run would be meaningless")
 
 
 def dump_config(config: dict[str, Any], path: str | Path) -> Path:

@@ -27,7 +27,7 @@ def format_names() -> list[str]:
 
 def dataset_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--format", default="clotho", choices=format_names())
-    p.add_argument("--split", default=split)
-    p.add_argument("--max-seconds", type=float, default=None, help="cut clips to this length")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--format", default="clotho", choices=format_names(), help="dataset layout (see README: Data formats)")
+    p.add_argument("--split", default=split, help="split to read (train/val/test and the dataset's own names)")
+    p.add_argument("--max-seconds", type=float, default=None, help="cut clips to this length (seconds)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="clips embedded at once")

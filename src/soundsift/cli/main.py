@@ -19,8 +19,16 @@ from soundsift.version import __version__
 GROUPS = (train, data, search)  # each adds its subcommands with add_parsers(subparsers)
 
 
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's ``--help`` shows each option's default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="soundsift", description="Language-based audio retrieval.")
+    parser = Parser(prog="soundsift", description="Language-based audio retrieval: find sounds by describing them.")
     parser.add_argument("--version", action="version", version=f"soundsift {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")

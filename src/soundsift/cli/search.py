@@ -21,7 +21,7 @@ def index_build_main(args: argparse.Namespace) -> int:
 
     report = build_index(
         args.audio_dir, args.out, args.model, batch_size=args.batch_size, workers=args.workers,
-        checksum=args.checksum, faiss=args.faiss, progress=not quiet(args),
+        checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
     )
     print(report.summary())
     for s in report.skipped[:20]:
@@ -56,17 +56,19 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("audio_dir", help="folder searched recursively for WAV/FLAC/OGG/MP3/... files")
     b.add_argument("--model", required=True, help="a soundsift model file (model.pt)")
     b.add_argument("--out", required=True, help="index directory (created, or updated in place)")
-    b.add_argument("--batch-size", type=positive_int, default=16)
+    b.add_argument("--batch-size", type=positive_int, default=16, help="clips embedded at once")
     b.add_argument("--workers", type=positive_int, default=2, help="threads that decode audio")
     b.add_argument("--checksum", action="store_true",
                    help="also re-hash files whose size and mtime are unchanged")
     b.add_argument("--faiss", choices=FAISS_CHOICES, default="auto",
                    help="store a FAISS index (auto: IVF above 100k files when faiss is installed)")
+    b.add_argument("--rebuild", action="store_true",
+                   help="the index was built with another model: re-embed every file with this one")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=index_build_main)
     i = sub.add_parser("info", help="summary of an index")
-    i.add_argument("index")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("index", help="index directory")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=index_info_main)
     return p
 
@@ -99,7 +101,8 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
     p.add_argument("--model", default=None, help="model file (default: the one that built the index)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.set_defaults(func=search_main)
     return p
 
@@ -133,11 +136,12 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve", help="HTTP search API and web page for an index")
     p.add_argument("index", help="index directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--model", default=None, help="model file (default: the one that built the index)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.add_argument("--max-k", type=positive_int, default=100, help="largest k a request may ask for")
-    p.add_argument("--max-query-chars", type=positive_int, default=1000)
+    p.add_argument("--max-query-chars", type=positive_int, default=1000, help="longest query a request may send")
     p.set_defaults(func=serve_main)
     return p
 

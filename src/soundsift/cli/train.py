@@ -79,15 +79,15 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=teachers_main)
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a model: model.pt, a save_pretrained folder or the salsa checkpoint")
     dataset_args(p, "evaluation")
     p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
     p.set_defaults(func=evaluate_main)
 
     p = sub.add_parser("demo", help="the whole method end to end on the generated benchmark")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="small")
+    p.add_argument("--out", default="runs/demo", help="folder for the benchmark, the nine runs and results.json/.md")
+    p.add_argument("--seed", type=int, default=0, help="seed of the benchmark and of every run")
+    p.add_argument("--preset", default="small", help="benchmark size: tiny | small | medium | large")
     p.add_argument("--control", action="store_true",
                    help="also fine-tune with L_sup alone (stage2-sup): is the gain more than longer training?")
     p.add_argument("overrides", nargs="*", help="config overrides applied to every run")

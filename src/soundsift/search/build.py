@@ -26,7 +26,7 @@ import numpy as np
 
 from soundsift.audio import AUDIO_EXTENSIONS, load_audio
 from soundsift.downloader import file_digest
-from soundsift.errors import ConfigError, SearchIndexError
+from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS, FaissIndex, faiss_available
 from soundsift.search.index import (
     AUTO_FAISS_KIND,
@@ -144,6 +144,7 @@ def build_index(
     checksum: bool = False,
     faiss: str = "auto",
     progress: bool = True,
+    rebuild: bool = False,
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
@@ -153,6 +154,8 @@ def build_index(
     ``checksum`` also re-hashes files whose size and mtime are unchanged. ``faiss``: "auto" stores an
     IVF index when there are more than ``EXACT_LIMIT`` files and faiss is installed; "hnsw" or "ivf"
     always; "none" never. Unreadable files are skipped and listed in the report with the reason.
+    An index built with another model is refused (ModelMismatchError) unless ``rebuild``: then every
+    file is embedded again with ``model``.
     """
     t0 = time.perf_counter()
     root = Path(audio_dir).resolve()
@@ -166,11 +169,11 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):
         return _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples,
-                             workers, checksum, faiss, progress, t0)
+                             workers, checksum, faiss, progress, t0, rebuild)
 
 
 def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples, workers,
-                  checksum, faiss, progress, t0) -> BuildReport:
+                  checksum, faiss, progress, t0, rebuild=False) -> BuildReport:
     from tqdm.auto import tqdm
 
     prev = read_previous(out)
@@ -184,7 +187,14 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
         build_no = int(manifest.get("build", 0)) + 1
         if manifest["audio_root"] == str(root):
             prev_ids = {e.path: e.id for e in prev_list}
-        if (manifest["model"].get("identity") == model.identity and int(manifest["embed_dim"]) == model.embed_dim):
+        same_model = manifest["model"].get("identity") == model.identity
+        if not same_model and not rebuild:
+            built_with = manifest["model"].get("path") or f"sha256 {str(manifest['model'].get('identity'))[:12]}"
+            raise ModelMismatchError(
+                f"{out} was built with another model ({built_with}): pass --rebuild to re-embed every file "
+                "with this one, or choose another --out"
+            )
+        if same_model and int(manifest["embed_dim"]) == model.embed_dim:
             prev_by_sha = {e.sha256: row for row, e in enumerate(prev_list) if e.sha256}
             if prev_ids:
                 prev_rows = {e.path: (row, e) for row, e in enumerate(prev_list)}

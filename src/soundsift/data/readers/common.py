@@ -134,15 +134,24 @@ def columns_error(path: Path, expected: str, found: list[str]) -> DatasetError:
 
 #: Synonyms of the three split roles, in (train, val, test) order; each dataset names them its own way.
 SPLIT_SYNONYMS = (
-    ("train", "development", "dev"),
+    ("train", "training", "development", "dev"),
     ("val", "validation", "valid"),
-    ("test", "evaluation", "eval"),
+    ("test", "testing", "evaluation", "eval"),
 )
+ROLES = ("train", "val", "test")
+
+
+def split_role(split: str | None) -> str | None:
+    """``"train"``, ``"val"`` or ``"test"`` for any usual spelling of a split (case-insensitive), else None."""
+    name = (split or "").strip().lower()
+    return next((role for role, synonyms in zip(ROLES, SPLIT_SYNONYMS) if name in synonyms), None)
 
 
 def canonical_split(split: str, names: Sequence[str], dataset: str, hint: str = "") -> str:
     """The dataset's own name (one of ``names``, in train/val/test order) for ``split`` or a synonym."""
-    for name, synonyms in zip(names, SPLIT_SYNONYMS):
-        if split == name or split in synonyms:
-            return name
+    if split in names:
+        return split
+    role = split_role(split)
+    if role is not None:
+        return names[ROLES.index(role)]
     raise ConfigError(f"unknown {dataset} split {split!r}; use one of {', '.join(names)}{hint}")

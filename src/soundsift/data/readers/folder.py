@@ -9,6 +9,12 @@
 ``captions.csv`` is used when both exist. File paths must stay inside ``root``: absolute paths and
 paths whose ``..`` parts climb out of it are rejected (checked on the text, so a symlink the user put
 inside root is followed). ``/`` and ``\\`` both separate folders.
+
+Splits: a ``split`` value is matched by its role, so ``train``/``training``/``development``/``dev``,
+``val``/``validation``/``valid`` and ``test``/``testing``/``evaluation``/``eval`` (any case) all work
+with the config defaults. Without a ``split`` column, ``HOLD_OUT`` (10%) of the files, at least one,
+go to validation and as many to test, the rest to training; which files is decided by the SHA-1 of
+their relative path, so it is the same on every run and machine.
 """
 
 from __future__ import annotations
@@ -18,11 +24,20 @@ import posixpath
 from collections.abc import Iterator
 from pathlib import Path, PureWindowsPath
 
-from soundsift.data.readers.common import audio_problem, columns_error, nfc, read_csv_table
+from soundsift.data.readers.common import (
+    ROLES,
+    SPLIT_SYNONYMS,
+    audio_problem,
+    columns_error,
+    nfc,
+    read_csv_table,
+    split_role,
+)
 from soundsift.data.records import Clip, Problem, SplitData
 from soundsift.errors import DatasetError
 
 DEFAULT_FILES = ("captions.csv", "captions.jsonl")
+HOLD_OUT = 0.1  # share of the files held out for validation, and again for test, without a split column
 FILE_KEYS = ("file", "file_name", "path")
 
 
@@ -113,20 +128,19 @@ def read_folder(
     """Read your own captioned audio; ``split=None`` takes every row, else only rows of that split.
 
     clip_id is the file's normalised relative path; clips come in first-seen order, captions in row
-    order. Asking for a split when the CSV has no ``split`` column raises DatasetError (training and
-    testing on the same rows by accident is worse than an error), as does a CSV without ``file`` and
-    ``caption`` columns. Row-level trouble is a Problem and the row is skipped: an empty or unsafe path,
+    order. A split is matched by role (any usual spelling); without a ``split`` column, train/val/test
+    are the deterministic hold-out described in the module docstring. A split with no rows raises
+    DatasetError naming the spellings looked for and the split names the file has, as does a CSV
+    without ``file`` and ``caption`` columns. Row-level trouble is a Problem and the row is skipped: an empty or unsafe path,
     an empty caption, a repeated (file, caption) pair, a file listed under two splits, missing or (with
     ``check_audio``) unreadable audio. ``Problem.row``: CSV spreadsheet row (header = 1) or JSONL line.
     """
     root = Path(root)
     path = find_captions_file(root, captions_file)
     file = str(path)
-    has_split, rows = _read_rows(path)
-    if split is not None and not has_split:
-        raise DatasetError(
-            f"{path}: split {split!r} requested but the file has no 'split' column (or JSONL field)"
-        )
+    has_split, row_iter = _read_rows(path)
+    rows = list(row_iter)
+    wanted = None if split is None else _split_filter(path, split, has_split, rows)
 
     problems: list[Problem] = []
     captions: dict[str, list[str]] = {}
@@ -157,7 +171,7 @@ def read_folder(
             )
             continue
         first_split.setdefault(rel, (row_split, row))
-        if split is not None and row_split != split:
+        if wanted is not None and not wanted(rel, row_split):
             continue
         texts = raw_caption if isinstance(raw_caption, list) else [raw_caption]
         for text in texts:
@@ -179,6 +193,46 @@ def read_folder(
             continue
         clips.append(Clip(clip_id=rel, path=audio, captions=tuple(texts)))
     return SplitData(name="folder" if split is None else f"folder/{split}", clips=clips, problems=problems)
+
+
+def _split_filter(path: Path, split: str, has_split: bool, rows: list[Row]):
+    """``wanted(rel, row_split)`` for the rows of ``split``; DatasetError if no row would be taken."""
+    role = split_role(split)
+    spellings = [split] if role is None else list(SPLIT_SYNONYMS[ROLES.index(role)])
+    if has_split:
+        names = list(dict.fromkeys(s for _, f, _, s in rows if f is not None and s))
+        if not any(s == split or (role is not None and split_role(s) == role) for s in names):
+            raise DatasetError(
+                f"{path}: no rows of split {split!r} (looked for {', '.join(map(repr, spellings))}); "
+                f"the file's split names: {', '.join(map(repr, names)) or 'none'}"
+            )
+        return lambda rel, row_split: row_split == split or (role is not None and split_role(row_split) == role)
+    if role is None:
+        raise DatasetError(
+            f"{path}: split {split!r} requested but the file has no 'split' column (or JSONL field); "
+            "without one, 'train', 'val' and 'test' are a fixed hold-out of the files"
+        )
+    files = list(dict.fromkeys(nfc(r) for _, f, _, _ in rows if f is not None and (r := safe_relative(f))))
+    if len(files) < 3:
+        raise DatasetError(
+            f"{path}: the file has no 'split' column, and {len(files)} file(s) are too few to hold out "
+            "validation and test files from; add a split column (train/val/test)"
+        )
+    assigned = hold_out(files)
+    return lambda rel, row_split: assigned.get(rel) == role
+
+
+def hold_out(files: list[str], share: float = HOLD_OUT) -> dict[str, str]:
+    """Relative path -> "train" | "val" | "test": ``share`` of the files (at least one, when there are
+    three or more) to each of val and test, chosen by SHA-1 of the path; the rest to train."""
+    import hashlib
+
+    order = sorted(files, key=lambda f: hashlib.sha1(f.encode("utf-8")).hexdigest())
+    n = max(1, round(share * len(order))) if len(order) >= 3 else 0
+    roles = {f: "train" for f in order}
+    roles.update({f: "val" for f in order[:n]})
+    roles.update({f: "test" for f in order[n:2 * n]})
+    return roles
 
 
 def list_folder_splits(root: str | Path, captions_file: str | Path | None = None) -> list[str]:
