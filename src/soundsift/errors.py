@@ -101,3 +101,17 @@ def load_failure(exc: BaseException) -> str:
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+Check the documentation|$)", text, re.S)
     reason = found.group(1) if found else (text.splitlines()[0] if text.strip() else type(exc).__name__)
     return " ".join(reason.split())
+
+
+def check_format(doc: object, source: object, tag: str, version: int, error: type[SoundsiftError], what: str,
+                 hint: str = "") -> dict:
+    """``doc`` when it is a mapping with ``format == tag`` and ``version == version``; otherwise
+    ``error`` naming ``source`` and what it is not (``what``: "soundsift model file", ...)."""
+    if not isinstance(doc, dict) or doc.get("format") != tag:
+        raise error(f"{source}: not a {what} (no '{tag}' format tag)")
+    if doc.get("version") != version:
+        written = doc.get("soundsift_version")
+        by = f"; it was written by soundsift {written}" if written else ""
+        raise error(f"{source}: {what} format version {doc.get('version')} is not supported by this soundsift "
+                    f"(expects {version}){by}{hint}")
+    return doc

@@ -10,7 +10,7 @@ import torch
 
 from soundsift.atomic import atomic_write
 from soundsift.downloader import file_digest
-from soundsift.errors import ModelFileError, load_failure
+from soundsift.errors import ModelFileError, check_format, load_failure
 from soundsift.model import DualEncoder
 from soundsift.version import __version__
 
@@ -45,12 +45,5 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelFileError(f"{path}: not a readable soundsift model file ({load_failure(exc)})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a soundsift model file (no '{FORMAT}' format tag)")
-    if payload.get("version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model file format version {payload.get('version')} is not supported by this "
-            f"soundsift (expects {FORMAT_VERSION}); it was written by soundsift "
-            f"{payload.get('soundsift_version', '?')}"
-        )
+    check_format(payload, path, FORMAT, FORMAT_VERSION, ModelFileError, "soundsift model file")
     return payload

@@ -19,7 +19,7 @@ import torch
 from soundsift.atomic import atomic_write, publish_dir
 from soundsift.checkpoints.format import FORMAT, FORMAT_VERSION, identity
 from soundsift.downloader import hub_reachable
-from soundsift.errors import ModelFileError
+from soundsift.errors import ModelFileError, check_format
 from soundsift.model import DualEncoder
 
 CONFIG_NAME = "config.json"
@@ -120,13 +120,7 @@ def read_pretrained_config(path: str | Path) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a soundsift model config (no '{FORMAT}' format tag)")
-    if doc.get("version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format version {doc.get('version')} is not supported by this soundsift "
-            f"(expects {FORMAT_VERSION}); it was written by soundsift {doc.get('soundsift_version', '?')}"
-        )
+    check_format(doc, path, FORMAT, FORMAT_VERSION, ModelFileError, "soundsift model config")
     if not isinstance(doc.get("config"), dict):
         raise ModelFileError(f"{path}: has no model 'config' object")
     return doc

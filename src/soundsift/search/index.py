@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
+from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError, check_format
 from soundsift.search.backends import FAISS_KINDS, ExactIndex, FaissIndex, faiss_available
 
 INDEX_FORMAT = "soundsift-index"
@@ -94,13 +94,8 @@ def read_manifest(vdir: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SearchIndexError(f"{path}: cannot read the index manifest ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
-        raise SearchIndexError(f"{path}: not a soundsift index manifest")
-    if manifest.get("version") != INDEX_VERSION:
-        raise SearchIndexError(
-            f"{path}: index format version {manifest.get('version')} is not supported "
-            f"(expects {INDEX_VERSION}); rebuild the index"
-        )
+    check_format(manifest, path, INDEX_FORMAT, INDEX_VERSION, SearchIndexError, "soundsift index manifest",
+                 "; rebuild the index")
     for key in ("model", "audio_root", "entries", "embed_dim"):
         if key not in manifest:
             raise SearchIndexError(f"{path}: index manifest has no {key!r}")
