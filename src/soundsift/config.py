@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "eps": 1e-8,
         "warmup_epochs": 1,
         "epochs": 20,
+        "decay_epochs": None,  # the cosine reaches min_lr here and stays (salsa: 15 of 20); None: epochs
         "batch_size": 64,
         "grad_clip": None,
     },
@@ -174,6 +175,7 @@ _ALSO_ALLOWED: dict[str, tuple[type, ...]] = {
     "data.preload": (bool, str),
     "trainer.devices": (int, str, list),
     "trainer.precision": (str, int),
+    "optim.decay_epochs": (int, float),
     "model.audio_encoder": (dict, str),
     "model.text_encoder": (dict, str),
 }
@@ -191,6 +193,8 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"{key} must be {_TYPE_NAMES.get(allowed[0], allowed[0].__name__)}, got {value!r}")
     if isinstance(value, allowed):
         return value
+    if str in allowed and isinstance(value, os.PathLike):
+        return os.fspath(value)
     if float in allowed:
         if isinstance(value, int):
             return float(value)
@@ -203,12 +207,21 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
     raise ConfigError(f"{key} must be {wanted}, got {value!r}")
 
 
+#: Keys whose default is None (unset), with a value of the type they take when set.
+_UNSET_TYPES: dict[str, Any] = {
+    "out_dir": "", "init_from": "", "data.root": "", "data.max_seconds": 0.0, "optim.lr_audio": 0.0,
+    "optim.lr_text": 0.0, "optim.lr_head": 0.0, "optim.grad_clip": 0.0, "optim.decay_epochs": 0.0,
+}
+
+
 def _check_types(config: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> None:
     """Type-check (and coerce numeric strings) every key of ``config`` that ``defaults`` knows."""
     for key, default in defaults.items():
         if key not in config:
             continue
         name = prefix + key
+        if default is None and config[key] is not None:
+            default = _UNSET_TYPES.get(name)
         if isinstance(default, dict) and name not in _ALSO_ALLOWED:
             if not isinstance(config[key], dict):
                 raise ConfigError(f"{name} must be a mapping, got {config[key]!r}")
@@ -221,7 +234,7 @@ def _check_types(config: dict[str, Any], defaults: dict[str, Any], prefix: str =
 _RANGES = (
     ("optim.epochs", 1, False), ("optim.batch_size", 1, False), ("optim.lr", 0, True), ("optim.min_lr", 0, False),
     ("optim.lr_audio", 0, False), ("optim.lr_text", 0, False), ("optim.lr_head", 0, False),
-    ("optim.warmup_epochs", 0, False), ("trainer.eval_batch_size", 1, False), ("data.num_workers", 0, False),
+    ("optim.warmup_epochs", 0, False), ("optim.decay_epochs", 0, True), ("trainer.eval_batch_size", 1, False), ("data.num_workers", 0, False),
     ("data.max_seconds", 0, True), ("trainer.num_nodes", 1, False), ("model.embed_dim", 1, False),
 )
 
@@ -247,6 +260,10 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError("data.captions_per_epoch must be 'all' or 'one'")
     if config["optim"]["optimizer"] not in ("adam", "adamw"):
         raise ConfigError("optim.optimizer must be 'adam' or 'adamw'")
+    optim = config["optim"]
+    if optim["decay_epochs"] is not None and not optim["warmup_epochs"] <= optim["decay_epochs"] <= optim["epochs"]:
+        raise ConfigError(f"optim.decay_epochs must lie between optim.warmup_epochs ({optim['warmup_epochs']}) "
+                          f"and optim.epochs ({optim['epochs']}), got {optim['decay_epochs']}")
     for key, low, strict in _RANGES:
         section, name = key.split(".")
         value = config[section][name]

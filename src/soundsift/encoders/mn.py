@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from soundsift.encoders.frontends.kaldi import KaldiLogMel, n_frames
+from soundsift.encoders.layers import average_by_owner, split_snippets
 from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
 from soundsift.errors import ConfigError
 
@@ -203,7 +204,10 @@ class MobileNetEncoder(nn.Module):
 
     ``pretrained`` (default: True for ``size="full"``) downloads the variant's AudioSet checkpoint;
     ``checkpoint=PATH`` loads a local copy. ``size="tiny"`` builds the same network at width 0.1
-    (random weights) for tests.
+    (random weights) for tests. ``segment_seconds``: None embeds a clip in one pass (the network takes
+    any length); a number cuts it into snippets of that length (the last one zero-padded, dropped when
+    shorter than ``min_remainder_seconds`` unless it is the only one) and averages their embeddings, as
+    salsa's ``WindowedPrediction`` does with ``segment_length=10``.
     """
 
     sample_rate = 32000
@@ -218,12 +222,18 @@ class MobileNetEncoder(nn.Module):
         timem: int = 0,
         fmin_aug_range: int = 10,
         fmax_aug_range: int = 2000,
+        segment_seconds: float | None = None,
+        min_remainder_seconds: float = 0.0,
         cache_dir: str | Path | None = None,
         progress: bool = True,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"unknown MobileNet variant {variant!r}; known: {', '.join(VARIANTS)}")
+        if segment_seconds is not None and segment_seconds <= 0:
+            raise ConfigError(f"MobileNet segment_seconds must be > 0, got {segment_seconds}")
+        self.segment = None if segment_seconds is None else int(round(segment_seconds * self.sample_rate))
+        self.min_remainder = int(round(min_remainder_seconds * self.sample_rate))
         pretrained = resolve_pretrained("MobileNet", size, pretrained, checkpoint)
         self.variant = variant
         width, self.weights = VARIANTS[variant]
@@ -251,6 +261,13 @@ class MobileNetEncoder(nn.Module):
         load_pretrained_weights(self.model, self.weights, checkpoint, cache_dir, progress)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.segment is None:
+            return self.embed_clips(waveform, lengths)
+        snippets, owner, valid = split_snippets(waveform, lengths, self.segment, self.min_remainder)
+        return average_by_owner(self.embed_clips(snippets, valid), owner, waveform.shape[0])
+
+    def embed_clips(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """One pass over whole clips: the feature map averaged over frequency and the clip's frames."""
         if waveform.dim() != 2:
             raise ValueError(f"expected waveforms of shape (batch, samples), got {tuple(waveform.shape)}")
         b, t = waveform.shape

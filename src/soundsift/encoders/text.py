@@ -60,7 +60,8 @@ class HFTextEncoder(nn.Module):
     ``freeze``: no gradients to the backbone, which stays in eval mode; with ``cache`` the embeddings
     are kept per normalised caption (CPU tensors). ``random_init`` builds the architecture from the
     config (with ``config_overrides``) and initialises it randomly with ``seed``; otherwise the weights
-    are loaded (``config_overrides`` then set config fields such as dropout). A local folder never
+    are loaded (``config_overrides`` then set config fields). ``dropout`` sets the hidden and attention
+    dropout of BERT/RoBERTa-style models (``hidden_dropout_prob``, ``attention_probs_dropout_prob``). A local folder never
     touches the network; a hub name does unless ``local_files_only``.
     """
 
@@ -76,6 +77,7 @@ class HFTextEncoder(nn.Module):
         local_files_only: bool = False,
         random_init: bool = False,
         config_overrides: dict[str, Any] | None = None,
+        dropout: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -92,6 +94,10 @@ class HFTextEncoder(nn.Module):
         self.lowercase, self.strip_punctuation = lowercase, strip_punctuation
         self.freeze, self.use_cache = freeze, cache
         overrides = dict(config_overrides or {})
+        if dropout is not None:  # BERT/RoBERTa-style configs; salsa trains RoBERTa-large with 0.2
+            if not 0.0 <= float(dropout) < 1.0:
+                raise ConfigError(f"HFTextEncoder: dropout must be in [0, 1), got {dropout}")
+            overrides.update(hidden_dropout_prob=float(dropout), attention_probs_dropout_prob=float(dropout))
         try:
             if random_init:
                 self.tokenizer, config = _config_for_random_init(model, local_files_only, overrides)
@@ -115,6 +121,9 @@ class HFTextEncoder(nn.Module):
             error.option = "model"
             raise error from exc
         self.out_dim = int(self.backbone.config.hidden_size)
+        if dropout is not None and getattr(self.backbone.config, "hidden_dropout_prob", None) != float(dropout):
+            raise ConfigError(f"HFTextEncoder: {model!r} has no hidden/attention dropout settings; "
+                              "set its own config keys with config_overrides")
         if freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()

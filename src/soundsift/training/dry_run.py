@@ -27,6 +27,17 @@ def _without_pretrained(spec: dict[str, Any], factory) -> dict[str, Any]:
     return spec
 
 
+def format_lr_schedule(optim: dict[str, Any], steps_per_epoch: int = 1000) -> str:
+    """The learning rate at the start of every epoch (warm-up, decay, and where the decay ends)."""
+    from soundsift.training.module import lr_schedule
+
+    schedule, base = lr_schedule(optim, steps_per_epoch), float(optim["lr"])
+    rates = [f"{epoch}: {base * schedule(epoch * steps_per_epoch):.3g}" for epoch in range(int(optim["epochs"]))]
+    decay = optim["decay_epochs"] if optim["decay_epochs"] is not None else optim["epochs"]
+    return (f"# learning rate at the start of each epoch (warm-up {optim['warmup_epochs']} epoch(s), cosine "
+            f"to {float(optim["min_lr"]):.3g} at epoch {decay:g}, stepped every batch)\n" + ", ".join(rates))
+
+
 def count(module: torch.nn.Module) -> tuple[int, int]:
     params = list(module.parameters())
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
@@ -44,6 +55,7 @@ def dry_run(config: dict[str, Any], pretrained: bool = True, batch_size: int = 2
             spec = {"name": model_cfg[key]} if isinstance(model_cfg[key], str) else model_cfg[key]
             model_cfg[key] = _without_pretrained(spec, table.get(spec["name"]))
     print("# resolved config\n" + yaml.safe_dump(config, sort_keys=False))
+    print(format_lr_schedule(config["optim"]))
     started = time.time()
     model = DualEncoder.from_config(model_cfg)
     print(f"built in {time.time() - started:.1f} s")

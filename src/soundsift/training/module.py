@@ -30,6 +30,18 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def lr_schedule(optim: dict[str, Any], steps_per_epoch: int):
+    """``step -> LR multiplier`` of an ``optim`` config: linear warm-up over ``warmup_epochs``, cosine
+    decay to ``min_lr`` at the end of ``decay_epochs`` (default: all ``epochs``), then ``min_lr``
+    (salsa's ``rampdown_stop``)."""
+    decay = optim["decay_epochs"] if optim.get("decay_epochs") is not None else optim["epochs"]
+    warmup = int(round(float(optim["warmup_epochs"]) * steps_per_epoch))
+    end = int(round(float(decay) * steps_per_epoch))
+    base = float(optim["lr"])
+    ratio = float(optim["min_lr"]) / base if base > 0 else 0.0
+    return lambda step: warmup_cosine(step, warmup, end, ratio)
+
+
 class RetrievalModule(L.LightningModule):
     """A DualEncoder trained on (audio, caption) batches; ``teachers`` (stage 2) supply L_dist's targets."""
 
@@ -46,6 +58,18 @@ class RetrievalModule(L.LightningModule):
             return tensors
         return tuple(self.all_gather(t, sync_grads=True).flatten(0, 1) for t in tensors)
 
+    def similarities(self, audio: torch.Tensor, text: torch.Tensor, clip_index: torch.Tensor,
+                     caption_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student's ``audio @ text.T`` and the teachers' C_hat (None without distillation), both
+        (n_audio, n_caption) float32 whatever the precision: under bf16 autocast they would be rounded
+        to about 3 significant digits before the division by tau = 0.05."""
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            similarity = audio.float() @ text.float().T
+            target = None
+            if float(self.config["loss"]["distill_weight"]):
+                target = self.teachers.batch_similarity(clip_index, caption_index, device=self.device).float()
+        return similarity, target
+
     def training_step(self, batch, batch_idx):
         loss_cfg = self.config["loss"]
         audio = self.model.encode_audio(batch.waveform, batch.lengths)
@@ -53,15 +77,14 @@ class RetrievalModule(L.LightningModule):
         audio, text, clip_index, caption_index = self._gather(
             audio, text, batch.clip_index.to(self.device), batch.caption_index.to(self.device)
         )
-        similarity = audio @ text.T  # (n_audio, n_caption)
+        similarity, target = self.similarities(audio, text, clip_index, caption_index)
         tau = float(loss_cfg["tau"])
         loss = similarity.new_zeros(())
         if float(loss_cfg["loss_weight"]):
             sup = contrastive_loss(similarity, positives_from_ids(clip_index, clip_index), tau)
             loss = loss + float(loss_cfg["loss_weight"]) * sup
             self.log("train/L_sup", sup, prog_bar=False)
-        if float(loss_cfg["distill_weight"]):
-            target = self.teachers.batch_similarity(clip_index, caption_index, device=self.device)
+        if target is not None:
             dist = distillation_loss(similarity, target, tau)
             loss = loss + float(loss_cfg["distill_weight"]) * dist
             self.log("train/L_dist", dist, prog_bar=False)
@@ -91,9 +114,8 @@ class RetrievalModule(L.LightningModule):
         )
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs)))
-        warmup = int(round(float(opt["warmup_epochs"]) * per_epoch))
-        ratio = float(opt["min_lr"]) / base if base > 0 else 0.0
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, ratio))
+        schedule = lr_schedule(opt, per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
