@@ -35,7 +35,7 @@ def format_lr_schedule(optim: dict[str, Any], steps_per_epoch: int = 1000) -> st
     rates = [f"{epoch}: {base * schedule(epoch * steps_per_epoch):.3g}" for epoch in range(int(optim["epochs"]))]
     decay = optim["decay_epochs"] if optim["decay_epochs"] is not None else optim["epochs"]
     return (f"# learning rate at the start of each epoch (warm-up {optim['warmup_epochs']} epoch(s), cosine "
-            f"to {float(optim["min_lr"]):.3g} at epoch {decay:g}, stepped every batch)\n" + ", ".join(rates))
+            f"to {float(optim['min_lr']):.3g} at epoch {decay:g}, stepped every batch)\n" + ", ".join(rates))
 
 
 def count(module: torch.nn.Module) -> tuple[int, int]:
