@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from soundsift.cli.common import dataset_args, quiet
 
@@ -59,6 +60,33 @@ def demo_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce_main(args: argparse.Namespace) -> int:
+    from soundsift.training.recipe import Runner, check_train_configs, format_results, load_recipe, plan
+
+    name, *overrides = args.recipe
+    recipe = load_recipe(name)
+    check_train_configs(recipe)
+    runner = Runner(recipe, args.out or f"runs/{recipe.name}", args.data_root, include=args.include,
+                    only=args.only, progress=not quiet(args), overrides=overrides)
+    if args.print:
+        print("\n".join(runner.commands()))
+        print(f"# after these, this collects the results: {runner.collect_command()}", file=sys.stderr)
+        return 0
+    if args.dry_run:
+        print("\n".join(plan(recipe, runner)))
+        return 0
+    if args.launcher == "slurm":
+        from soundsift.training.launch import launch_slurm
+
+        launch_slurm(runner, args.slurm_folder, local=args.slurm_local)
+        return 0
+    runner.run()
+    summary = runner.write_results()
+    print(format_results(recipe, summary["rows"], summary["sweeps"]))
+    print(f"results in {runner.out}/results.json and results.md", file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train (stage 1 or stage 2) from a YAML config")
     p.add_argument("--config", required=True, help="YAML file, or a packaged one such as demo/stage1.yaml")
@@ -83,6 +111,23 @@ def add_parsers(sub) -> None:
     dataset_args(p, "evaluation")
     p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
     p.set_defaults(func=evaluate_main)
+
+    p = sub.add_parser("reproduce", help="run a recipe (a paper table) step by step, skipping finished steps")
+    p.add_argument("recipe", nargs="+", metavar="RECIPE [key=value ...]",
+                   help="a recipe file or a packaged one (demo, table1, table2), then config overrides applied "
+                        "to every train step, e.g. optim.epochs=1")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the recipe's data_root)")
+    p.add_argument("--out", default=None, help="folder of all runs and results.json/.md (default: runs/RECIPE)")
+    p.add_argument("--only", nargs="+", default=[], metavar="STEP", help="run these steps (and what they need)")
+    p.add_argument("--include", nargs="+", default=[], metavar="GROUP",
+                   help="also run the recipe's optional steps of these groups (demo: control)")
+    p.add_argument("--print", action="store_true", help="print the steps as shell commands instead of running them")
+    p.add_argument("--dry-run", action="store_true", help="list the steps and whether each would run or is done")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: run here, one step after the other; slurm: one job per step (submitit)")
+    p.add_argument("--slurm-folder", default="runs/slurm", help="where submitit keeps job scripts and logs")
+    p.add_argument("--slurm-local", action="store_true", help="run the jobs with submitit's local executor (tests)")
+    p.set_defaults(func=reproduce_main)
 
     p = sub.add_parser("demo", help="the whole method end to end on the generated benchmark")
     p.add_argument("--out", default="runs/demo", help="folder for the benchmark, the nine runs and results.json/.md")

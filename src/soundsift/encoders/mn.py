@@ -207,7 +207,12 @@ class MobileNetEncoder(nn.Module):
     (random weights) for tests. ``segment_seconds``: None embeds a clip in one pass (the network takes
     any length); a number cuts it into snippets of that length (the last one zero-padded, dropped when
     shorter than ``min_remainder_seconds`` unless it is the only one) and averages their embeddings, as
-    salsa's ``WindowedPrediction`` does with ``segment_length=10``.
+    salsa's ``WindowedPrediction`` does with ``segment_length=10``. A clip shorter than one snippet is
+    embedded whole, as salsa's ``split_audio`` passes it, not zero-padded to the snippet length (padding
+    reaches every frame through the receptive field and the SE means); in a batch such clips are padded
+    only to the longest of them.
+    ``min_remainder_seconds=segment_seconds`` drops a trailing partial snippet, as salsa's
+    ``x.unfold`` does for an unpadded clip (tests/test_upstream_mn.py checks this against EfficientAT).
     """
 
     sample_rate = 32000
@@ -261,10 +266,27 @@ class MobileNetEncoder(nn.Module):
         load_pretrained_weights(self.model, self.weights, checkpoint, cache_dir, progress)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if self.segment is None:
+        if self.segment is None or waveform.shape[-1] <= self.segment:
             return self.embed_clips(waveform, lengths)
-        snippets, owner, valid = split_snippets(waveform, lengths, self.segment, self.min_remainder)
-        return average_by_owner(self.embed_clips(snippets, valid), owner, waveform.shape[0])
+        if waveform.dim() != 2:
+            raise ValueError(f"expected waveforms of shape (batch, samples), got {tuple(waveform.shape)}")
+        b, t = waveform.shape
+        full = torch.full((b,), t, dtype=torch.long, device=waveform.device)
+        lens = full if lengths is None else torch.as_tensor(lengths, device=waveform.device).long()
+        if lens.shape != (b,) or bool((lens < 1).any()) or bool((lens > t).any()):
+            raise ValueError(f"lengths must be a ({b},) tensor of values in 1..{t}, got {lens.tolist()}")
+        short = lens < self.segment  # salsa's split_audio: ``x.shape[1] < segment_length`` -> whole
+        if not bool(short.any()):
+            snippets, owner, valid = split_snippets(waveform, lengths, self.segment, self.min_remainder)
+            return average_by_owner(self.embed_clips(snippets, valid), owner, b)
+        # clips shorter than a snippet: embedded whole, padded only to the longest of them; the rest cut
+        s_idx, l_idx = short.nonzero(as_tuple=True)[0], (~short).nonzero(as_tuple=True)[0]
+        parts = [self.embed_clips(waveform[s_idx, : int(lens[s_idx].max())], lens[s_idx])]
+        if l_idx.numel():
+            cut = split_snippets(waveform[l_idx], lens[l_idx], self.segment, self.min_remainder)
+            snippets, owner, valid = cut
+            parts.append(average_by_owner(self.embed_clips(snippets, valid), owner, l_idx.numel()))
+        return torch.cat(parts)[torch.argsort(torch.cat([s_idx, l_idx]))]
 
     def embed_clips(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """One pass over whole clips: the feature map averaged over frequency and the clip's frames."""

@@ -1,7 +1,9 @@
 """The whole method end to end on the generated benchmark: the layout of the paper's Table 1.
 
-synth (small) -> stage 1 for three audio encoders -> teacher embeddings -> stage 2 with the ensemble of
-all three (M=3) and with self-distillation (M=1) for each encoder -> test evaluation -> results table.
+synth (small) -> the recipe ``recipes/demo.yaml`` (stage 1 for three audio encoders -> teacher
+embeddings -> stage 2 with the ensemble of all three (M=3) and with self-distillation (M=1) for each
+encoder) through the same runner as ``soundsift reproduce`` -> test results table. Finished steps are
+skipped when the demo runs again with the same settings.
 """
 
 from __future__ import annotations
@@ -49,10 +51,9 @@ def teacher_auc(data_root: Path, teachers: dict[str, Path]) -> dict[str, float] 
 
 
 def run_demo(
-    out: str | Path = "runs/demo",
+    out: str | Path,
     seed: int = 0,
     preset: str = "small",
-    encoders: tuple[str, ...] = ENCODERS,
     overrides: tuple[str, ...] = (),
     progress: bool = True,
     control: bool = False,
@@ -64,55 +65,29 @@ def run_demo(
     correspondences from that of simply training longer.
     """
     from soundsift.atomic import atomic_write
-    from soundsift.checkpoints import load_model
-    from soundsift.config import load_config
     from soundsift.data.synth.benchmark import generate
-    from soundsift.training.embed import embed_split
-    from soundsift.training.run import read_splits, train
-    from soundsift.training.teachers import save_teacher
+    from soundsift.training.recipe import Runner, load_recipe
 
     started = time.time()
     out = Path(out)
     data_root = out / "data"
     generate(data_root, preset=preset, seed=seed, progress=progress)
-
-    def config(name: str, run: str, extra: list[str]) -> dict[str, Any]:
-        common = [f"seed={seed}", f"data.root={data_root}", f"out_dir={out / run}"]
-        return load_config(f"demo/{name}.yaml", [*common, *extra, *overrides])
-
-    first = config(f"stage1-{encoders[0]}", f"stage1-{encoders[0]}", [])
-    splits, store = read_splits(first, 16000, progress)  # the demo encoders all run at 16 kHz
-    results: dict[tuple[str, str], Any] = {}
-    teachers: dict[str, Path] = {}
-    for enc in encoders:
-        cfg = config(f"stage1-{enc}", f"stage1-{enc}", [])
-        results[enc, "stage1"] = train(cfg, progress, splits, store, overwrite=True)
-        model = load_model(results[enc, "stage1"].model_path)
-        emb = embed_split(model, splits["train"], store, progress=False)
-        teachers[enc] = save_teacher(emb, model.identity, out / "teachers" / f"{enc}.safetensors")
-    for enc in encoders:
-        init = f"init_from={results[enc, 'stage1'].model_path}"
-        for variant, used in (("stage2-ensemble", list(encoders)), ("stage2-self", [enc])):
-            paths = "[" + ", ".join(f"'{teachers[t]}'" for t in used) + "]"
-            cfg = config("stage2", f"{variant}-{enc}", [init, f"teachers={paths}"])
-            results[enc, variant] = train(cfg, progress, splits, store, overwrite=True)
-        if control:
-            sup = ["teachers=[]", "loss.loss_weight=1", "loss.distill_weight=0"]
-            cfg = config("stage2", f"stage2-sup-{enc}", [init, *sup])
-            results[enc, "stage2-sup"] = train(cfg, progress, splits, store, overwrite=True)
-
+    runner = Runner(load_recipe("demo"), out, data_root, include={"control"} if control else (),
+                    progress=progress, overrides=[f"seed={seed}", *overrides])
+    results = runner.run()
+    by_row = {(s.row["encoder"], s.row["variant"]): s.id for s in runner.steps.values() if s.row}
     rows = []
-    for enc in encoders:
+    for enc in ENCODERS:
         for variant in (*VARIANTS, "stage2-sup") if control else VARIANTS:
-            run = results[enc, variant]
-            test = run.metrics["test"]
+            sid = by_row[enc, variant]
+            test = results[sid]["metrics"]["test"]
             rows.append({
                 "encoder": enc,
                 "variant": variant,
                 **{c: round(100 * test[c], 2) for c in COLUMNS},
-                "checkpoint": str(run.model_path),
+                "checkpoint": str(runner.model_path(sid)),
             })
-    auc = teacher_auc(data_root, teachers)
+    auc = teacher_auc(data_root, {enc: runner.teacher_path(f"teachers-{enc}") for enc in ENCODERS})
     summary = {
         "rows": rows, "seconds": round(time.time() - started, 1), "seed": seed, "preset": preset,
         "correspondence_auc": auc,

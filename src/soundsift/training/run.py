@@ -152,7 +152,7 @@ def check_data_roots(config: dict[str, Any]) -> None:
 
 def prepare(
     config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None,
-    overwrite: bool = False, resume: bool = False,
+    overwrite: bool = False, resume: bool = False, data_cache: dict | None = None,
 ) -> PreparedRun:
     """Check the run folder and the data, resolve and write the config, seed, build the module, read
     the data and the teachers."""
@@ -173,7 +173,13 @@ def prepare(
 
     module = RetrievalModule(config)
     if splits is None or store is None:
-        splits, store = read_splits(config, module.model.sample_rate, progress)
+        key = (json.dumps(config["data"], sort_keys=True), module.model.sample_rate)
+        if data_cache is not None and key in data_cache:  # runs of one recipe share their data
+            splits, store = data_cache[key]
+        else:
+            splits, store = read_splits(config, module.model.sample_rate, progress)
+            if data_cache is not None:
+                data_cache[key] = splits, store
     write_problems(out_dir / "problems.txt", splits)
     train_split = splits["train"]
     if not train_split.clips:
@@ -262,14 +268,15 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
 
 def train(
     config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None,
-    overwrite: bool = False, resume: bool = False,
+    overwrite: bool = False, resume: bool = False, data_cache: dict | None = None,
 ) -> RunResult:
     """Run one training job described by ``config``; ``splits``/``store`` let callers share loaded data.
 
     A folder that holds a finished run is refused unless ``overwrite`` (start again) or ``resume``
-    (continue from its last checkpoint); an interrupted run resumes by itself.
+    (continue from its last checkpoint); an interrupted run resumes by itself. ``data_cache`` (a dict
+    the caller keeps) shares read data between runs with the same data settings.
     """
-    run = prepare(config, progress, splits, store, overwrite, resume)
+    run = prepare(config, progress, splits, store, overwrite, resume, data_cache)
     trainer, checkpoint, validation = fit(run, progress)
     if not trainer.is_global_zero:  # with several processes, rank 0 alone writes the results
         return RunResult(run.out_dir, run.out_dir / "model.pt", {})

@@ -1,0 +1,427 @@
+"""``soundsift reproduce``: run a recipe — the steps of a paper table — in dependency order, resumably.
+
+A recipe (YAML, ``recipes/``) lists steps; each is one of
+
+- ``train: CONFIG`` (+ ``set: {key: value}``, ``init_from: STEP``, ``teachers: [STEP, ...]``): one
+  training run into ``{out}/{id}``;
+- ``teachers: {model: STEP, split: S}``: the model's embeddings of a split, ``{out}/teachers/{id}.safetensors``;
+- ``evaluate: {model: STEP, split: S}``: metrics of a model, ``{out}/{id}.json``;
+- ``sweep: {train: CONFIG, grid: {key: [values]}, ...}``: a train step per grid point, the best on
+  validation mAP@10 selected, the grid reported.
+
+A step's hash covers its resolved settings and the hashes of the steps it uses. Finished steps are
+recorded in ``{out}/.reproduce/{id}.json``; a step whose record has the current hash is skipped, a
+killed train step resumes from its last checkpoint, and a changed step runs again from scratch, and so
+does everything that depends on it. Outputs made by the plain commands of ``--print`` are adopted when
+they match. The runner only orders, skips and launches: the work is ``train``, ``make_teacher`` and
+``evaluate``. At the end, ``results.json`` / ``results.md`` put our test metrics next to the paper's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from soundsift.atomic import atomic_write
+from soundsift.config import load_config, resolve_config_path
+from soundsift.errors import ConfigError
+
+KINDS = ("train", "teachers", "evaluate", "sweep")
+COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class Step:
+    id: str
+    kind: str
+    spec: dict[str, Any]
+    needs: list[str]
+    optional: str | None = None
+    expected: dict[str, dict[str, float]] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path
+    title: str
+    steps: dict[str, Step]  # in dependency order
+    data_root: str | None
+    data_format: str
+
+
+def resolve_recipe_path(name: str | Path) -> Path:
+    """A path as given, else a packaged recipe by name (``table1``, ``recipes/table1.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path.resolve()
+    for candidate in (RECIPES / path.name, RECIPES / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise ConfigError(f"{name}: recipe not found; packaged recipes: {known}")
+
+
+def _refs(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def load_recipe(name: str | Path) -> Recipe:
+    """Read and check a recipe; steps come back in an order where every step follows what it needs."""
+    path = resolve_recipe_path(name)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list):
+        raise ConfigError(f"{path}: a recipe is a mapping with a 'steps' list")
+    steps: dict[str, Step] = {}
+    for i, raw in enumerate(doc["steps"]):
+        # ``teachers`` names the kind when it is a mapping ({model, split}); a list is a train step's teachers
+        kinds = [k for k in KINDS if k in raw and (k != "teachers" or isinstance(raw[k], dict))] \
+            if isinstance(raw, dict) else []
+        if len(kinds) != 1 or not raw.get("id"):
+            raise ConfigError(f"{path}: step {i + 1} needs an 'id' and exactly one of {', '.join(KINDS)}")
+        kind, sid = kinds[0], str(raw["id"])
+        if sid in steps:
+            raise ConfigError(f"{path}: step id {sid!r} appears twice")
+        spec = {k: v for k, v in raw.items() if k not in ("id", "optional", "expected", "row")}
+        body = spec[kind] if isinstance(spec[kind], dict) else {}
+        needs = _refs(spec.get("init_from")) + _refs(spec.get("teachers") if kind != "teachers" else None)
+        needs += _refs(body.get("model")) + _refs(body.get("init_from")) + _refs(body.get("teachers"))
+        for values in (body.get("grid") or {}).values() if kind == "sweep" else ():
+            for value in values:
+                needs += [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+        steps[sid] = Step(sid, kind, spec, list(dict.fromkeys(needs)), raw.get("optional"),
+                          raw.get("expected") or {}, raw.get("row") or {})
+    for step in steps.values():
+        for need in step.needs:
+            if need not in steps:
+                raise ConfigError(f"{path}: step {step.id!r} uses {need!r}, which is not a step of the recipe")
+            if steps[need].kind == "sweep":
+                raise ConfigError(f"{path}: step {step.id!r} uses the sweep {need!r}; a sweep ends a recipe")
+    order: list[str] = []
+
+    def visit(sid: str, trail: tuple[str, ...]) -> None:
+        if sid in trail:
+            raise ConfigError(f"{path}: steps depend on each other in a circle: {' -> '.join((*trail, sid))}")
+        if sid not in order:
+            for need in steps[sid].needs:
+                visit(need, (*trail, sid))
+            order.append(sid)
+
+    for sid in steps:
+        visit(sid, ())
+    return Recipe(str(doc.get("name", path.stem)), path, str(doc.get("title", "")),
+                  {sid: steps[sid] for sid in order}, doc.get("data_root"), str(doc.get("data_format", "clotho")))
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """``{"loss": {"loss_weight": 1}}`` -> ``{"loss.loss_weight": 1}`` (a mapping value sets several keys)."""
+    if isinstance(value, dict) and not prefix.endswith("_encoder"):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: value}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Runner:
+    """Runs (or prints) one recipe into ``out``."""
+
+    def __init__(self, recipe: Recipe, out: str | Path, data_root: str | Path | None = None,
+                 include: Iterable[str] = (), only: Iterable[str] = (), progress: bool = True,
+                 overrides: Iterable[str] = (), log: Callable[[str], None] | None = None) -> None:
+        self.recipe, self.out, self.progress = recipe, Path(out), progress
+        self.overrides = list(overrides)  # applied to every train step, last
+        self.data_root = str(data_root or recipe.data_root or "")
+        if not self.data_root:
+            raise ConfigError(f"{recipe.path}: no data root: pass --data-root DIR")
+        self.include = set(include)
+        self.steps = {sid: s for sid, s in recipe.steps.items() if s.optional is None or s.optional in self.include}
+        unknown = [s for s in only if s not in self.steps]
+        if unknown:
+            raise ConfigError(f"--only {', '.join(unknown)}: not steps of {recipe.name}; steps: {', '.join(self.steps)}")
+        self.only = set(only)
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.hashes: dict[str, str] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.data_cache: dict = {}
+
+    # -------------------------------------------------------------------------------- resolution
+
+    def selected(self) -> list[Step]:
+        """The steps to run: ``only`` and what they need (all steps without ``only``)."""
+        if not self.only:
+            return list(self.steps.values())
+        keep: set[str] = set()
+        stack = list(self.only)
+        while stack:
+            sid = stack.pop()
+            if sid not in keep:
+                keep.add(sid)
+                stack.extend(self.steps[sid].needs)
+        return [s for sid, s in self.steps.items() if sid in keep]
+
+    def model_path(self, sid: str) -> Path:
+        return self.out / sid / "model.pt"
+
+    def teacher_path(self, sid: str) -> Path:
+        return self.out / "teachers" / f"{sid}.safetensors"
+
+    def train_config(self, sid: str, spec: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The resolved config of a train step (or a sweep point) with paths of the steps it uses."""
+        values = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **(extra or {})}
+        values["out_dir"] = str(self.out / sid)
+        if spec.get("init_from"):
+            values["init_from"] = str(self.model_path(spec["init_from"]))
+        teachers = values.pop("teachers", spec.get("teachers"))
+        if teachers is not None:
+            values["teachers"] = [str(self.teacher_path(t)) for t in _refs(teachers)]
+        return load_config(spec["train"], [*(f"{k}={_yaml_value(v)}" for k, v in values.items()), *self.overrides])
+
+    def points(self, step: Step) -> list[tuple[str, dict[str, Any]]]:
+        """A sweep's grid points: (point id, {key: value}) in a fixed order."""
+        grid = step.spec["sweep"].get("grid") or {}
+        if not grid:
+            raise ConfigError(f"{self.recipe.path}: sweep {step.id!r} has an empty grid")
+        axes = [[_flatten(key, value) if isinstance(value, dict) else {key: value} for value in values]
+                for key, values in grid.items()]
+        return [(f"{step.id}/p{i:03d}", {k: v for part in combo for k, v in part.items()})
+                for i, combo in enumerate(itertools.product(*axes))]
+
+    def step_hash(self, step: Step) -> str:
+        deps = {need: self.hashes[need] for need in step.needs}
+        if step.kind == "train":
+            what: Any = self.train_config(step.id, step.spec)
+        elif step.kind == "sweep":
+            what = [(pid, self.train_config(pid, step.spec["sweep"], values)) for pid, values in self.points(step)]
+        else:
+            what = {"data_root": self.data_root, "format": self.recipe.data_format, **step.spec[step.kind]}
+        return _digest({"kind": step.kind, "what": what, "deps": deps})
+
+    # -------------------------------------------------------------------------------- records
+
+    def record_path(self, sid: str) -> Path:
+        return self.out / ".reproduce" / f"{sid.replace('/', '__')}.json"
+
+    def recorded(self, sid: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.record_path(sid).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def record(self, sid: str, digest: str, result: dict[str, Any]) -> None:
+        text = json.dumps({"hash": digest, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **result}, indent=2)
+        atomic_write(self.record_path(sid), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def adoptable(self, step: Step, sid: str, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The result of outputs that a plain command already made for this step, if they match."""
+        if config is not None:
+            saved = Path(config["out_dir"]) / "config.yaml"
+            metrics = Path(config["out_dir"]) / "metrics.json"
+            if not (metrics.is_file() and saved.is_file() and (Path(config["out_dir"]) / "model.pt").is_file()):
+                return None
+            written = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            if {k: v for k, v in written.items() if k != "model"} != {k: v for k, v in config.items() if k != "model"}:
+                return None
+            return {"metrics": json.loads(metrics.read_text(encoding="utf-8"))}
+        if step.kind == "teachers":
+            return {} if self.teacher_path(sid).is_file() else None
+        output = self.out / f"{sid}.json"
+        if not output.is_file():
+            return None
+        metrics = json.loads(output.read_text(encoding="utf-8"))
+        return {"metrics": {"test": metrics["text_to_audio"], **metrics}}
+
+    # -------------------------------------------------------------------------------- running
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        """Run every selected step (skipping finished ones); returns each step's result."""
+        for step in self.selected():
+            digest = self.step_hash(step)
+            self.hashes[step.id] = digest
+            if step.kind == "sweep":
+                self.results[step.id] = self.run_sweep(step, digest)
+            else:
+                config = self.train_config(step.id, step.spec) if step.kind == "train" else None
+                self.results[step.id] = self.run_one(step, step.id, digest, config)
+        return self.results
+
+    def run_one(self, step: Step, sid: str, digest: str, config: dict[str, Any] | None) -> dict[str, Any]:
+        previous = self.recorded(sid)
+        if previous is not None and previous.get("hash") == digest:
+            self.log(f"reproduce: {sid}: done, skipped")
+            return previous
+        if previous is None and (adopted := self.adoptable(step, sid, config)) is not None:
+            self.log(f"reproduce: {sid}: finished outputs found, adopted")
+            self.record(sid, digest, adopted)
+            return adopted
+        self.log(f"reproduce: {sid}: running ({step.kind})")
+        result = self.execute(step, sid, config, fresh=previous is not None)
+        self.record(sid, digest, result)
+        return result
+
+    def execute(self, step: Step, sid: str, config: dict[str, Any] | None, fresh: bool) -> dict[str, Any]:
+        if config is not None:
+            from soundsift.training.run import train
+
+            out_dir = Path(config["out_dir"])
+            resumable = (out_dir / "checkpoints" / "last.ckpt").is_file() and not (out_dir / "model.pt").is_file()
+            run = train(config, self.progress, overwrite=fresh or not resumable and out_dir.exists(),
+                        data_cache=self.data_cache)
+            return {"metrics": run.metrics}
+        spec = step.spec[step.kind]
+        model = self.model_path(spec["model"])
+        fmt = spec.get("format", self.recipe.data_format)
+        if step.kind == "teachers":
+            from soundsift.training.teachers import make_teacher
+
+            make_teacher(model, self.data_root, self.teacher_path(sid), fmt, spec.get("split", "development"),
+                         spec.get("max_seconds"), int(spec.get("batch_size", 32)), bool(spec.get("half", False)),
+                         progress=self.progress)
+            return {}
+        from soundsift.training.evaluate import evaluate
+
+        metrics = evaluate(model, self.data_root, fmt, spec.get("split", "evaluation"), spec.get("max_seconds"),
+                           int(spec.get("batch_size", 32)), progress=self.progress)
+        text = json.dumps(metrics, indent=2)
+        atomic_write(self.out / f"{sid}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return {"metrics": {"test": metrics["text_to_audio"], **metrics}}
+
+    def run_sweep(self, step: Step, digest: str) -> dict[str, Any]:
+        sweep = step.spec["sweep"]
+        grid = []
+        for pid, values in self.points(step):
+            config = self.train_config(pid, sweep, values)
+            point = Step(pid, "train", {"train": sweep["train"]}, step.needs)
+            result = self.run_one(point, pid, _digest({"point": config, "deps": digest}), config)
+            metrics = result["metrics"]
+            grid.append({"point": pid, "values": values, "val": metrics.get("val") or {},
+                         "test": metrics.get("test") or {}})
+        best = max(grid, key=lambda g: g["val"].get("mAP@10", float("-inf")))
+        self.log(f"reproduce: {step.id}: best of {len(grid)} points on validation mAP@10: {best['point']} {best['values']}")
+        return {"metrics": {"test": best["test"], "val": best["val"]}, "best": best["point"], "grid": grid}
+
+    # -------------------------------------------------------------------------------- output
+
+    def commands(self) -> list[str]:
+        """The selected steps as plain shell commands, one per step (a sweep: one per grid point), in
+        dependency order; ``collect_command`` then writes the results."""
+        lines, q = [], shlex.quote
+        for step in self.selected():
+            if step.kind in ("train", "sweep"):
+                points = [(step.id, {})] if step.kind == "train" else self.points(step)
+                spec = step.spec if step.kind == "train" else step.spec["sweep"]
+                for pid, values in points:
+                    config = self.train_config(pid, spec, values)
+                    overrides = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **values,
+                                 "out_dir": config["out_dir"]}
+                    overrides.pop("teachers", None)
+                    for key in ("init_from", "teachers"):
+                        if config[key]:
+                            overrides[key] = config[key]
+                    lines.append(" ".join(["soundsift", "train", "--config", q(str(spec["train"])),
+                                           *(q(f"{k}={_yaml_value(v)}") for k, v in overrides.items()),
+                                           *(q(o) for o in self.overrides)]))
+                continue
+            spec = step.spec[step.kind]
+            common = ["--model", q(str(self.model_path(spec["model"]))), "--data-root", q(self.data_root),
+                      "--format", q(spec.get("format", self.recipe.data_format))]
+            if step.kind == "teachers":
+                lines.append(" ".join(["soundsift", "teachers", *common, "--split", q(spec.get("split", "development")),
+                                       "--out", q(str(self.teacher_path(step.id)))]))
+            else:
+                lines.append(" ".join(["soundsift", "-q", "evaluate", *common, "--split",
+                                       q(spec.get("split", "evaluation")), ">", q(str(self.out / f"{step.id}.json"))]))
+        return lines
+
+    def collect_command(self) -> str:
+        """The command that, after the printed steps ran, adopts their outputs and writes the results."""
+        q = shlex.quote
+        return " ".join(["soundsift", "reproduce", q(str(self.recipe.path)), "--data-root", q(self.data_root),
+                         "--out", q(str(self.out)), *(f"--include {q(i)}" for i in sorted(self.include)),
+                         *(q(o) for o in self.overrides)])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per step with test metrics: ours (percent) next to the paper's and the difference."""
+        rows = []
+        for sid, result in self.results.items():
+            test = (result.get("metrics") or {}).get("test")
+            if not test:
+                continue
+            row = {"step": sid, **self.steps[sid].row, **{c: round(100 * float(test[c]), 2) for c in COLUMNS if c in test}}
+            for source, numbers in self.steps[sid].expected.items():
+                row[source] = {c: numbers[c] for c in COLUMNS if c in numbers}
+                row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in COLUMNS if c in numbers and c in row}
+            rows.append(row)
+        return rows
+
+    def write_results(self) -> dict[str, Any]:
+        rows = self.rows()
+        summary = {"recipe": self.recipe.name, "rows": rows,
+                   "sweeps": {sid: r["grid"] for sid, r in self.results.items() if "grid" in r}}
+        text = json.dumps(summary, indent=2)
+        atomic_write(self.out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        md = format_results(self.recipe, rows, summary["sweeps"])
+        atomic_write(self.out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
+        return summary
+
+
+def format_results(recipe: Recipe, rows: list[dict[str, Any]], sweeps: dict[str, list]) -> str:
+    """Markdown: our test metrics (percent) per step, the paper's, salsa's README, and the differences."""
+    sources = sorted({k for row in rows for k in row if not k.endswith("_diff") and isinstance(row[k], dict)})
+    header = "| step | " + " | ".join(COLUMNS) + "".join(f" | {s} mAP@10 | diff" for s in sources) + " |"
+    lines = [f"# {recipe.title or recipe.name}", "", "Test split, percent.", "", header,
+             "|---|" + "---:|" * (len(COLUMNS) + 2 * len(sources))]
+    for row in rows:
+        cells = [f"{row[c]:.2f}" if c in row else "" for c in COLUMNS]
+        for s in sources:
+            theirs, diff = row.get(s, {}).get("mAP@10"), row.get(f"{s}_diff", {}).get("mAP@10")
+            cells += ["" if theirs is None else f"{theirs:.2f}", "" if diff is None else f"{diff:+.2f}"]
+        lines.append(f"| {row['step']} | " + " | ".join(cells) + " |")
+    for sid, grid in sweeps.items():
+        lines += ["", f"## {sid}: grid (selected on validation mAP@10)", "",
+                  "| point | values | val mAP@10 | test mAP@10 |", "|---|---|---:|---:|"]
+        for g in grid:
+            val, test = g["val"].get("mAP@10"), g["test"].get("mAP@10")
+            lines.append(f"| {g['point']} | {_yaml_value(g['values'])} | "
+                         f"{'' if val is None else f'{100 * val:.2f}'} | {'' if test is None else f'{100 * test:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def check_train_configs(recipe: Recipe) -> None:
+    """Every train config a recipe names exists (before anything runs)."""
+    for step in recipe.steps.values():
+        spec = step.spec.get("sweep", step.spec) if step.kind in ("train", "sweep") else None
+        if spec is not None:
+            resolve_config_path(spec["train"])
+
+
+def plan(recipe: Recipe, runner: Runner) -> list[str]:
+    """One line per selected step: what it is and whether it would run or be skipped."""
+    lines = []
+    for step in runner.selected():
+        runner.hashes[step.id] = digest = runner.step_hash(step)
+        previous = runner.recorded(step.id)
+        state = "done" if previous and previous.get("hash") == digest else "to run"
+        needs = f" (needs {', '.join(step.needs)})" if step.needs else ""
+        lines.append(f"{step.id}: {step.kind}{needs}: {state}")
+    return lines
