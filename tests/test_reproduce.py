@@ -145,3 +145,22 @@ def test_printed_commands_run_as_a_script_and_give_the_same_results(data, tmp_pa
     whole = tmp_path / "whole2"
     assert run_cli(recipe, data, whole).returncode == 0
     assert json.loads((out / "results.json").read_text()) == json.loads((whole / "results.json").read_text())
+
+
+def test_slurm_launcher_runs_each_step_as_a_job(data, tmp_path):
+    """One submitit job per step (here submitit's local executor), dependencies respected, same results."""
+    pytest.importorskip("submitit", reason="the 'slurm' extra is not installed")
+    from soundsift.training.launch import launch_slurm
+
+    small = dict(RECIPE, steps=[s for s in RECIPE["steps"] if s["id"] in ("a", "ta", "tb", "b", "s2")])
+    recipe = write_recipe(tmp_path / "r.yaml", small)
+    direct = run_cli(recipe, data, tmp_path / "direct")
+    assert direct.returncode == 0, direct.stderr
+    runner = Runner(load_recipe(recipe), tmp_path / "jobs", data, overrides=TINY, progress=False, log=lambda m: None)
+    final = launch_slurm(runner, tmp_path / "submitit", local=True)
+    summary = final.result()
+    assert [r["step"] for r in summary["rows"]] == ["a", "b", "s2"]
+    assert json.loads((tmp_path / "jobs" / "results.json").read_text()) == \
+        json.loads((tmp_path / "direct" / "results.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "jobs" / ".reproduce").glob("*.json")) == \
+        ["a.json", "b.json", "s2.json", "ta.json", "tb.json"]

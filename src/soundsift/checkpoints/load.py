@@ -12,13 +12,21 @@ from soundsift.checkpoints.hub import from_pretrained
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
 from soundsift.model import DualEncoder
 
+#: Published models that ``load_model`` (and every ``--model``) accepts by name.
+PUBLISHED = {
+    "salsa": lambda device: load_salsa_checkpoint(None, device=device),  # the authors' DCASE 2024 model
+}
+
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> DualEncoder:
     """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
-    layout) or the paper authors' salsa Lightning checkpoint. ``model.identity`` is the sha256 of the
+    layout), the paper authors' salsa Lightning checkpoint, or a name of ``PUBLISHED`` (``"salsa"``:
+    their released PaSST + RoBERTa-large model, downloaded on first use). ``model.identity`` is the sha256 of the
     file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(path) in PUBLISHED:  # a published model by name: downloaded (resumable) into the cache once
+        return PUBLISHED[str(path)](device=device)
     kind = detect_format(path)
     if kind == "directory":
         return from_pretrained(path, device=device)

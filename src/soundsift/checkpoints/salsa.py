@@ -51,7 +51,7 @@ from soundsift.encoders.pretrained import (
     load_state_dict_checked,
     map_keys,
 )
-from soundsift.errors import ModelFileError, StateDictError, load_failure
+from soundsift.errors import ChecksumError, ModelFileError, StateDictError, load_failure
 from soundsift.model import DualEncoder
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ SALSA_CHECKPOINT_PARTS = (
     "https://cloud.cp.jku.at/index.php/s/ijLwzPAQrqKRf5P/download/passt_roberta.4.ckpt",
     "https://cloud.cp.jku.at/index.php/s/Np4A5nobAkaSGpY/download/passt_roberta.5.ckpt",
 )
+
+#: sha256 of the joined checkpoint, once it has been seen from the official source (None: not pinned).
+SALSA_CHECKPOINT_SHA256: str | None = None
 
 #: salsa key -> DualEncoder key (regex, replacement); the first matching rule applies.
 SALSA_KEY_MAP: tuple[tuple[str, str], ...] = (
@@ -249,9 +252,12 @@ def convert_salsa_state_dict(
 
 
 def download_salsa_checkpoint(
-    cache_dir: str | Path | None = None, parts: Sequence[str] = SALSA_CHECKPOINT_PARTS, progress: bool = True
+    cache_dir: str | Path | None = None, parts: Sequence[str] | None = None, progress: bool = True
 ) -> Path:
-    """Download the published checkpoint's parts (resumable) and join them into ``passt_roberta.ckpt``."""
+    """Download the published checkpoint's parts (default ``SALSA_CHECKPOINT_PARTS``; resumable, each
+    kept in the cache until the joined file exists) and join them into ``passt_roberta.ckpt``. No
+    checksum is published: the joined file's sha256 is logged (``SALSA_CHECKPOINT_SHA256`` pins it)."""
+    parts = SALSA_CHECKPOINT_PARTS if parts is None else parts
     target_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = target_dir / SALSA_CHECKPOINT_FILENAME
     if target.is_file():
@@ -265,6 +271,12 @@ def download_salsa_checkpoint(
                     shutil.copyfileobj(f, out, 1 << 22)
 
     atomic_write(target, join)
+    digest = identity(target)
+    if SALSA_CHECKPOINT_SHA256 and digest != SALSA_CHECKPOINT_SHA256:
+        target.unlink()
+        raise ChecksumError(f"{target}: sha256 {digest}, expected {SALSA_CHECKPOINT_SHA256}; the parts were kept, "
+                            "delete them in the cache to download them again")
+    log.info("joined %s (sha256 %s)", target, digest)
     for part in files:
         part.unlink(missing_ok=True)
     return target

@@ -107,7 +107,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=teachers_main)
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split")
-    p.add_argument("--model", required=True, help="a model: model.pt, a save_pretrained folder or the salsa checkpoint")
+    p.add_argument("--model", required=True,
+                   help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released model)")
     dataset_args(p, "evaluation")
     p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
     p.set_defaults(func=evaluate_main)
