@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ AUDIO_MEDIA_TYPES = {
     ".mp3": "audio/mpeg", ".aiff": "audio/aiff", ".aif": "audio/aiff",
 }
 AUDIO_EXTENSIONS = tuple(AUDIO_MEDIA_TYPES)
+#: Extra output samples read on each side of a resampled window, past soxr's filter support.
+_RESAMPLE_MARGIN = 1024
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -30,13 +34,102 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
         raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+    mono = _mono(data, path)
+    if sr != sample_rate:
+        import soxr
+
+        mono = soxr.resample(mono, sr, sample_rate).astype(np.float32, copy=False)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says: frames and rate as stored, and the channel count."""
+
+    frames: int
+    samplerate: int
+    channels: int
+
+    def length_at(self, sample_rate: int) -> int:
+        """Samples ``load_audio(path, sample_rate)`` returns (soxr's output length: frames x ratio, rounded)."""
+        return resampled_length(self.frames, self.samplerate, sample_rate)
+
+
+def resampled_length(frames: int, rate_in: int, rate_out: int) -> int:
+    """Length of ``soxr.resample`` output for ``frames`` input samples: floor(frames * out / in + 1/2)."""
+    if rate_in == rate_out:
+        return frames
+    return (2 * frames * rate_out + rate_in) // (2 * rate_in)
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Read only the header of ``path`` (about 100x cheaper than decoding it).
+
+    Raises AudioError naming the file when it is missing, its header is unreadable or it holds no
+    frames; a file that passes may still fail to decode (corrupt data after a valid header).
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+    if info.frames <= 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def _mono(data: np.ndarray, path: Path) -> np.ndarray:
     if data.size == 0:
         raise AudioError(f"{path}: contains no audio samples")
     mono = data.mean(axis=1)
     if not np.isfinite(mono).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    if sr != sample_rate:
+    return mono
+
+
+def load_audio_window(path: str | Path, sample_rate: int, start: int, length: int) -> np.ndarray:
+    """Samples ``[start, start + length)`` of ``load_audio(path, sample_rate)``, reading only those frames.
+
+    ``start`` and ``length`` count samples at ``sample_rate``. The file is read over a slightly wider
+    window aligned to the resampling ratio's period and the result trimmed, so it equals the slice of
+    the fully decoded waveform to float rounding (about 1e-6), edges included. Shorter than ``length``
+    only where the clip ends first. Raises AudioError naming the file, like ``load_audio``.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if start < 0 or length < 0:
+        raise ValueError(f"audio window must have start >= 0 and length >= 0, got {start}, {length}")
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate, total = int(f.samplerate), int(f.frames)
+            if rate == sample_rate:
+                first, last, offset = start, min(total, start + length), 0
+            else:
+                g = math.gcd(rate, sample_rate)
+                period_in, period_out = rate // g, sample_rate // g
+                margin = _RESAMPLE_MARGIN * -(-sample_rate // rate)  # output samples; more when upsampling
+                block = max(0, start - margin) // period_out  # whole periods, so the filter phase matches
+                first, offset = block * period_in, start - block * period_out
+                stop_out = start + length + margin
+                last = min(total, -(-stop_out * period_in // period_out) + period_in)
+            if last <= first:
+                raise AudioError(f"{path}: audio window starts at {start} beyond the clip's end")
+            f.seek(first)
+            data = f.read(last - first, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+    mono = _mono(data, path)
+    if rate != sample_rate:
         import soxr
 
-        mono = soxr.resample(mono, sr, sample_rate).astype(np.float32, copy=False)
+        mono = soxr.resample(mono, rate, sample_rate).astype(np.float32, copy=False)[offset : offset + length]
     return np.ascontiguousarray(mono, dtype=np.float32)

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
         "num_nodes": 1,
         "strategy": "auto",
         "precision": "32-true",
+        "sync_batchnorm": False,  # several GPUs: BatchNorm statistics over the global batch (cnn, crnn, mn)
         "progress_bar": True,
         "log_every_n_steps": 10,
         "eval_batch_size": 32,

@@ -102,7 +102,11 @@ class DualEncoder(nn.Module):
         return self.encode_audio(waveform, lengths) @ self.encode_text(texts).T
 
     # ----------------------------------------------------------------------------------------------
-    # Inference helpers: deterministic (eval mode, no padding between clips of different lengths).
+    # Inference helpers: deterministic (eval mode; a clip's embedding never depends on its batch).
+
+    #: Clips batched together may differ in length by at most this fraction of the longest (padding
+    #: waste bound) when the audio encoder is ``batch_invariant``.
+    EMBED_MAX_PADDING = 0.2
 
     @torch.no_grad()
     def embed_waveforms(
@@ -111,19 +115,31 @@ class DualEncoder(nn.Module):
         batch_size: int = 32,
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Embed mono waveforms (at ``sample_rate``) -> (N, D) float32 unit vectors.
+        """Embed mono waveforms (at ``sample_rate``) -> (N, D) float32 unit vectors, in input order.
 
-        Clips are batched only with clips of exactly the same length, so a clip's embedding never
-        depends on what else is in the batch.
+        An audio encoder that declares ``batch_invariant = True`` (its eval-mode output for each clip of
+        a zero-padded batch with ``lengths`` equals that clip's output alone, up to float rounding) gets
+        clips sorted by length and batched with similar lengths (``EMBED_MAX_PADDING``). Any other
+        encoder gets clips batched only with clips of exactly the same length. Either way a clip's
+        embedding does not depend on what else is in the batch. ``progress(n)`` is called after each
+        batch with its size.
         """
         was_training = self.training
         self.eval()
         out = np.zeros((len(waveforms), self.embed_dim), dtype=np.float32)
         device = self.device
+        sizes = [len(w) for w in waveforms]
+        invariant = bool(getattr(self.audio, "batch_invariant", False))
+        batches = length_grouped_batches(sizes, batch_size, self.EMBED_MAX_PADDING if invariant else None)
         try:
-            for chunk in length_grouped_batches([len(w) for w in waveforms], batch_size):
-                wav = torch.from_numpy(np.stack([waveforms[i] for i in chunk])).to(device)
-                lengths = torch.full((len(chunk),), wav.shape[1], dtype=torch.long, device=device)
+            for chunk in batches:
+                longest = max(sizes[i] for i in chunk)
+                dtype = np.result_type(*(np.asarray(waveforms[i]).dtype for i in chunk))
+                batch = np.zeros((len(chunk), longest), dtype=dtype)
+                for row, i in enumerate(chunk):
+                    batch[row, : sizes[i]] = waveforms[i]
+                wav = torch.from_numpy(batch).to(device)
+                lengths = torch.tensor([sizes[i] for i in chunk], dtype=torch.long, device=device)
                 out[chunk] = self.encode_audio(wav, lengths).float().cpu().numpy()
                 if progress is not None:
                     progress(len(chunk))

@@ -205,6 +205,8 @@ class ATSTFrameEncoder(nn.Module):
     """
 
     sample_rate = 16000
+    #: every snippet is ``segment`` samples whatever the batch, so a clip embeds as it would alone
+    batch_invariant = True
 
     def __init__(
         self,

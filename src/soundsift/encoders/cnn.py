@@ -86,6 +86,11 @@ class CNNEncoder(nn.Module):
         self.convs = ConvStack(channels, strides)
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def batch_invariant(self) -> bool:
+        """In eval mode each clip of a zero-padded batch (with ``lengths``) embeds as it would alone."""
+        return self.frontend.batch_invariant
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         mel, frames = self.frontend(waveform, lengths)
         ragged = bool((frames < mel.shape[-1]).any())

@@ -65,6 +65,8 @@ class _WindowedHFEncoder(nn.Module):
     model_rate: int
     window_samples: int
     min_samples: int
+    #: windows are cut per clip from its real samples and padded to a fixed size by the extractor
+    batch_invariant = True
 
     def __init__(self, input_sample_rate: int | None):
         super().__init__()

@@ -5,8 +5,9 @@ window 800, hop 320, n_fft 1024, fmax 15 kHz, train-time fmin/fmax jitter). Bein
 clips of any length in one pass. Embedding: the feature map of the last 1x1 conv averaged over
 frequency and time (EfficientAT's ``features`` output, which salsa uses; 3840-d for width 4.0),
 where the time average covers only the frames of each clip's real samples (``lengths``), so the zero
-padding of a batch does not dilute short clips. Frames near a clip's end still see a little padding
-through the receptive field; clips of equal length embed exactly as they would alone.
+padding of a batch does not dilute short clips. In eval mode a batch of clips of different lengths
+runs the front end clip by clip and the network masked (every layer's output zeroed past each clip's
+end, squeeze-excitation means over valid steps only), so each clip embeds as it would alone.
 
 The network: EfficientAT's MobileNetV3 ("MN", Schmid et al., 2023) with the official state-dict layout.
 
@@ -96,6 +97,23 @@ def _conv_bn_act(
     return nn.Sequential(*layers)
 
 
+def _ceil_steps(steps: torch.Tensor, stride: int | tuple[int, ...]) -> torch.Tensor:
+    s = stride[-1] if isinstance(stride, tuple) else stride
+    return (steps + s - 1) // s
+
+
+def _zero_past(x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Zero the time steps (last axis) of ``(B, C, F, T)`` past each clip's ``steps``."""
+    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < steps[:, None]
+    return x * keep[:, None, None, :].to(x.dtype)
+
+
+def _masked_conv_bn_act(layer: nn.Sequential, x: torch.Tensor, steps: torch.Tensor):
+    """A conv-BN-act triple on a ragged batch: as if each clip ran alone, zero-padded by the conv."""
+    steps = _ceil_steps(steps, layer[0].stride)
+    return _zero_past(layer(x), steps), steps
+
+
 class SqueezeExcitation(nn.Module):
     """Channel gate: mean over (freq, time) -> fc1 -> ReLU -> fc2 -> sigmoid -> scale."""
 
@@ -106,6 +124,12 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * scale[:, :, None, None]
+
+    def forward_masked(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``forward`` on a ragged batch whose steps past ``steps`` are zero: the mean covers valid steps only."""
+        count = (steps * x.shape[2]).to(x.dtype).clamp(min=1.0)
+        scale = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.sum(dim=(2, 3)) / count[:, None]))))
         return x * scale[:, :, None, None]
 
 
@@ -140,6 +164,16 @@ class InvertedResidual(nn.Module):
         out = self.block(x)
         return out + x if self.use_res_connect else out
 
+    def forward_masked(self, x: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` on a ragged batch (steps past ``steps`` zero in and out)."""
+        out, s = x, steps
+        for layer in self.block:
+            if isinstance(layer, ConcurrentSE):
+                out = layer.conc_se_layers[0].forward_masked(out, s)
+            else:
+                out, s = _masked_conv_bn_act(layer, out, s)
+        return (out + x if self.use_res_connect else out), s
+
 
 class MobileNetV3(nn.Module):
     """``(N, 1, n_mels, frames)`` log-mels -> ``(N, out_dim, n_mels/32, frames/32)`` feature maps."""
@@ -172,6 +206,19 @@ class MobileNetV3(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.features(mel)
+
+    def forward_masked(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` on a zero-padded batch of clips with ``frames`` valid frames each: every layer's
+        output is zeroed past each clip's end (as the next conv's zero padding would be for the clip
+        alone) and the SE means cover valid steps only, so each clip's feature map equals its own
+        unpadded one (up to float rounding). Returns the feature maps and their valid time steps."""
+        x, steps = _zero_past(mel, frames), frames
+        for layer in self.features:
+            if isinstance(layer, InvertedResidual):
+                x, steps = layer.forward_masked(x, steps)
+            else:
+                x, steps = _masked_conv_bn_act(layer, x, steps)
+        return x, steps
 
 
 _RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1"
@@ -216,6 +263,8 @@ class MobileNetEncoder(nn.Module):
     """
 
     sample_rate = 32000
+    #: eval mode: a ragged batch runs masked (``embed_clips``), so a clip embeds as it would alone
+    batch_invariant = True
 
     def __init__(
         self,
@@ -278,18 +327,28 @@ class MobileNetEncoder(nn.Module):
         short = lens < self.segment  # salsa's split_audio: ``x.shape[1] < segment_length`` -> whole
         if not bool(short.any()):
             snippets, owner, valid = split_snippets(waveform, lengths, self.segment, self.min_remainder)
-            return average_by_owner(self.embed_clips(snippets, valid), owner, b)
+            return average_by_owner(self.embed_clips(snippets, valid, whole=False), owner, b)
         # clips shorter than a snippet: embedded whole, padded only to the longest of them; the rest cut
         s_idx, l_idx = short.nonzero(as_tuple=True)[0], (~short).nonzero(as_tuple=True)[0]
         parts = [self.embed_clips(waveform[s_idx, : int(lens[s_idx].max())], lens[s_idx])]
         if l_idx.numel():
             cut = split_snippets(waveform[l_idx], lens[l_idx], self.segment, self.min_remainder)
             snippets, owner, valid = cut
-            parts.append(average_by_owner(self.embed_clips(snippets, valid), owner, l_idx.numel()))
+            parts.append(average_by_owner(self.embed_clips(snippets, valid, whole=False), owner, l_idx.numel()))
         return torch.cat(parts)[torch.argsort(torch.cat([s_idx, l_idx]))]
 
-    def embed_clips(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """One pass over whole clips: the feature map averaged over frequency and the clip's frames."""
+    def embed_clips(
+        self, waveform: torch.Tensor, lengths: torch.Tensor | None = None, whole: bool = True
+    ) -> torch.Tensor:
+        """One pass over clips: the feature map averaged over frequency and the clip's frames.
+
+        ``whole=True``: each clip is ``lengths`` samples long and what follows is batch padding; in eval
+        mode a ragged batch then runs the front end per clip and the network masked
+        (``MobileNetV3.forward_masked``), so every clip embeds as it would alone (up to float rounding).
+        (In training, BatchNorm's batch statistics mix the clips anyway; the padded batch runs as is.)
+        ``whole=False``: the inputs are zero-padded snippets, seen as such (salsa's padded last
+        snippet); ``lengths`` only limits the time average.
+        """
         if waveform.dim() != 2:
             raise ValueError(f"expected waveforms of shape (batch, samples), got {tuple(waveform.shape)}")
         b, t = waveform.shape
@@ -299,6 +358,8 @@ class MobileNetEncoder(nn.Module):
                 raise ValueError(
                     f"lengths must be a ({b},) tensor of values in 1..{t}, got {lengths.tolist()}"
                 )
+            if whole and not self.training and bool((lengths < t).any()):
+                return self._embed_ragged(waveform, lengths)
             waveform = waveform * (torch.arange(t, device=waveform.device)[None, :] < lengths[:, None])
         fmap = self.model(self.mel(waveform).unsqueeze(1))  # (B, C, F', T')
         pooled = fmap.mean(dim=2)  # (B, C, T')
@@ -309,3 +370,21 @@ class MobileNetEncoder(nn.Module):
             pooled.dtype
         )
         return (pooled * mask[:, None, :]).sum(dim=2) / steps[:, None].to(pooled.dtype)
+
+    def _embed_ragged(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Eval-mode ``embed_clips`` of clips of different lengths, each as if alone.
+
+        The Kaldi front end reflect-pads each clip's own end, so it runs clip by clip (the same work as
+        one batched call); the log-mels are zero-padded to the longest and the network runs once, masked.
+        """
+        mels = [self.mel(waveform[i : i + 1, : int(n)]) for i, n in enumerate(lengths.tolist())]
+        frames = torch.tensor([m.shape[-1] for m in mels], device=waveform.device)
+        longest = int(frames.max())
+        mel = torch.cat([nn.functional.pad(m, (0, longest - m.shape[-1])) for m in mels])
+        fmap, steps = self.model.forward_masked(mel.unsqueeze(1), frames)
+        pooled = fmap.mean(dim=2)  # (B, C, T'), zero past each clip's steps
+        # the time average covers the steps of the clip's real samples, as in embed_clips
+        real = self.model.output_frames(n_frames(lengths, self.mel.hop_length)).clamp(min=1)
+        real = torch.minimum(real, steps)
+        mask = (torch.arange(pooled.shape[2], device=pooled.device)[None, :] < real[:, None]).to(pooled.dtype)
+        return (pooled * mask[:, None, :]).sum(dim=2) / real[:, None].to(pooled.dtype)

@@ -132,6 +132,8 @@ class PaSSTEncoder(nn.Module):
     """
 
     sample_rate = 32000
+    #: every snippet is ``segment`` samples whatever the batch, so a clip embeds as it would alone
+    batch_invariant = True
 
     def __init__(
         self,

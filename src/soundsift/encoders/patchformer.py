@@ -94,6 +94,11 @@ class PatchTransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
+    @property
+    def batch_invariant(self) -> bool:
+        """In eval mode each clip of a zero-padded batch (with ``lengths``) embeds as it would alone."""
+        return self.frontend.batch_invariant
+
     @staticmethod
     def upgrade_state_dict(state_dict: dict, prefix: str = "") -> dict:
         """Rename the block keys of files saved before the shared TransformerBlock (DualEncoder calls it)."""

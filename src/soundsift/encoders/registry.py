@@ -5,7 +5,10 @@ Audio encoders are ``torch.nn.Module`` objects with
   - ``out_dim: int``      the size of the clip embedding they return,
   - ``forward(waveform: (B, T) float tensor, lengths: (B,) long tensor | None) -> (B, out_dim)``;
     they own their front end (e.g. log-mel), windowing of long inputs and train-time augmentation
-    (active only in ``training`` mode), so inference is deterministic.
+    (active only in ``training`` mode), so inference is deterministic;
+  - optionally ``batch_invariant: bool``: True when, in eval mode, each clip of a zero-padded batch
+    with ``lengths`` embeds exactly as it would alone; ``DualEncoder.embed_waveforms`` then batches clips
+    of different lengths (otherwise only clips of equal length). tests/test_batched_embedding.py checks it.
 Text encoders are ``torch.nn.Module`` objects with
   - ``out_dim: int``,
   - ``forward(texts: list[str]) -> (B, out_dim)`` (tokenisation and device placement inside).

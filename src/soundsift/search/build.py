@@ -321,10 +321,17 @@ def _embed(model, waves, batch_size: int, report: BuildReport, bar) -> list[np.n
     """Embed a chunk; if the model fails on it, retry file by file and skip the files that fail."""
     if not waves:
         return []
-    try:
-        return list(model.embed_waveforms([w for _, _, w in waves], batch_size, progress=bar.update))
+    done = [0]  # files the bar was advanced by before a failure (they are redone one by one)
+
+    def advance(n: int) -> None:
+        done[0] += n
+        bar.update(n)
+
+    try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
+        return list(model.embed_waveforms([w for _, _, w in waves], batch_size, progress=advance))
     except Exception:
-        pass
+        if done[0]:
+            bar.update(-done[0])
     out: list[np.ndarray | None] = []
     for c, _, w in waves:
         try:

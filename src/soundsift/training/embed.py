@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from soundsift.data.dataset import AudioStore, crop, flatten_captions
+from soundsift.data.dataset import AudioStore, flatten_captions
 from soundsift.data.records import SplitData
 
 
@@ -37,7 +37,7 @@ def embed_split(
     with tqdm(total=len(split.clips), desc=f"embedding {split.name} audio", disable=not progress) as bar:
         for start in range(0, len(split.clips), chunk_clips):
             clips = split.clips[start : start + chunk_clips]
-            waves = [crop(store.get(c), max_samples, None) for c in clips]
+            waves = [store.get(c, max_samples) for c in clips]  # reads only the start crop
             audio[start : start + len(clips)] = model.embed_waveforms(waves, batch_size, progress=bar.update)
     texts, clip_of = flatten_captions(split)
     captions = model.embed_texts(texts)

@@ -51,6 +51,7 @@ class RetrievalModule(L.LightningModule):
         self.model = DualEncoder.from_config(config["model"])
         self.teachers: TeacherEnsemble | None = None
         self.strict_loading = False  # frozen pretrained towers are not stored in checkpoints
+        self.late_problems: set[str] = set()  # clips that failed to decode during training (replaced)
 
     def _gather(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Across processes, every rank sees the whole global batch (gradients flow back)."""
@@ -72,6 +73,8 @@ class RetrievalModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss_cfg = self.config["loss"]
+        for problem in getattr(batch, "problems", ()):  # "PATH: why; training item I replaced by item J"
+            self.late_problems.add(problem.split("; training item", 1)[0])
         audio = self.model.encode_audio(batch.waveform, batch.lengths)
         text = self.model.encode_text(batch.texts)
         audio, text, clip_index, caption_index = self._gather(
@@ -80,13 +83,16 @@ class RetrievalModule(L.LightningModule):
         similarity, target = self.similarities(audio, text, clip_index, caption_index)
         tau = float(loss_cfg["tau"])
         loss = similarity.new_zeros(())
+        self.last_losses: dict[str, float] = {}  # of the global batch, the same on every rank
         if float(loss_cfg["loss_weight"]):
             sup = contrastive_loss(similarity, positives_from_ids(clip_index, clip_index), tau)
             loss = loss + float(loss_cfg["loss_weight"]) * sup
+            self.last_losses["L_sup"] = float(sup.detach())
             self.log("train/L_sup", sup, prog_bar=False)
         if target is not None:
             dist = distillation_loss(similarity, target, tau)
             loss = loss + float(loss_cfg["distill_weight"]) * dist
+            self.last_losses["L_dist"] = float(dist.detach())
             self.log("train/L_dist", dist, prog_bar=False)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.texts))
         return loss

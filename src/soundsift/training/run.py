@@ -75,8 +75,11 @@ def read_splits(config: dict[str, Any], sample_rate: int, progress: bool) -> tup
     return splits, store
 
 
-def write_problems(path: Path, splits: dict[str, SplitData]) -> int:
+def write_problems(path: Path, splits: dict[str, SplitData], late: set[str] = frozenset()) -> int:
+    """``problems.txt``: what reading the splits skipped, and clips that failed to decode later (replaced
+    in their batches); written only when there is something to list."""
     lines = [f"[{role}] {p}" for role, s in splits.items() for p in s.problems]
+    lines += [f"[train] {p}; replaced in its batches" for p in sorted(late)]
     if lines:
         atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
         log.warning("%d data problems skipped; see %s", len(lines), path)
@@ -226,7 +229,7 @@ def fit(run: PreparedRun, progress: bool = True):
     trainer = L.Trainer(
         max_epochs=int(config["optim"]["epochs"]),
         accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=int(tr["num_nodes"]),
-        strategy=tr["strategy"], precision=tr["precision"],
+        strategy=tr["strategy"], precision=tr["precision"], sync_batchnorm=bool(tr["sync_batchnorm"]),
         callbacks=[validation, checkpoint],
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
         enable_progress_bar=bool(tr["progress_bar"]) and progress,
@@ -250,6 +253,8 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
     if checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
+    if module.late_problems:
+        write_problems(out_dir / "problems.txt", splits, module.late_problems)
     model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": str(out_dir)})
     metrics: dict[str, Any] = {"best_epoch": None, "val": None, "val_history": validation.history}
     if validation.history:

@@ -1,6 +1,9 @@
 """Estimating correspondences: store a trained model's embeddings of a training split as teacher data.
 
-Stage 2 reads M such files and forms C_hat = mean_m C^m per batch (soundsift.correspondences).
+Stage 2 reads M such files and forms C_hat = mean_m C^m per batch (soundsift.correspondences). The
+output path chooses the format: ``X.safetensors`` is one file read whole into memory (fine up to
+ClothoV2/AudioCaps size); any other path (e.g. ``X.teachers``) is a teacher store directory, float16 and
+memory-mapped, opened in milliseconds at WavCaps size.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def make_teacher(
 def save_teacher(
     emb: SplitEmbeddings, model_identity: str, out: str | Path, meta: dict | None = None, half: bool = False
 ) -> Path:
-    """Save a split's embeddings as a teacher file (float16 with ``half``)."""
+    """Save a split's embeddings as teacher data at ``out``: a ``.safetensors`` file (float16 with
+    ``half``, else the embeddings' dtype) or, for any other path, a teacher store (always float16)."""
     import torch
 
     teacher = TeacherEmbeddings(

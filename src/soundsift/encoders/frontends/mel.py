@@ -263,6 +263,12 @@ class AudioFrontEnd(nn.Module):
     def n_mels(self) -> int:
         return self.logmel.n_mels
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a clip's valid frames are the same zero-padded in a batch as alone (eval mode): true
+        unless frames are centred with reflect padding, which reflects the clip's own end."""
+        return not (self.logmel.center and self.logmel.pad_mode == "reflect")
+
     def frames_for(self, lengths: torch.Tensor | int) -> torch.Tensor:
         return self.logmel.frames_for(lengths)
 

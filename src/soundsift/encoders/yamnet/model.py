@@ -172,6 +172,8 @@ class YAMNetEncoder(nn.Module):
     """
 
     sample_rate = SAMPLE_RATE
+    #: each clip gets only its own zero-padded patches, so it embeds as it would alone
+    batch_invariant = True
 
     def __init__(self, pretrained: bool | None = None, weights: str | Path | None = None, width: float = 1.0,
                  tiny: bool = False, trainable: int | None = None, patch_hop_seconds: float = 0.48,
