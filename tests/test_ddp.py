@@ -20,7 +20,7 @@ import torch
 from soundsift.config import load_config
 from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble
 from soundsift.data.dataset import PairBatch
-from soundsift.training.module import RetrievalModule
+from soundsift.training.module import RetrievalModule, ValidationCallback
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +158,55 @@ def test_ddp_equivalence_needs_the_gather(initial, tmp_path):
     single = one_step(1, 1, tmp_path / "single.pt", initial)
     double = one_step(1, 2, tmp_path / "double.pt", initial, cls=NoGather)
     assert double["losses"]["L_sup"] != pytest.approx(single["losses"]["L_sup"], rel=1e-3)
+
+
+class CountingValidation(ValidationCallback):
+    """Records, per rank, how many clips the rank embedded and the metrics it logged."""
+
+    def __init__(self, split, store, config, out: Path) -> None:
+        super().__init__(split, store, config)
+        self.out = out
+
+    def shard(self, split, rank, world):
+        part = super().shard(split, rank, world)
+        (self.out / f"rank{rank}.txt").write_text(str(len(part.clips)))
+        return part
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            torch.save(self.history[-1], self.out / "metrics.pt")
+
+
+def validate(devices: int, out: Path, initial: dict, data: Path) -> dict:
+    from soundsift.data.dataset import AudioStore
+    from soundsift.data.readers import read_split
+
+    out.mkdir()
+    config = make_config(1)
+    store = AudioStore(8000, preload=False)
+    split = store.readable(read_split("clotho", data, "validation"), progress=False)
+    module = RetrievalModule(config)
+    module.model.load_state_dict(initial)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=1,
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[CountingValidation(split, store, config, out)],
+        use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(OneBatch(), batch_size=None))
+    return {"metrics": torch.load(out / "metrics.pt", weights_only=True), "n_clips": len(split.clips),
+            "per_rank": sorted(int(p.read_text()) for p in out.glob("rank*.txt"))}
+
+
+def test_ddp_validation_is_split_across_ranks_and_gathered(initial, tmp_path):
+    from soundsift.cli.main import main
+
+    data = tmp_path / "synth"
+    assert main(["-q", "synth", "--preset", "tiny", "--out", str(data)]) == 0
+    single = validate(1, tmp_path / "one", initial, data)
+    double = validate(2, tmp_path / "two", initial, data)
+    n = single["n_clips"]
+    assert single["per_rank"] == [] and double["per_rank"] == sorted([(n + 1) // 2, n - (n + 1) // 2])
+    for key, value in single["metrics"].items():
+        assert double["metrics"][key] == pytest.approx(value, abs=1e-6), key

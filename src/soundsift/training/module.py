@@ -133,8 +133,9 @@ class ValidationCallback(L.Callback):
     """Embeds the validation split after every training epoch and logs retrieval metrics.
 
     It runs at train-epoch end (before ModelCheckpoint, which Lightning orders last), so embedding is
-    the same deterministic path as evaluation and teacher estimation. ``history`` is kept in
-    checkpoints, so a resumed run keeps it.
+    the same deterministic path as evaluation and teacher estimation. With several processes each
+    embeds its block of the clips and the blocks are gathered (not repeated on every rank). ``history``
+    is kept in checkpoints, so a resumed run keeps it.
     """
 
     def __init__(self, split: SplitData, store: AudioStore, config: dict[str, Any]) -> None:
@@ -147,12 +148,36 @@ class ValidationCallback(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
 
+    @staticmethod
+    def shard(split: SplitData, rank: int, world: int) -> SplitData:
+        """This rank's contiguous block of the split's clips (with their captions)."""
+        per = -(-len(split.clips) // world)
+        return SplitData(split.name, split.clips[rank * per:(rank + 1) * per], [])
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        world, rank = trainer.world_size, trainer.global_rank
+        part = self.shard(self.split, rank, world) if world > 1 else self.split
         emb = embed_split(
-            pl_module.model, self.split, self.store, self.config["data"]["max_seconds"],
+            pl_module.model, part, self.store, self.config["data"]["max_seconds"],
             self.config["trainer"]["eval_batch_size"], progress=False,
         )
-        metrics = text_to_audio_metrics_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
+        audio, captions, caption_clip = emb.audio, emb.captions, emb.caption_clip
+        if world > 1:  # each rank embedded its block; every rank gets the whole split back, in order
+            offset = rank * -(-len(self.split.clips) // world)
+            audio = gather_rows(pl_module, audio)
+            captions = gather_rows(pl_module, captions)
+            caption_clip = gather_rows(pl_module, caption_clip + offset)
+        metrics = text_to_audio_metrics_from_embeddings(audio, captions, caption_clip)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         for key, value in metrics.items():
             pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)
+
+
+def gather_rows(pl_module: L.LightningModule, rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``rows`` concatenated in rank order (the ranks may hold different numbers of rows)."""
+    rows = rows.to(pl_module.device)
+    counts = pl_module.all_gather(torch.tensor([rows.shape[0]], device=pl_module.device)).flatten().tolist()
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    gathered = pl_module.all_gather(padded)  # (world, max rows, ...)
+    return torch.cat([gathered[r, : int(n)] for r, n in enumerate(counts)]).cpu()
