@@ -79,7 +79,8 @@ def write(root: Path, tag: str, n_clips: int, n_captions: int, m: int, dim: int,
             out["legacy"].append(str(emb.save(root / f"{tag}-teacher{t}.safetensors", dtype=torch.float16)))
             del emb
         out["legacy_write_s"] = time.perf_counter() - start
-    out["bytes"] = sum(p.stat().st_size for p in root.rglob(f"{tag}-*") if p.is_file())
+    out["bytes"] = sum(f.stat().st_size for p in root.glob(f"{tag}-*")
+                       for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     return out
 
 
