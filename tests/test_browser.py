@@ -1,4 +1,5 @@
-"""End to end in a real headless Chromium: type a query, see ranked results, the audio element loads.
+"""End to end in a real headless Chromium: type a query, see ranked results, the audio element and the
+spectrogram thumbnails load, "more like this" reranks by a result and updates the shareable URL.
 
 Uses Debian's chromium (/usr/bin/chromium, installed by scripts/install_browser.sh) driven by Python
 playwright; playwright's own browser download is never used. With CI=true a missing browser fails the
@@ -117,6 +118,62 @@ def test_search_page_in_headless_chromium(chromium, server):
             duration = page.evaluate("document.querySelector('#results audio').duration")
             assert duration == pytest.approx(api[0]["duration"], abs=0.1)
             assert page.evaluate("document.querySelector('#results audio').error") is None
+
+            # Every result shows its spectrogram thumbnail, an image the browser decoded.
+            thumbs = "(() => [...document.querySelectorAll('#results img.thumb')]" \
+                     ".map(i => i.complete ? i.naturalWidth : 0))()"
+            deadline = time.monotonic() + 15
+            while not all(w > 0 for w in page.evaluate(thumbs)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert page.evaluate(thumbs) == [96] * len(GOOD)
+            assert page.evaluate("document.querySelector('#results img.thumb').naturalHeight") == 32
+
+            # "More like this": a real button; clicking it ranks by that sound and makes the URL shareable.
+            first = page.locator("#results .result").first
+            liked = first.get_attribute("data-id")
+            liked_path = api[0]["path"]
+            more = first.locator("button.more")
+            assert more.evaluate("b => b.tagName + ':' + b.type") == "BUTTON:button"
+            more.click()
+            page.locator("#status", has_text="sounds like").wait_for()
+            assert f"like={liked}" in page.url and "q=" not in page.url
+            ids = page.locator("#results .result").evaluate_all("els => els.map(e => e.dataset.id)")
+            assert liked not in ids and len(ids) == len(GOOD) - 1  # the example itself is left out
+            like_api = page.evaluate(f"async () => (await (await fetch('/api/search?like={liked}&k=10')).json())")
+            assert ids == [str(h["id"]) for h in like_api]
+            assert liked_path in page.text_content("#like-bar") and page.is_visible("#like-bar")
+
+            # Keyboard: focus moved to the first new result's button; reached with Tab it shows a focus
+            # ring, and Enter runs it.
+            focused = "document.activeElement.classList.contains('more')"
+            assert page.evaluate(focused)
+            page.keyboard.press("Shift+Tab")
+            page.keyboard.press("Tab")
+            assert page.evaluate(focused) and page.evaluate("document.activeElement.matches(':focus-visible')")
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+            second = page.evaluate("document.activeElement.closest('.result').dataset.id")
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"**like={second}**")
+            page.locator("#results .result").first.wait_for()
+            ids = page.locator("#results .result").evaluate_all("els => els.map(e => e.dataset.id)")
+            assert second not in ids and liked in ids
+
+            # A text query typed now is combined with the example; the shared URL carries both.
+            page.fill("#q", "rain")
+            page.press("#q", "Enter")
+            page.wait_for_url("**q=rain**")
+            assert f"like={second}" in page.url
+            combined = page.evaluate(f"async () => (await (await fetch('/api/search?q=rain&like={second}&k=10'))"
+                                     ".json()).map(h => String(h.id))")
+            page.locator("#status", has_text="rain").wait_for()
+            assert page.locator("#results .result").evaluate_all("els => els.map(e => e.dataset.id)") == combined
+            # Back in history restores the like-only results.
+            page.go_back()
+            page.wait_for_url(f"**like={second}**")
+            page.locator("#status", has_text="sounds like").wait_for()
+            assert page.input_value("#q") == ""
+            page.click("#like-clear")
+            assert not page.is_visible("#like-bar")
 
             # A query that is too long gets a clear error in the page, not a crash.
             page.evaluate("document.getElementById('q').removeAttribute('maxlength')")

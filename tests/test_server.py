@@ -76,7 +76,7 @@ def test_page_static_files_and_openapi(client):
     assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "/api/search" in js.text
     assert client.get("/static/style.css").status_code == 200
     schema = client.get("/openapi.json").json()
-    assert {"/api/search", "/api/audio/{audio_id}", "/api/info"} <= set(schema["paths"])
+    assert {"/api/search", "/api/audio/{audio_id}", "/api/thumbnail/{thumb_id}", "/api/info"} <= set(schema["paths"])
     params = {p["name"]: p["schema"] for p in schema["paths"]["/api/search"]["get"]["parameters"]}
     assert params["k"]["maximum"] == 100 and params["q"]["maxLength"] == 1000
     info = client.get("/api/info").json()
@@ -134,7 +134,7 @@ def test_path_traversal_and_unknown_ids_are_refused(setup, client):
     base, lib, _, _ = setup
     secrets = [SECRET, "root:x:0:0"]
     for t in TRAVERSALS:
-        for url in (f"/api/audio/{t}", f"/static/{t}", f"/{t}"):
+        for url in (f"/api/audio/{t}", f"/api/thumbnail/{t}", f"/static/{t}", f"/{t}"):
             r = client.get(url)
             assert 400 <= r.status_code < 500, (url, r.status_code)
             assert not any(s in r.text for s in secrets), url
@@ -142,6 +142,11 @@ def test_path_traversal_and_unknown_ids_are_refused(setup, client):
     assert r.status_code == 404
     r = client.get("/api/audio/123456")
     assert r.status_code == 404 and "123456" in r.json()["detail"]
+    for url in ("/api/thumbnail/123456", "/api/search?like=123456"):
+        r = client.get(url)
+        assert r.status_code == 404 and "123456" in r.json()["detail"], url
+    r = client.get("/api/search", params={"like": "../../secret.txt"})
+    assert r.status_code == 422 and "digits" in r.json()["detail"]
 
 
 # ------------------------------------------------------------------------------- a real server
@@ -185,8 +190,12 @@ def raw_get(port: int, target: bytes, host: bytes = b"127.0.0.1") -> tuple[int, 
 def test_raw_requests_to_a_running_server(live):
     status, data = raw_get(live, b"/api/search?q=rain&k=2")
     assert status == 200 and b'"rank":1' in data
+    status, data = raw_get(live, b"/api/search?like=0&k=2")
+    assert status == 200 and b'"rank":1' in data
+    status, data = raw_get(live, b"/api/thumbnail/0")
+    assert status == 200 and b"content-type: image/png" in data.lower() and b"\x89PNG\r\n" in data
     for t in TRAVERSALS + ["..%2f" * 10 + "etc%2fpasswd", "%2e%2e%5c%2e%2e%5csecret.txt"]:
-        for prefix in ("/api/audio/", "/static/", "/"):
+        for prefix in ("/api/audio/", "/api/thumbnail/", "/static/", "/"):
             target = (prefix + t).encode("utf-8")
             status, data = raw_get(live, target)
             assert 400 <= status < 500, (target, status)

@@ -77,10 +77,14 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def search_main(args: argparse.Namespace) -> int:
+    from soundsift.errors import ConfigError
     from soundsift.search.index import load_searcher
 
+    if args.query is None and args.like is None:
+        raise ConfigError("give a text query, --like FILE, or both")
     searcher = load_searcher(args.index, args.model, backend=args.backend)
-    hits = searcher.search(args.query, args.k)
+    like = searcher.embed_file(args.like) if args.like is not None else None
+    hits = searcher.search(args.query, args.k, like=like)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
@@ -94,10 +98,14 @@ def search_main(args: argparse.Namespace) -> int:
 def add_search_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.index import BACKENDS
 
-    """`soundsift search INDEX "query" [-k 10] [--json] [--model MODEL] [--backend auto]`."""
-    p = subparsers.add_parser("search", help="search an index with a text query")
+    """`soundsift search INDEX ["query"] [--like FILE] [-k 10] [--json] [--model MODEL] [--backend auto]`."""
+    p = subparsers.add_parser("search", help="search an index with a text query, an example sound, or both")
     p.add_argument("index", help="index directory")
-    p.add_argument("query", help="what the sound is like, e.g. 'rain on a tin roof'")
+    p.add_argument("query", nargs="?", default=None,
+                   help="what the sound is like, e.g. 'rain on a tin roof' (optional with --like)")
+    p.add_argument("--like", metavar="FILE", default=None,
+                   help="an audio file: rank the sounds by similarity to it (embedded with the index's model); "
+                        "with a query too, the sum of the two normalised query vectors")
     p.add_argument("-k", "--k", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
     p.add_argument("--model", default=None, help="model file (default: the one that built the index)")

@@ -3,7 +3,9 @@
 Incremental: a file whose relative path, size and mtime are unchanged keeps its id and embedding; a
 new or changed file whose content (sha256) matches an indexed one (renamed, touched) reuses that
 embedding; only the rest are decoded and embedded. Files that have disappeared are dropped. Ids are
-never reused. Nothing is reused across a change of model or audio root.
+never reused. Nothing is reused across a change of model or audio root. Each file also gets a small
+spectrogram thumbnail (``make_thumbnail``), made from the audio decoded for embedding and kept or reused
+exactly like its embedding: an incremental build draws only the new and changed files.
 
 Atomic: everything is written into ``INDEX/.tmp-*``, renamed to a fresh ``INDEX/vNNNNNN-*`` directory,
 and only then is ``INDEX/CURRENT`` replaced (``os.replace`` of a file, atomic on POSIX and Windows).
@@ -37,9 +39,12 @@ from soundsift.search.index import (
     MANIFEST,
     REPORT,
     SKIPPED,
+    THUMBNAILS,
     IndexEntry,
+    version_dir,
 )
 from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous, write_json
+from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
 
@@ -58,6 +63,7 @@ class BuildReport:
     added: int = 0
     updated: int = 0
     removed: int = 0
+    thumbnails: int = 0  # thumbnails drawn in this build (the rest are kept or reused)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     seconds: float = 0.0
 
@@ -120,6 +126,17 @@ def scan_audio_files(root: Path, exclude: Path | None = None) -> Iterator[tuple[
         yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
 
 
+def _previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndarray | None:
+    """The thumbnails of the live version (read in full: publishing deletes it), or None."""
+    if (manifest.get("thumbnails") or {}).get("file") != THUMBNAILS:
+        return None  # built before thumbnails existed: they are drawn for every file
+    try:
+        thumbs = np.load(version_dir(out) / THUMBNAILS, allow_pickle=False)
+    except (SearchIndexError, OSError, ValueError):
+        return None
+    return thumbs if thumbs.shape == (n, THUMB_HEIGHT, THUMB_WIDTH) and thumbs.dtype == np.uint8 else None
+
+
 def _load_model(model, model_path):
     from soundsift.checkpoints import load_model
 
@@ -180,9 +197,10 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
     prev_ids: dict[str, int] = {}  # path -> id: ids stay stable while the audio root is the same
     prev_rows: dict[str, tuple[int, IndexEntry]] = {}  # path -> (row, entry): embeddings reusable
     prev_by_sha: dict[str, int] = {}
-    next_id, build_no, prev_emb, prev_list = 0, 1, None, []
+    next_id, build_no, prev_emb, prev_list, prev_thumbs = 0, 1, None, [], None
     if prev is not None:
         manifest, prev_list, prev_emb = prev
+        prev_thumbs = _previous_thumbnails(out, manifest, len(prev_list))
         next_id = int(manifest.get("next_id", max((e.id for e in prev_list), default=-1) + 1))
         build_no = int(manifest.get("build", 0)) + 1
         if manifest["audio_root"] == str(root):
@@ -202,6 +220,8 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
     report = BuildReport(index=str(out), version=name, audio_root=str(root))
 
     kept: dict[str, tuple[IndexEntry, np.ndarray]] = {}
+    thumbs: dict[str, np.ndarray] = {}  # path -> thumbnail
+    no_thumb: list[str] = []  # unchanged files whose previous version has no thumbnail
     todo: list[_Candidate] = []
     seen: set[str] = set()
     for rel, st in scan_audio_files(root, exclude=out):
@@ -215,6 +235,10 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
             unchanged = e.size == st.st_size and e.mtime_ns == st.st_mtime_ns
             if unchanged and (not checksum or _safe_sha(root / rel) == e.sha256):
                 kept[rel] = (e, prev_emb[row])
+                if prev_thumbs is not None:
+                    thumbs[rel] = prev_thumbs[row]
+                else:
+                    no_thumb.append(rel)
                 report.unchanged += 1
                 continue
         if rel in prev_ids:
@@ -223,19 +247,29 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
             todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, -1, "added"))  # id assigned at the end
     report.removed = len(prev_list) - len(set(prev_ids) & seen)
 
-    def load(c: _Candidate) -> tuple[str, Any, Any]:
-        """(sha256, waveform or None, reused row or error) for one file, run in a worker thread."""
+    def thumbnail(rel: str) -> np.ndarray:
+        """The thumbnail of a file whose embedding is kept (decoded for it alone; blank if that fails)."""
+        try:
+            wave = load_audio(root / rel, model.sample_rate)
+        except Exception:
+            return np.zeros((THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
+        return make_thumbnail(wave, model.sample_rate)
+
+    def load(c: _Candidate) -> tuple[str, Any, Any, np.ndarray | None]:
+        """(sha256, waveform or None, reused row or error, thumbnail) for one file, in a worker thread."""
         path = root / c.path
         try:
             sha = file_digest(path)
         except OSError as exc:
-            return "", None, OSError(f"cannot read: {exc.strerror or exc}")
+            return "", None, OSError(f"cannot read: {exc.strerror or exc}"), None
         if sha in prev_by_sha:
-            return sha, None, prev_by_sha[sha]
+            row = prev_by_sha[sha]
+            return sha, None, row, (prev_thumbs[row] if prev_thumbs is not None else thumbnail(c.path))
         try:
-            return sha, load_audio(path, model.sample_rate), None
+            wave = load_audio(path, model.sample_rate)
         except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
-            return sha, None, exc
+            return sha, None, exc, None
+        return sha, wave, None, make_thumbnail(wave, model.sample_rate)
 
     def flush(waves: list[tuple[_Candidate, str, np.ndarray]]) -> None:
         for (c, sha, wave), vec in zip(waves, _embed(model, waves, batch_size, report, bar)):
@@ -253,7 +287,7 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
         futures = [pool.submit(load, c) for c in todo[:ahead]]
         waves: list[tuple[_Candidate, str, np.ndarray]] = []
         for i, c in enumerate(todo):
-            sha, wave, extra = futures[i].result()
+            sha, wave, extra, thumb = futures[i].result()
             futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
             if i + ahead < len(todo):
                 futures.append(pool.submit(load, todo[i + ahead]))
@@ -262,14 +296,20 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
                 bar.update(1)
             elif wave is None:
                 kept[c.path] = (_entry(c, sha, prev_list[extra].duration), prev_emb[extra])
+                thumbs[c.path] = thumb
                 report.reused += 1
                 _count(report, c)
                 bar.update(1)
             else:
+                thumbs[c.path] = thumb
+                report.thumbnails += 1
                 waves.append((c, sha, wave))
                 if len(waves) >= chunk_files or sum(len(w) for _, _, w in waves) >= max_samples:
                     flush(waves)
         flush(waves)
+        for rel, thumb in zip(no_thumb, pool.map(thumbnail, no_thumb)):
+            thumbs[rel] = thumb
+            report.thumbnails += 1
 
     paths = sorted(kept)
     entries = []
@@ -281,10 +321,12 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
         entries.append(e)
     emb = np.stack([kept[p][1] for p in paths]).astype(np.float32) if paths else \
         np.zeros((0, model.embed_dim), np.float32)
+    thumb_array = np.stack([thumbs[p] for p in paths]).astype(np.uint8) if paths else \
+        np.zeros((0, THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
     report.files = len(entries)
     report.skipped.sort(key=lambda s: s["path"])
     publish_version(out, name, lambda tmp: _fill_version(tmp, root, model, recorded_model, entries, emb,
-                                                         next_id, build_no, faiss, report, t0))
+                                                         thumb_array, next_id, build_no, faiss, report, t0))
     return report
 
 
@@ -343,14 +385,19 @@ def _embed(model, waves, batch_size: int, report: BuildReport, bar) -> list[np.n
     return out
 
 
-def _fill_version(tmp: Path, root: Path, model, recorded_model: str | None, entries: list[IndexEntry],
-                  emb: np.ndarray, next_id: int, build_no: int, faiss: str, report: BuildReport,
-                  t0: float) -> None:
-    """Write the files of one index version into the (temporary) directory ``tmp``."""
-    with open(tmp / EMBEDDINGS, "wb") as f:
-        np.save(f, emb)
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _fill_version(tmp: Path, root: Path, model, recorded_model: str | None, entries: list[IndexEntry],
+                  emb: np.ndarray, thumbs: np.ndarray, next_id: int, build_no: int, faiss: str,
+                  report: BuildReport, t0: float) -> None:
+    """Write the files of one index version into the (temporary) directory ``tmp``."""
+    _save_npy(tmp / EMBEDDINGS, emb)
+    _save_npy(tmp / THUMBNAILS, thumbs)
     faiss_info = None
     big = len(entries) > EXACT_LIMIT and faiss_available()
     want = faiss if faiss != "auto" else (AUTO_FAISS_KIND if big else "none")
@@ -369,6 +416,7 @@ def _fill_version(tmp: Path, root: Path, model, recorded_model: str | None, entr
         "embed_dim": model.embed_dim,
         "next_id": next_id,
         "faiss": faiss_info,
+        "thumbnails": {"file": THUMBNAILS, "height": THUMB_HEIGHT, "width": THUMB_WIDTH, "kind": "spectrogram"},
         "entries": [asdict(e) for e in entries],
     }
     write_json(tmp / MANIFEST, manifest)

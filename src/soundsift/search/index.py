@@ -3,11 +3,14 @@
 On disk an index is a directory::
 
     INDEX/CURRENT            one line: the name of the live version directory (replaced atomically)
-    INDEX/v000003-1a2b3c4d/  manifest.json, embeddings.npy, report.json, skipped.txt[, faiss-*.index]
+    INDEX/v000003-1a2b3c4d/  manifest.json, embeddings.npy, thumbnails.npy, report.json, skipped.txt
+                             [, faiss-*.index]
 
-A build writes a complete new version directory, then atomically replaces ``CURRENT``; a build killed
-at any moment leaves the previous version live (see ``index_build``). ``open_index`` loads the live
-version; ``TextSearcher`` embeds text queries with the index's model and ranks the files.
+``thumbnails.npy`` holds one small grayscale spectrogram per entry (uint8, rows aligned with the
+embeddings; served as PNG by ``SoundIndex.thumbnail_png``). A build writes a complete new version
+directory, then atomically replaces ``CURRENT``; a build killed at any moment leaves the previous
+version live (see ``index_build``). ``open_index`` loads the live version; ``TextSearcher`` embeds text
+queries and example sounds with the index's model and ranks the files.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError, check_format
+from soundsift.errors import AudioError, ConfigError, ModelMismatchError, SearchIndexError, check_format
 from soundsift.search.backends import FAISS_KINDS, ExactIndex, FaissIndex, faiss_available
+from soundsift.search.thumbnails import encode_png
 
 INDEX_FORMAT = "soundsift-index"
 INDEX_VERSION = 1
@@ -32,6 +36,7 @@ MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
 REPORT = "report.json"
 SKIPPED = "skipped.txt"
+THUMBNAILS = "thumbnails.npy"
 EXACT_LIMIT = 100_000  # "auto" uses the exact backend up to this many items, FAISS above (if installed)
 BACKENDS = ("auto", "exact", "faiss", *FAISS_KINDS)  # what a search may use
 # The FAISS index built when none is asked for by name: IVF builds about 10x faster than HNSW on CPUs
@@ -123,7 +128,7 @@ class SoundIndex:
     """A loaded index: entries, their embeddings, and a vector backend to rank them."""
 
     def __init__(self, path: Path, vdir: Path, manifest: dict[str, Any], embeddings: np.ndarray,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", thumbnails: np.ndarray | None = None) -> None:
         self.path = path
         self.version_dir = vdir
         self.manifest = manifest
@@ -134,6 +139,11 @@ class SoundIndex:
                 f"{vdir / EMBEDDINGS}: shape {embeddings.shape} does not match the manifest "
                 f"({len(self.entries)} entries x {manifest['embed_dim']})"
             )
+        if thumbnails is not None and (thumbnails.ndim != 3 or len(thumbnails) != len(self.entries)
+                                       or thumbnails.dtype != np.uint8):
+            raise SearchIndexError(f"{vdir / THUMBNAILS}: shape {thumbnails.shape} ({thumbnails.dtype}) does not "
+                                   f"match the manifest ({len(self.entries)} entries of uint8 images)")
+        self.thumbnails = thumbnails  # (N, height, width) uint8, or None for an index built without them
         self.audio_root = Path(manifest["audio_root"])
         self._by_id = {e.id: i for i, e in enumerate(self.entries)}
         self.backend = self._make_backend(backend)
@@ -172,15 +182,34 @@ class SoundIndex:
         entry = self.get(entry_id)
         return None if entry is None else self.audio_root.joinpath(*PurePosixPath(entry.path).parts)
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Rank the indexed files for each query vector (unit norm); best first."""
-        scores, rows = self.backend.search(queries, k)
+    def vector(self, entry_id: int) -> np.ndarray:
+        """The stored embedding of an indexed file (unit norm); SearchIndexError if not indexed."""
+        row = self._by_id.get(entry_id)
+        if row is None:
+            raise SearchIndexError(f"no indexed sound has id {entry_id}")
+        return np.asarray(self.embeddings[row], dtype=np.float32)
+
+    def thumbnail_png(self, entry_id: int) -> bytes | None:
+        """The spectrogram thumbnail of an indexed file as PNG bytes, or None (not indexed, or the
+        index was built without thumbnails)."""
+        row = self._by_id.get(entry_id)
+        if row is None or self.thumbnails is None:
+            return None
+        return encode_png(np.asarray(self.thumbnails[row]))
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10, exclude: int | None = None) -> list[list[Hit]]:
+        """Rank the indexed files for each query vector (unit norm); best first. ``exclude``: an id left
+        out of every ranking (the example of a more-like-this query)."""
+        extra = 1 if exclude is not None and exclude in self._by_id else 0
+        scores, rows = self.backend.search(queries, k + extra)
         out = []
         for srow, rrow in zip(scores, rows):
             hits = []
-            for rank, (s, r) in enumerate(zip(srow.tolist(), rrow.tolist()), start=1):
+            for s, r in zip(srow.tolist(), rrow.tolist()):
                 e = self.entries[r]
-                hits.append(Hit(rank=rank, id=e.id, path=e.path, score=round(float(s), 6),
+                if e.id == exclude or len(hits) == k:
+                    continue
+                hits.append(Hit(rank=len(hits) + 1, id=e.id, path=e.path, score=round(float(s), 6),
                                 duration=e.duration))
             out.append(hits)
         return out
@@ -212,7 +241,13 @@ def open_index(path: str | Path, backend: str = "auto", mmap: bool = False) -> S
         embeddings = np.load(emb_path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise SearchIndexError(f"{emb_path}: cannot read the index embeddings ({exc})") from exc
-    return SoundIndex(root, vdir, manifest, embeddings, backend)
+    thumbnails = None
+    if (manifest.get("thumbnails") or {}).get("file") == THUMBNAILS:  # absent in indexes built before them
+        try:  # mapped, not read: a server touches only the rows it serves
+            thumbnails = np.load(vdir / THUMBNAILS, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise SearchIndexError(f"{vdir / THUMBNAILS}: cannot read the thumbnails ({exc})") from exc
+    return SoundIndex(root, vdir, manifest, embeddings, backend, thumbnails)
 
 
 def resolve_model_path(index: SoundIndex, model_path: str | Path | None) -> Path:
@@ -230,8 +265,22 @@ def resolve_model_path(index: SoundIndex, model_path: str | Path | None) -> Path
     return recorded
 
 
+def combine_queries(*vectors: np.ndarray | None) -> np.ndarray:
+    """One query vector from a text query and/or an example sound: the sum of the given vectors, each
+    L2-normalised first (equal weight), renormalised. (A text and an example that cancel out exactly
+    give the example alone.)"""
+    given = [np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors if v is not None]
+    if not given:
+        raise ConfigError("give a text query, an example sound, or both")
+    units = [v / max(float(np.linalg.norm(v)), 1e-12) for v in given]
+    total = np.sum(units, axis=0)
+    norm = float(np.linalg.norm(total))
+    return (total / norm if norm > 1e-6 else units[-1]).astype(np.float32)
+
+
 class TextSearcher:
-    """Text-to-audio search over an index with the model that built it (checked by identity).
+    """Search over an index with the model that built it (checked by identity): by text, by an example
+    sound (a file, or an indexed item's stored embedding), or both combined (``combine_queries``).
 
     Thread-safe; recent query embeddings are cached so repeated queries skip the text encoder.
     """
@@ -258,9 +307,31 @@ class TextSearcher:
                 self._cache.popitem(last=False)
         return out
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The ``k`` best files for one text query, best first."""
-        return self.search_many([query], k)[0]
+    def embed_file(self, path: str | Path) -> np.ndarray:
+        """The embedding of an audio file (the example of a query by example), as the build makes it.
+        AudioError naming the file when it is missing or not audio."""
+        from soundsift.audio import load_audio
+
+        wave = load_audio(path, self.model.sample_rate)
+        if not len(wave):
+            raise AudioError(f"{path}: holds no audio samples")
+        return self.model.embed_waveforms([wave], 1)[0]
+
+    def search(self, query: str | None, k: int = 10, *, like: np.ndarray | None = None,
+               exclude: int | None = None) -> list[Hit]:
+        """The ``k`` best files for a text query, an example vector ``like`` (from ``embed_file`` or
+        ``index.vector``), or both combined; best first. ``exclude``: an id never returned (the
+        indexed example itself)."""
+        if query is None:
+            if like is None:
+                raise ConfigError("give a text query, an example sound, or both")
+            return self.index.search_vectors(combine_queries(like), k, exclude=exclude)[0]
+        if not query.strip():
+            raise ConfigError("empty search query")
+        if like is None and exclude is None:
+            return self.search_many([query], k)[0]
+        vec = combine_queries(self.embed_queries([query])[0], like)
+        return self.index.search_vectors(vec, k, exclude=exclude)[0]
 
     def search_many(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
         for q in queries:
@@ -296,4 +367,5 @@ def describe(index: SoundIndex) -> dict[str, Any]:
         "created": index.manifest.get("created"),
         "total_hours": round(total / 3600, 3) if math.isfinite(total) else None,
         "skipped": len(report.get("skipped", [])),
+        "thumbnails": index.thumbnails is not None,
     }

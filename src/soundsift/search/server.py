@@ -1,8 +1,10 @@
 """HTTP search API and web page for an index (FastAPI). Holds no search logic: see ``soundsift.search.index``.
 
-Routes: ``GET /api/search?q=&k=`` (the objects of ``search --json``), ``GET /api/audio/{id}`` (only
-indexed files, looked up by id; no path is ever built from request input), ``GET /api/info``,
-``GET /`` (the page, no external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
+Routes: ``GET /api/search?q=&like=&k=`` (the objects of ``search --json``; ``like=ID`` ranks by
+similarity to an indexed sound, leaving that sound out; with ``q`` too, both combined),
+``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
+input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/info``, ``GET /`` (the page, no
+external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
 """
 
 import os
@@ -96,22 +98,39 @@ def create_app(
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.get("/api/search", response_model=list[HitOut], summary="Search the sounds with a text query")
+    def indexed(raw: str, what: str):
+        """The entry named by a request's id (digits only), or 404; no path is built from ``raw``."""
+        entry = index.get(int(raw)) if _ID_RE.fullmatch(raw) else None
+        if entry is None:
+            raise HTTPException(404, detail=f"no indexed {what} has id {raw[:40]!r}")
+        return entry
+
+    @app.get("/api/search", response_model=list[HitOut],
+             summary="Search the sounds with a text query, an indexed example sound, or both")
     def search(
-        q: str = Query(..., min_length=1, max_length=max_query_chars, description="text query"),
+        q: str = Query("", max_length=max_query_chars, description="text query"),
+        like: str | None = Query(None, max_length=20, description=(
+            "id of an indexed sound: rank by similarity to it (it is left out of the results); "
+            "with q too, the sum of the two normalised query vectors")),
         k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
     ) -> list[dict[str, Any]]:
+        example = None
+        if like is not None:
+            if not _ID_RE.fullmatch(like):
+                raise HTTPException(422, detail=f"like must be the id of an indexed sound (digits); got {like!r}")
+            example = indexed(like, "sound").id
         if not q.strip():
-            raise HTTPException(422, detail="the query is empty")
-        return [h.to_dict() for h in searcher.search(q, k)]
+            if example is None:
+                raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
+            return [h.to_dict() for h in searcher.search(None, k, like=index.vector(example), exclude=example)]
+        if example is None:
+            return [h.to_dict() for h in searcher.search(q, k)]
+        return [h.to_dict() for h in searcher.search(q, k, like=index.vector(example), exclude=example)]
 
     @app.head("/api/audio/{audio_id}", include_in_schema=False)
     @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id)", response_class=FileResponse)
     def audio(audio_id: str) -> FileResponse:
-        shown = audio_id[:40]
-        entry = index.get(int(audio_id)) if _ID_RE.fullmatch(audio_id) else None
-        if entry is None:
-            raise HTTPException(404, detail=f"no indexed sound has id {shown!r}")
+        entry = indexed(audio_id, "sound")
         path = index.audio_file(entry.id)  # from the manifest only
         try:
             st = os.stat(path)
@@ -124,6 +143,21 @@ def create_app(
         media = AUDIO_MEDIA_TYPES.get(Path(entry.path).suffix.lower(), "application/octet-stream")
         return FileResponse(path, media_type=media, filename=Path(entry.path).name,
                             content_disposition_type="inline", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.head("/api/thumbnail/{thumb_id}", include_in_schema=False)
+    @app.get("/api/thumbnail/{thumb_id}", summary="Spectrogram thumbnail of one indexed sound (PNG, by id)",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def thumbnail(thumb_id: str, request: Request) -> Response:
+        entry = indexed(thumb_id, "sound")
+        png = index.thumbnail_png(entry.id)  # from the index version's thumbnail array only
+        if png is None:
+            raise HTTPException(404, detail=f"the index has no thumbnails (sound {entry.id}); rebuild it")
+        # An id keeps its number when its file changes: the tag names the content and the index version.
+        etag = f'"{index.version_dir.name}-{entry.id}-{entry.sha256[:16]}"'
+        headers = {"Cache-Control": "private, max-age=86400", "ETag": etag}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(png, media_type="image/png", headers=headers)
 
     @app.get("/api/info", summary="Index summary and request limits")
     def info() -> dict[str, Any]:

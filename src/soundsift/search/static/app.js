@@ -8,7 +8,12 @@ const kSelect = document.getElementById("k");
 const statusLine = document.getElementById("status");
 const results = document.getElementById("results");
 const info = document.getElementById("info");
-const button = form.querySelector("button");
+const button = form.querySelector("button[type=submit]");
+const likeBar = document.getElementById("like-bar");
+const likeName = document.getElementById("like-name");
+const likeClear = document.getElementById("like-clear");
+const names = new Map(); // id -> path of the sounds shown so far (for the "more like" bar)
+let like = null; // id of the example sound of the current query, or null
 
 function setStatus(text, isError) {
   statusLine.textContent = text;
@@ -55,33 +60,75 @@ function render(hits) {
       d.textContent = duration;
       path.append(d);
     }
+    const thumb = document.createElement("img");
+    thumb.className = "thumb";
+    thumb.width = 96;
+    thumb.height = 32;
+    thumb.alt = "spectrogram";
+    thumb.loading = "lazy";
+    thumb.decoding = "async";
+    thumb.src = `/api/thumbnail/${encodeURIComponent(hit.id)}`;
+    thumb.addEventListener("error", () => { thumb.hidden = true; }, { once: true });
     const audio = document.createElement("audio");
     audio.controls = true;
     audio.preload = "metadata";
     audio.src = `/api/audio/${encodeURIComponent(hit.id)}`;
-    li.append(rank, score, path, audio);
+    const more = document.createElement("button");
+    more.type = "button";
+    more.className = "more";
+    more.textContent = "More like this";
+    more.setAttribute("aria-label", `More sounds like ${hit.path}`);
+    more.dataset.id = String(hit.id);
+    li.append(rank, score, path, more, thumb, audio);
     results.append(li);
+    names.set(String(hit.id), hit.path);
   }
 }
+
+results.addEventListener("click", (event) => {
+  const more = event.target.closest("button.more");
+  if (!more) return;
+  setLike(more.dataset.id);
+  input.value = "";
+  search("", kSelect.value, true, true);
+});
+
+function setLike(id) {
+  like = id;
+  likeBar.hidden = like === null;
+  if (like !== null) likeName.textContent = names.get(like) || `sound ${like}`;
+}
+
+likeClear.addEventListener("click", () => {
+  setLike(null);
+  input.focus();
+});
 
 // Only one player at a time.
 results.addEventListener("play", (event) => {
   for (const a of results.querySelectorAll("audio")) if (a !== event.target) a.pause();
 }, true);
 
-async function search(query, k, push) {
-  if (!query.trim()) { setStatus("Type what the sound is like.", true); return; }
+async function search(query, k, push, focusResults) {
+  query = query.trim();
+  if (!query && like === null) { setStatus("Type what the sound is like.", true); return; }
   button.disabled = true;
   setStatus("Searching\u2026");
-  const params = new URLSearchParams({ q: query, k: String(k) });
+  const params = new URLSearchParams();
+  if (query) params.set("q", query);
+  if (like !== null) params.set("like", like);
+  params.set("k", String(k));
+  const what = [query && `\u201c${query}\u201d`, like !== null && `sounds like ${likeName.textContent}`]
+    .filter(Boolean).join(" + ");
   try {
     const response = await fetch(`/api/search?${params}`, { headers: { Accept: "application/json" } });
     const body = await response.json().catch(() => null);
     if (!response.ok) { setStatus(errorMessage(body, response), true); return; }
     render(body);
-    setStatus(body.length ? `${body.length} result${body.length === 1 ? "" : "s"} for \u201c${query}\u201d`
-                          : "No results: the index is empty.");
-    if (push) history.pushState({ q: query, k }, "", `?${params}`);
+    setStatus(body.length ? `${body.length} result${body.length === 1 ? "" : "s"} for ${what}`
+                          : like !== null ? "No other sounds in the index." : "No results: the index is empty.");
+    if (push) history.pushState({ q: query, like, k }, "", `?${params}`);
+    if (focusResults) (results.querySelector("button.more") || likeClear).focus(); // keyboard: stay in the list
   } catch (err) {
     setStatus(`Search failed: ${err}`, true);
   } finally {
@@ -96,10 +143,13 @@ form.addEventListener("submit", (event) => {
 
 function fromLocation() {
   const params = new URLSearchParams(location.search);
-  const q = params.get("q");
+  const q = params.get("q") || "";
   const k = params.get("k");
+  const id = params.get("like");
   if (k && [...kSelect.options].some((o) => o.value === k)) kSelect.value = k;
-  if (q) { input.value = q; search(q, kSelect.value, false); }
+  setLike(id && /^[0-9]{1,15}$/.test(id) ? id : null);
+  input.value = q;
+  if (q || like !== null) search(q, kSelect.value, false);
 }
 window.addEventListener("popstate", fromLocation);
 
