@@ -1,7 +1,7 @@
 """Search benchmark: exact (matrix product) vs FAISS query latency and FAISS recall@k, in one run.
 
-    python benchmarks/search.py                       # 1M x 1024, FAISS IVF
-    python benchmarks/search.py --n 100000 --faiss ivf,hnsw
+    python benchmarks/search.py                       # 1M x 1024 and 1M x 384: exact, IVF, IVF-SQ8
+    python benchmarks/search.py --n 100000 --dim 1024 --faiss ivf,ivfsq,hnsw
 
 Two data sets, reported separately:
 - "random":     uniformly random unit vectors. The exact-scan latency does not depend on the data, so
@@ -11,8 +11,11 @@ Two data sets, reported separately:
                 real embeddings (clusters on a low-dimensional manifold); queries come from the same
                 mixture. This is the recall to expect on a real sound library.
 Vectors are generated in chunks (1M x 1024 float32 is 4 GB; peak memory is about twice that while
-FAISS copies them). Prints p50/p99 latency for single queries and for batches, the FAISS/exact speed
-ratio (> 1: FAISS is faster) and recall@k of FAISS against the exact result.
+FAISS copies them). Prints, for each index: build time, memory (bytes beyond the float32 vectors the
+sound index already holds; for "exact" the vectors themselves), p50/p95 latency for single queries
+(and batches), recall@k against the exact result and the exact/FAISS speed ratio (> 1: FAISS is
+faster); the last line is ``ratio: X``, exact p50 / ivfsq p50 on structured vectors at the largest
+dimension run (1024 by default).
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ def ms(x: np.ndarray, p: float) -> str:
 
 def row(name: str, single: np.ndarray, batched: np.ndarray, batch: int) -> None:
     per_query = batched / batch
-    print(f"  {name:<22} single p50 {ms(single, 50)} ms  p99 {ms(single, 99)} ms | batch of {batch}: "
-          f"p50 {ms(batched, 50)} ms  p99 {ms(batched, 99)} ms  ({1000 * per_query.mean():.3f} ms/query)")
+    print(f"  {name:<22} single p50 {ms(single, 50)} ms  p95 {ms(single, 95)} ms | batch of {batch}: "
+          f"p50 {ms(batched, 50)} ms  p95 {ms(batched, 95)} ms  ({1000 * per_query.mean():.3f} ms/query)")
 
 
 def recall(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -94,8 +97,10 @@ def faiss_kwargs(kind: str) -> dict:
     """Only the parameters given on the command line; the rest are the index's own defaults."""
     if kind == "hnsw":
         given = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
-    else:
+    elif kind == "ivf":
         given = {"nlist": args.nlist, "nprobe": args.nprobe}
+    else:
+        given = {"nlist": args.sq_nlist, "nprobe": args.sq_nprobe, "rerank": args.rerank}
     return {key: v for key, v in given.items() if v is not None}
 
 
@@ -107,8 +112,11 @@ def run(label: str, data: np.ndarray, queries: np.ndarray) -> list[dict]:
     row("exact", e_single, e_batch, args.batch)
     t = time.perf_counter()
     truth = np.concatenate([exact.search(queries[s : s + 100], args.k)[1] for s in range(0, len(queries), 100)])
-    print(f"  exact ground truth for {len(queries)} queries: {time.perf_counter() - t:.1f} s")
-    results = []
+    print(f"  exact ground truth for {len(queries)} queries: {time.perf_counter() - t:.1f} s; "
+          f"memory {data.nbytes:,} bytes (the float32 vectors)")
+    results = [{"data": label, "dim": dim, "kind": "exact", "index": "exact", "build_s": 0.0, "recall": 1.0,
+                "memory": data.nbytes, "p50": float(np.median(e_single)),
+                "p95": float(np.percentile(e_single, 95)), "speedup_single": 1.0, "speedup_batch": 1.0}]
     for kind in args.faiss:
         t = time.perf_counter()
         index = FaissIndex(data, kind, **faiss_kwargs(kind))
@@ -116,14 +124,17 @@ def run(label: str, data: np.ndarray, queries: np.ndarray) -> list[dict]:
         f_single, f_batch = latencies(index, queries, args.k, args.batch)
         found = np.concatenate([index.search(queries[s : s + 100], args.k)[1] for s in range(0, len(queries), 100)])
         r = recall(found, truth)
-        name = f"faiss {kind} " + ",".join(f"{key}={v}" for key, v in index.params.items() if key != "kind")
+        name = f"{kind} " + ",".join(f"{key}={v}" for key, v in index.params.items() if key != "kind")
         row(f"faiss {kind}", f_single, f_batch, args.batch)
         ratio_single = float(np.median(e_single) / np.median(f_single))
         ratio_batch = float(np.median(e_batch) / np.median(f_batch))
-        print(f"  {name}: built in {build:.1f} s; recall@{args.k} vs exact = {r:.4f}; "
-              f"speed FAISS/exact = {ratio_single:.1f}x (single), {ratio_batch:.1f}x (batch of {args.batch})")
-        results.append({"data": label, "index": name, "build_s": build, "recall": r,
-                        "speedup_single": ratio_single, "speedup_batch": ratio_batch})
+        memory = index.memory_bytes()
+        print(f"  {name}: built in {build:.1f} s; memory {memory:,} bytes; recall@{args.k} vs exact = {r:.4f}; "
+              f"speed exact/FAISS = {ratio_single:.1f}x (single), {ratio_batch:.1f}x (batch of {args.batch})")
+        results.append({"data": label, "dim": dim, "kind": kind, "index": name, "build_s": build, "recall": r,
+                        "memory": memory, "p50": float(np.median(f_single)),
+                        "p95": float(np.percentile(f_single, 95)), "speedup_single": ratio_single,
+                        "speedup_batch": ratio_batch})
         del index
         gc.collect()
     return results
@@ -133,46 +144,59 @@ def main() -> None:
     import faiss
 
     rng = np.random.default_rng(args.seed)
-    print(f"search benchmark: n={args.n:,} dim={args.dim} k={args.k}; faiss {faiss.__version__}, "
+    print(f"search benchmark: n={args.n:,} dims={args.dim} k={args.k}; faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} threads; numpy {np.__version__}")
     results = []
-    if "random" in args.data:
-        t = time.perf_counter()
-        data = random_unit(args.n, args.dim, rng)
-        print(f"generated random vectors in {time.perf_counter() - t:.1f} s ({data.nbytes / 2**30:.2f} GiB)")
-        results += run("random", data, random_unit(args.queries, args.dim, rng))
-        del data
-        gc.collect()
-    if "structured" in args.data:
-        mix = Mixture(args.dim, args.clusters, args.intrinsic, args.spread, rng)
-        t = time.perf_counter()
-        data = mix.sample(args.n)
-        print(f"\ngenerated structured vectors in {time.perf_counter() - t:.1f} s: {args.clusters} clusters, "
-              f"intrinsic dimension {args.intrinsic}, spread {args.spread}")
-        results += run("structured", data, mix.sample(args.queries))
-        del data
-    print("\nsummary (speed = exact median latency / FAISS median latency; recall@k of FAISS vs exact)")
+    for dim in args.dim:
+        if "structured" in args.data:  # first: the figures that matter, before the worst case
+            mix = Mixture(dim, args.clusters, args.intrinsic, args.spread, rng)
+            t = time.perf_counter()
+            data = mix.sample(args.n)
+            print(f"\ngenerated structured vectors in {time.perf_counter() - t:.1f} s: {args.clusters} clusters, "
+                  f"intrinsic dimension {args.intrinsic}, spread {args.spread}")
+            results += run("structured", data, mix.sample(args.queries))
+            del data
+            gc.collect()
+        if "random" in args.data:
+            t = time.perf_counter()
+            data = random_unit(args.n, dim, rng)
+            print(f"\ngenerated random vectors in {time.perf_counter() - t:.1f} s ({data.nbytes / 2**30:.2f} GiB)")
+            results += run("random (worst case)", data, random_unit(args.queries, dim, rng))
+            del data
+            gc.collect()
+    print(f"\nsummary at n={args.n:,} (latency: single queries; speed = exact p50 / index p50; recall@{args.k} "
+          "vs exact; memory: bytes beyond the float32 vectors, for exact the vectors)")
     for r in results:
-        print(f"  {r['data']:<11} {r['index']:<50} recall@{args.k} {r['recall']:.4f}  "
-              f"speed {r['speedup_single']:.1f}x single, {r['speedup_batch']:.1f}x batched  build {r['build_s']:.0f} s")
+        print(f"  {r['data']:<19} d={r['dim']:<5} {r['index']:<34} p50 {1000 * r['p50']:8.2f} ms  "
+              f"p95 {1000 * r['p95']:8.2f} ms  recall@{args.k} {r['recall']:.4f}  speed {r['speedup_single']:6.1f}x  "
+              f"build {r['build_s']:6.1f} s  memory {r['memory']:>14,} B")
+    top = max(args.dim)
+    exact_p50 = [r["p50"] for r in results if r["data"] == "structured" and r["dim"] == top and r["kind"] == "exact"]
+    new_p50 = [r["p50"] for r in results if r["data"] == "structured" and r["dim"] == top and r["kind"] == "ivfsq"]
+    if exact_p50 and new_p50:
+        print(f"ratio: {exact_p50[0] / new_p50[0]:.1f}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000, help="number of indexed vectors")
-    p.add_argument("--dim", type=int, default=1024, help="embedding dimension (soundsift models: 1024)")
+    p.add_argument("--dim", type=lambda s: [int(v) for v in s.split(",")], default=[1024, 384],
+                   help="embedding dimensions, comma-separated (soundsift models: 1024; MiniLM: 384)")
     p.add_argument("--queries", type=int, default=500, help="queries for recall and batched latency")
     p.add_argument("--single", type=int, default=100, help="how many queries are timed one at a time")
     p.add_argument("--batch", type=int, default=100, help="queries per batch")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--faiss", type=lambda s: s.split(","), default=["ivf"],
-                   help="ivf, hnsw or ivf,hnsw (HNSW on 1M random 1024-d vectors takes about 40 min to "
-                        "build on 2 cores: that is why the default is IVF)")
+    p.add_argument("--faiss", type=lambda s: s.split(","), default=["ivf", "ivfsq"],
+                   help="comma-separated FAISS kinds: ivf, ivfsq, hnsw (HNSW on 1M random 1024-d vectors "
+                        "takes about 40 min to build on 2 cores: that is why it is not a default)")
     p.add_argument("--m", type=int, default=None, help="HNSW links per node (default 32)")
     p.add_argument("--ef-construction", type=int, default=None, help="HNSW build beam (default 128)")
     p.add_argument("--ef-search", type=int, default=None, help="HNSW search beam (default 512)")
-    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(n))")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default nlist/8, >= 16)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default sqrt(n))")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default nlist/16, >= 8)")
+    p.add_argument("--sq-nlist", type=int, default=None, help="IVF-SQ8 cells (default 2 sqrt(n))")
+    p.add_argument("--sq-nprobe", type=int, default=None, help="IVF-SQ8 cells visited (default nlist/128, >= 16)")
+    p.add_argument("--rerank", type=int, default=None, help="IVF-SQ8: k x this many candidates re-scored (10)")
     p.add_argument("--data", type=lambda s: s.split(","), default=["random", "structured"])
     p.add_argument("--clusters", type=int, default=1000)
     p.add_argument("--intrinsic", type=int, default=16, help="intrinsic dimension of the structured data")

@@ -35,6 +35,7 @@ CASES: dict[str, tuple[dict, list[int]]] = {
     "atst": ({"name": "atst", "size": "tiny", "segment_seconds": 0.5}, [2000, 7000, 8000, 12000, 20000]),
     # 0.96-s patches (15600 samples) every 0.48 s
     "yamnet": ({"name": "yamnet", "tiny": True, "pretrained": False}, [5000, 9000, 15600, 20000, 40000]),
+    "yamnet-bridge": ({"name": "yamnet-bridge", "tiny": True}, [5000, 9000, 15600, 20000, 40000]),
     # 1.295-s windows = 20720 samples
     "ast": ({"name": "ast", "random_init": True}, [3000, 10000, 20720, 25000, 50000]),
     # 2-s windows = 32000 samples

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
         "progress_bar": True,
         "log_every_n_steps": 10,
         "eval_batch_size": 32,
+        # checkpoints/last.ckpt every this many optimiser steps within an epoch (and at every epoch end),
+        # so a killed run loses little when started again; 0: at epoch ends only
+        "checkpoint_every_n_steps": 200,
     },
 }
 

@@ -25,7 +25,15 @@ def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
         return nn.Linear(in_dim, out_dim)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
-    raise ConfigError(f"unknown projection {kind!r}; use 'linear' or 'mlp'")
+    if kind == "identity":  # a linear map that starts as the identity: an untrained shared space works
+        if in_dim != out_dim:
+            raise ConfigError(f"projection 'identity' needs embed_dim equal to the encoder's {in_dim}, got {out_dim}")
+        layer = nn.Linear(in_dim, out_dim)
+        with torch.no_grad():
+            layer.weight.copy_(torch.eye(out_dim))
+            layer.bias.zero_()
+        return layer
+    raise ConfigError(f"unknown projection {kind!r}; use 'linear', 'mlp' or 'identity'")
 
 
 def _spec(spec: str | dict[str, Any]) -> dict[str, Any]:

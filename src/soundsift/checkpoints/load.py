@@ -10,11 +10,13 @@ import torch
 from soundsift.checkpoints.format import FORMAT, identity, read_model_file
 from soundsift.checkpoints.hub import from_pretrained
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
+from soundsift.encoders.zeroshot import zero_shot_model
 from soundsift.model import DualEncoder
 
 #: Published models that ``load_model`` (and every ``--model``) accepts by name.
 PUBLISHED = {
     "salsa": lambda device: load_salsa_checkpoint(None, device=device),  # the authors' DCASE 2024 model
+    "zero-shot": lambda device: zero_shot_model(DualEncoder.from_config, device),  # YAMNet classes -> MiniLM, offline
 }
 
 

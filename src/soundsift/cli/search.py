@@ -54,14 +54,15 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="index_command", required=True)
     b = sub.add_parser("build", help="index an audio folder (incremental, atomic)")
     b.add_argument("audio_dir", help="folder searched recursively for WAV/FLAC/OGG/MP3/... files")
-    b.add_argument("--model", required=True, help="a soundsift model file (model.pt)")
+    b.add_argument("--model", default="zero-shot",
+                   help="a model file (model.pt), a folder, or a published name; zero-shot: works offline, untrained")
     b.add_argument("--out", required=True, help="index directory (created, or updated in place)")
     b.add_argument("--batch-size", type=positive_int, default=16, help="clips embedded at once")
     b.add_argument("--workers", type=positive_int, default=2, help="threads that decode audio")
     b.add_argument("--checksum", action="store_true",
                    help="also re-hash files whose size and mtime are unchanged")
     b.add_argument("--faiss", choices=FAISS_CHOICES, default="auto",
-                   help="store a FAISS index (auto: IVF above 100k files when faiss is installed)")
+                   help="store a FAISS index (auto: ivfsq (IVF over 8-bit codes, re-ranked exactly) above 100k files when faiss is installed)")
     b.add_argument("--rebuild", action="store_true",
                    help="the index was built with another model: re-embed every file with this one")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -178,7 +179,8 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     """`soundsift tag --model MODEL FILE [FILE ...] --labels "dog,rain,..." [--template ...] [--json]`."""
     p = subparsers.add_parser("tag", help="zero-shot tagging: rank text labels for audio files")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio file(s)")
-    p.add_argument("--model", required=True, help="a soundsift model file (model.pt)")
+    p.add_argument("--model", default="zero-shot",
+                   help="a model file (model.pt), a folder, or a published name; zero-shot: works offline, untrained")
     p.add_argument("--labels", default=None, help="comma-separated labels, e.g. 'dog,rain,car horn'")
     p.add_argument("--labels-file", default=None, help="a file with one label per line")
     p.add_argument("--template", default="{label}",

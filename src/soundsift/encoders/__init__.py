@@ -18,6 +18,7 @@ register_audio_encoder("passt", "soundsift.encoders.passt:PaSSTEncoder")
 register_audio_encoder("mn", "soundsift.encoders.mn:MobileNetEncoder")
 register_audio_encoder("atst", "soundsift.encoders.atst:ATSTFrameEncoder")
 register_audio_encoder("yamnet", "soundsift.encoders.yamnet.model:YAMNetEncoder")
+register_audio_encoder("yamnet-bridge", "soundsift.encoders.zeroshot:YAMNetBridgeEncoder")  # zero-shot
 register_audio_encoder("ast", "soundsift.encoders.hf_audio:ASTEncoder")
 register_audio_encoder("clap", "soundsift.encoders.hf_audio:CLAPAudioEncoder")
 

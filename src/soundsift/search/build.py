@@ -139,12 +139,17 @@ def _previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndar
 
 def _load_model(model, model_path):
     from soundsift.checkpoints import load_model
+    from soundsift.checkpoints.load import PUBLISHED
 
+    if isinstance(model, (str, Path)) and str(model) in PUBLISHED:  # a published model: recorded by name
+        return load_model(str(model)), str(model)
     if isinstance(model, (str, Path)):
         model_path = Path(model).resolve()
         model = load_model(model_path)
     if not getattr(model, "identity", None):
         raise ValueError("the model has no identity (sha256 of its file): load it with soundsift.load_model")
+    if model_path is not None and str(model_path) in PUBLISHED:
+        return model, str(model_path)
     return model, (str(Path(model_path).resolve()) if model_path else None)
 
 
@@ -169,7 +174,8 @@ def build_index(
     Decoded audio is embedded in chunks of at most ``chunk_files`` files or ``chunk_samples`` samples
     (default: ten minutes of audio), which bounds memory on libraries of long recordings.
     ``checksum`` also re-hashes files whose size and mtime are unchanged. ``faiss``: "auto" stores an
-    IVF index when there are more than ``EXACT_LIMIT`` files and faiss is installed; "hnsw" or "ivf"
+    ``AUTO_FAISS_KIND`` index (IVF over 8-bit codes, re-ranked exactly) when there are more than
+    ``EXACT_LIMIT`` files and faiss is installed; a kind of ``FAISS_KINDS``
     always; "none" never. Unreadable files are skipped and listed in the report with the reason.
     An index built with another model is refused (ModelMismatchError) unless ``rebuild``: then every
     file is embedded again with ``model``.

