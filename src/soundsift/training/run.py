@@ -223,7 +223,11 @@ def prepare(
         num_workers=int(data["num_workers"]),  # workers are re-created each epoch, so they see set_epoch
         # the loader's own generator (worker seeds): creating an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed),
+        pin_memory=torch.cuda.is_available(),  # faster host-to-GPU copies
     )
+    if config["trainer"]["compile"]:  # the towers' forward only: parameter names (checkpoints) stay
+        for tower in (module.model.audio, module.model.text):
+            tower.forward = torch.compile(tower.forward)
     if progress and _main_process():
         what = "resuming from checkpoints/last.ckpt" if state == "resume" else "a new run"
         print(f"soundsift: training into {out_dir} ({what})", file=sys.stderr)

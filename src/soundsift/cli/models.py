@@ -1,0 +1,26 @@
+"""``soundsift models``: the published models every ``--model`` accepts by name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def models_main(args: argparse.Namespace) -> int:
+    from soundsift.checkpoints.load import ABOUT, PUBLISHED, available_offline
+
+    rows = [{"name": name, **ABOUT.get(name, {}), "available_offline": available_offline(name)} for name in PUBLISHED]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']}: {row.get('what', '')}")
+        print(f"  trained on: {row.get('trained_on', '?')}; {row.get('size', '')}; {row.get('source', '')}; "
+              f"{'available offline' if row['available_offline'] else 'needs a download'}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("models", help="published models, usable by name wherever --model is accepted")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=models_main)
