@@ -22,7 +22,7 @@ PACKAGE = SRC / "soundsift"
 LAYERS = [
     {"errors", "version"},
     {"atomic", "registry"},
-    {"downloader", "audio", "config"},
+    {"downloader", "audio", "config", "teacher_store"},
     {"losses", "metrics", "correspondences", "encoders", "data"},
     {"model"},
     {"checkpoints"},
@@ -119,7 +119,9 @@ def test_imports_point_down_the_layers():
 
 def test_math_modules_know_tensors_not_models_or_files():
     for name in ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences"):
-        assert GRAPH[name] <= {"soundsift.atomic", "soundsift.errors", "soundsift.version"}, name
+        # the teacher store is files of arrays (split out of correspondences), no models either
+        assert GRAPH[name] <= {"soundsift.atomic", "soundsift.errors", "soundsift.version",
+                               "soundsift.teacher_store"}, name
 
 
 def test_import_soundsift_is_cheap():

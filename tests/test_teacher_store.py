@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import soundsift.correspondences as corr
+import soundsift.teacher_store as corr
 from soundsift.correspondences import (
     StringTable,
     TeacherEmbeddings,
