@@ -67,3 +67,21 @@ def embed_dataset(
     """Read, filter and embed one split of a dataset with ``model``."""
     data, store = read_readable_split(format, root, split, model.sample_rate, progress=progress)
     return embed_split(model, data, store, max_seconds, batch_size, progress), data
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every process's rows, concatenated in rank order (the processes may hold different numbers).
+
+    Uses the default ``torch.distributed`` group (Lightning's DDP, or torchrun); returns CPU tensors."""
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    rows = rows.to(device)
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([rows.shape[0]], device=device))
+    width = int(max(c.item() for c in counts))
+    padded = rows.new_zeros((width, *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    parts = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts)]).cpu()

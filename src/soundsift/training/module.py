@@ -18,7 +18,7 @@ from soundsift.data.records import SplitData
 from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
 from soundsift.metrics import text_to_audio_metrics_from_embeddings
 from soundsift.model import DualEncoder
-from soundsift.training.embed import embed_split
+from soundsift.training.embed import embed_split, gather_rows
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -164,20 +164,10 @@ class ValidationCallback(L.Callback):
         audio, captions, caption_clip = emb.audio, emb.captions, emb.caption_clip
         if world > 1:  # each rank embedded its block; every rank gets the whole split back, in order
             offset = rank * -(-len(self.split.clips) // world)
-            audio = gather_rows(pl_module, audio)
-            captions = gather_rows(pl_module, captions)
-            caption_clip = gather_rows(pl_module, caption_clip + offset)
+            audio = gather_rows(audio)
+            captions = gather_rows(captions)
+            caption_clip = gather_rows(caption_clip + offset)
         metrics = text_to_audio_metrics_from_embeddings(audio, captions, caption_clip)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         for key, value in metrics.items():
             pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)
-
-
-def gather_rows(pl_module: L.LightningModule, rows: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``rows`` concatenated in rank order (the ranks may hold different numbers of rows)."""
-    rows = rows.to(pl_module.device)
-    counts = pl_module.all_gather(torch.tensor([rows.shape[0]], device=pl_module.device)).flatten().tolist()
-    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
-    padded[: rows.shape[0]] = rows
-    gathered = pl_module.all_gather(padded)  # (world, max rows, ...)
-    return torch.cat([gathered[r, : int(n)] for r, n in enumerate(counts)]).cpu()

@@ -18,7 +18,7 @@ from soundsift.checkpoints import load_model
 from soundsift.correspondences import TeacherEmbeddings
 from soundsift.data.dataset import flatten_captions
 from soundsift.data.records import SplitData
-from soundsift.training.embed import SplitEmbeddings, embed_split
+from soundsift.training.embed import SplitEmbeddings, embed_split, gather_rows
 
 
 def make_teacher(
@@ -50,8 +50,8 @@ def make_teacher(
         emb = embed_split(model, part, store, max_seconds, batch_size, progress and rank == 0)
         texts, clip_of = flatten_captions(data)
         emb = SplitEmbeddings(
-            clip_ids=[c.clip_id for c in data.clips], audio=_gather_rows(emb.audio), caption_texts=texts,
-            caption_clip=torch.tensor(clip_of, dtype=torch.long), captions=_gather_rows(emb.captions),
+            clip_ids=[c.clip_id for c in data.clips], audio=gather_rows(emb.audio), caption_texts=texts,
+            caption_clip=torch.tensor(clip_of, dtype=torch.long), captions=gather_rows(emb.captions),
         )
     else:
         emb = embed_split(model, data, store, max_seconds, batch_size, progress)
@@ -69,20 +69,6 @@ def _distributed() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Every process's rows, concatenated in rank order (the processes may hold different numbers)."""
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    rows = rows.to(device)
-    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, torch.tensor([rows.shape[0]], device=device))
-    width = int(max(c.item() for c in counts))
-    padded = rows.new_zeros((width, *rows.shape[1:]))
-    padded[: rows.shape[0]] = rows
-    parts = [torch.zeros_like(padded) for _ in counts]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts)]).cpu()
 
 
 def save_teacher(
