@@ -7,7 +7,7 @@ committed):
   (``*_desc*``), translations and the symbols (letters, digits, faces and coins, which are speech) are dropped;
 - ``lmms-common``: LMMS's drum, instrument, effect and misc samples, described from their file names;
 - ``sonic-pi-samples``: Sonic Pi's samples whose names say what they are, described from the names.
-Sounds that share a description keep only the first (each query has one relevant sound: its own).
+Files that are digital silence are dropped. Sounds that share a description keep only the first (each query has one relevant sound: its own).
 
 Every query's relevant item is its own sound; DCASE mAP@10, R@1, R@10 are computed from the ranks that
 ``soundsift.search`` returns (indexes built with ``build_index``, queried with ``load_searcher``), for the
@@ -15,7 +15,7 @@ zero-shot model, a model trained on the generated demo benchmark (``--model PATH
 with ``--train-demo``), and a random ranking. Items are split by a hash of their name into a development
 half (``dev``: choose the zero-shot variant there, ``--sweep``) and a test half (``test``: report it).
 
-    python benchmarks/real_sounds.py [--cache DIR] [--model demo.pt | --train-demo] [--sweep]
+    python benchmarks/real_sounds.py [--cache DIR] [--model demo.pt | --train-demo] [--sweep] [--speed]
 
 Ends with ``ratio: X`` (zero-shot mAP@10 over random, on all items).
 """
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+ZERO = "zero-shot (YAMNet classes + MiniLM)"
 PACKAGES = ("tuxpaint-stamps-default", "lmms-common", "sonic-pi-samples")
 
 # lmms-common: file stem (digits dropped) -> description, from the file names
@@ -118,8 +119,8 @@ def collect(roots: dict[str, Path]) -> list[tuple[Path, str, str]]:
             continue
         rel = path.relative_to(stamps)
         txt = path.with_suffix(".txt")
-        if rel.parts[0] == "symbols" or not txt.is_file():
-            continue  # letters, digits, faces, coins: speech
+        if rel.parts[0] == "symbols" or "dreydl" in rel.stem or not txt.is_file():
+            continue  # letters, digits, faces, coins, the dreidel's letters: speech
         first = txt.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip()
         if "=" in first or _only_speech(first):
             continue
@@ -139,8 +140,10 @@ def collect(roots: dict[str, Path]) -> list[tuple[Path, str, str]]:
     seen, unique = set(), []
     for path, text, name in items:
         try:
-            soundfile.info(str(path))
+            wave, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
         except Exception:  # a few packaged files do not decode (e.g. an .ogg that is a broken WAV)
+            continue
+        if not np.abs(wave).max() > 1e-4:  # a few stamps' sounds are digital silence: nothing to find
             continue
         key = re.sub(r"[^a-z0-9 ]", "", text.lower()).removeprefix("a ").removeprefix("an ").strip()
         if key not in seen:
@@ -184,6 +187,34 @@ def ranks_via_index(folder: Path, items, model, model_path, work: Path) -> np.nd
     return ranks
 
 
+def build_speed(folder: Path, items, work: Path, repeats: int = 3) -> list[str]:
+    """Index build speed of the zero-shot model on these files: decoding in threads and in processes
+    (model loaded once beforehand, as ``soundsift index build`` does before its bar starts)."""
+    import time
+
+    import soundfile
+
+    from soundsift.checkpoints import load_model
+    from soundsift.search.build import build_index
+
+    audio_seconds = sum(soundfile.info(str(path)).duration for path, _, _ in items)
+    model = load_model("zero-shot", device="cpu")
+    lines = [f"index build, zero-shot model, {len(items)} files, {audio_seconds / 60:.1f} min of audio "
+             f"(median of {repeats}):"]
+    for label, processes in (("threads", False), ("processes", True)):
+        times = []
+        for _ in range(repeats):
+            shutil.rmtree(work / "speed", ignore_errors=True)
+            t0 = time.perf_counter()
+            build_index(folder, work / "speed", model, model_path="zero-shot", progress=False, workers=2,
+                        processes=processes)
+            times.append(time.perf_counter() - t0)
+        t = float(np.median(times))
+        lines.append(f"  decoding in {label:<9}: {t:6.1f} s, {len(items) / t:6.1f} files/s, "
+                     f"real-time factor {t / audio_seconds:.4f} ({audio_seconds / t:.0f}x faster than real time)")
+    return lines
+
+
 def scores(ranks: np.ndarray) -> dict[str, float]:
     from soundsift.metrics import metrics_from_ranks
 
@@ -213,41 +244,56 @@ def by_split(ranks: np.ndarray, items) -> dict[str, dict[str, float]]:
 
 
 def sweep(items, variants: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Zero-shot variants scored from embeddings directly (same ranking as the index's exact scan)."""
+    """Zero-shot variants scored from embeddings directly (same ranking as the index's exact scan).
+    Each variant is ``(base config, audio encoder options, text encoder options)``."""
     from soundsift.audio import load_audio
-    from soundsift.encoders.zeroshot import ZERO_SHOT_CONFIG
     from soundsift.metrics import text_to_audio_ranks_from_embeddings
     from soundsift.model import DualEncoder
 
     wavs = [load_audio(path, 16000) for path, _, _ in items]
     wavs = [w if w.ndim == 1 else w.mean(0) for w in wavs]
     out = {}
-    for label, audio_kw in variants.items():
-        cfg = {**ZERO_SHOT_CONFIG, "audio_encoder": {"name": "yamnet-bridge", **audio_kw}}
+    for label, (base, audio_kw, text_kw) in variants.items():
+        cfg = {**base, "audio_encoder": {**base["audio_encoder"], **audio_kw},
+               "text_encoder": {**base["text_encoder"], **text_kw}}
         model = DualEncoder.from_config(cfg).eval()
         a = torch.from_numpy(model.embed_waveforms(wavs))
         t = torch.from_numpy(model.embed_texts([text for _, text, _ in items]))
         ranks = text_to_audio_ranks_from_embeddings(a, t, torch.arange(len(items))).numpy()  # 1-based
         out[label] = by_split(ranks, items)
-        print(f"  {label:<40} dev mAP@10 {100 * out[label]['dev']['mAP@10']:6.2f}"
+        print(f"  {label:<52} dev mAP@10 {100 * out[label]['dev']['mAP@10']:6.2f}"
               f"  test {100 * out[label]['test']['mAP@10']:6.2f}", flush=True)
     return out
 
 
-SWEEP = {  # the first is the default (chosen on dev); the others change one or two things
-    "default: '{}', mean, prob, all classes, centred": {},
-    "prompt 'the sound of {}', top 10, not centred": {"templates": ["the sound of {}"], "top_k": 10, "center": False},
-    "prompt 'the sound of {}'": {"templates": ["the sound of {}"]},
-    "3 prompts averaged": {"templates": ["the sound of {}", "a recording of {}", "{}"]},
-    "top 3 classes": {"top_k": 3},
-    "top 10 classes": {"top_k": 10},
-    "top 20 classes": {"top_k": 20},
-    "max over patches": {"pooling": "max"},
-    "mean of the 3 best patches": {"pooling": "topk", "pool_k": 3},
-    "log-odds (clipped at 0), top 10": {"score": "logodds", "top_k": 10},
-    "scores squared": {"power": 2.0},
-    "not centred": {"center": False},
-}
+def sweep_variants() -> dict[str, tuple[dict, dict, dict]]:
+    """The variants tried; the first is the published default (chosen on dev). Class space: a clip is
+    its class scores, a query its softmax over class-name similarities; text space: a clip is the
+    score-weighted class-name embeddings, a query its MiniLM embedding."""
+    from soundsift.encoders.zeroshot import TEXT_SPACE_CONFIG as TXT
+    from soundsift.encoders.zeroshot import ZERO_SHOT_CONFIG as CLS
+
+    return {
+        "default: classes, mean, sqrt(prob), '{}', T=0.01": (CLS, {}, {}),
+        "classes, prob (power 1)": (CLS, {"power": 1.0}, {}),
+        "classes, prob^0.3": (CLS, {"power": 0.3}, {}),
+        "classes, prob^0.75": (CLS, {"power": 0.75}, {}),
+        "classes, T=0.005": (CLS, {}, {"temperature": 0.005}),
+        "classes, T=0.02": (CLS, {}, {"temperature": 0.02}),
+        "classes, T=0.05": (CLS, {}, {"temperature": 0.05}),
+        "classes, 3 prompts averaged": (CLS, {}, {"templates": ["{}", "the sound of {}", "a recording of {}"]}),
+        "classes, prompt 'the sound of {}'": (CLS, {}, {"templates": ["the sound of {}"]}),
+        "classes, max over patches": (CLS, {"pooling": "max"}, {}),
+        "classes, mean of the 3 best patches": (CLS, {"pooling": "topk", "pool_k": 3}, {}),
+        "classes, log-odds (clipped at 0)": (CLS, {"score": "logodds", "power": 1.0}, {}),
+        "classes, top 10 classes of the clip": (CLS, {"top_k": 10}, {}),
+        "text space: '{}', mean, prob, centred (before)": (TXT, {}, {}),
+        "text space: prompt 'the sound of {}'": (TXT, {"templates": ["the sound of {}"]}, {}),
+        "text space: 3 prompts averaged": (TXT, {"templates": ["the sound of {}", "a recording of {}", "{}"]}, {}),
+        "text space: top 10 classes": (TXT, {"top_k": 10}, {}),
+        "text space: max over patches": (TXT, {"pooling": "max"}, {}),
+        "text space: not centred": (TXT, {"center": False}, {}),
+    }
 
 
 def train_demo(work: Path) -> Path:
@@ -270,6 +316,7 @@ def run(argv: list[str] | None = None) -> float:
     parser.add_argument("--model", type=Path, help="a model trained on the generated benchmark (demo)")
     parser.add_argument("--train-demo", action="store_true", help="train a quick demo model for the comparison")
     parser.add_argument("--sweep", action="store_true", help="score zero-shot variants (choose on dev)")
+    parser.add_argument("--speed", action="store_true", help="also time index builds (threads vs processes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -282,11 +329,12 @@ def run(argv: list[str] | None = None) -> float:
     rows: dict[str, dict[str, dict[str, float]]] = {}
     if args.sweep:
         print("zero-shot variants (pick on dev):")
-        sweep(items, SWEEP)
+        sweep(items, sweep_variants())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         zero = load_model("zero-shot", device="cpu")
-        rows["zero-shot (yamnet-bridge + minilm)"] = by_split(ranks_via_index(folder, items, zero, "zero-shot", work), items)
+        rows[ZERO] = by_split(ranks_via_index(folder, items, zero, "zero-shot", work), items)
+        speed = build_speed(folder, items, work) if args.speed else []
         demo_path = args.model or (train_demo(args.cache / "demo") if args.train_demo else None)
         if demo_path is not None:
             demo = load_model(demo_path, device="cpu")
@@ -296,7 +344,8 @@ def run(argv: list[str] | None = None) -> float:
     rows["random ranking (mean of 200)"] = {
         s: {k: float(np.mean([r[s][k] for r in rand])) for k in ("mAP@10", "R@1", "R@10")} for s in rand[0]}
     print(table(rows))
-    ratio = rows["zero-shot (yamnet-bridge + minilm)"]["all"]["mAP@10"] / rows["random ranking (mean of 200)"]["all"]["mAP@10"]
+    print("\n".join(speed))
+    ratio = rows[ZERO]["all"]["mAP@10"] / rows["random ranking (mean of 200)"]["all"]["mAP@10"]
     print(f"ratio: {ratio:.2f}")
     return ratio
 

@@ -40,6 +40,7 @@ CASES: dict[str, tuple[dict, list[int]]] = {
     "ast": ({"name": "ast", "random_init": True}, [3000, 10000, 20720, 25000, 50000]),
     # 2-s windows = 32000 samples
     "clap": ({"name": "clap", "random_init": True}, [3000, 20000, 32000, 40000, 70000]),
+    "laion-clap": ({"name": "laion-clap", "tiny": True}, [3000, 20000, 32000, 40000, 70000]),
 }
 
 

@@ -167,6 +167,23 @@ def test_build_indexes_every_format_and_reports_unreadable_files(lib, model_path
     np.testing.assert_array_equal(again.embeddings, index.embeddings)
 
 
+def test_decoding_in_worker_processes_gives_the_same_index(lib, model_path, tmp_path):
+    """Processes decode (and hash, and draw thumbnails) exactly what threads do; errors come back too."""
+    threads = build_index(lib, tmp_path / "t", model_path, progress=False, processes=False)
+    procs = build_index(lib, tmp_path / "p", model_path, progress=False, processes=True, workers=2)
+    a, b = open_index(tmp_path / "t"), open_index(tmp_path / "p")
+    assert [(e.id, e.path, e.sha256, e.duration) for e in a.entries] == [(e.id, e.path, e.sha256, e.duration) for e in b.entries]
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    np.testing.assert_array_equal(np.load(a.version_dir / "thumbnails.npy"), np.load(b.version_dir / "thumbnails.npy"))
+    assert threads.skipped == procs.skipped and procs.skipped
+    # a copy under a new name is reused by content, also when the hashing happens in another process
+    lib2 = tmp_path / "lib2"
+    shutil.copytree(lib, lib2)
+    shutil.copy(lib / "long.wav", lib2 / "renamed copy.wav")
+    again = build_index(lib2, tmp_path / "p", model_path, progress=False, processes=True, rebuild=False)
+    assert again.reused >= 1 and "renamed copy.wav" in {e.path for e in open_index(tmp_path / "p").entries}
+
+
 def test_search_ranks_by_cosine_similarity(lib, model_path, tmp_path):
     build_index(lib, tmp_path / "idx", model_path, progress=False)
     index = open_index(tmp_path / "idx")

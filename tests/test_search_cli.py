@@ -130,3 +130,15 @@ def test_serve_builds_the_app_and_binds_loopback(built, monkeypatch, capsys):
     assert run(["serve", str(idx), "--host", "0.0.0.0"]) == 0
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
     assert TestClient(seen["app"], base_url="http://192.168.1.5:8000").get("/api/info").status_code == 200
+
+
+def test_search_finds_a_model_folder_recorded_at_build(built, capsys, tmp_path):
+    """An index built with a save_pretrained folder is searched with it again when --model is left out."""
+    from soundsift.checkpoints import save_pretrained
+
+    lib, model, _ = built
+    folder = save_pretrained(load_model(model, device="cpu"), tmp_path / "model-folder")
+    assert run(["-q", "index", "build", str(lib), "--model", str(folder), "--out", str(tmp_path / "i")]) == 0
+    capsys.readouterr()
+    assert run(["-q", "search", str(tmp_path / "i"), "a tone", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)

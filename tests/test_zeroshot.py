@@ -29,13 +29,50 @@ def _sounds() -> list[np.ndarray]:
 def test_builds_and_embeds_into_one_unit_space(model):
     from soundsift.model import DualEncoder
 
-    assert isinstance(model, DualEncoder) and model.embed_dim == 384 and model.sample_rate == SR
-    assert model.identity and model.audio.out_dim == model.text.out_dim == 384
+    assert isinstance(model, DualEncoder) and model.embed_dim == 521 and model.sample_rate == SR
+    assert model.identity and model.audio.out_dim == model.text.out_dim == 521
     audio = model.embed_waveforms(_sounds())
     text = model.embed_texts(["a sine wave tone", "white noise"])
-    assert audio.shape == text.shape == (2, 384)
+    assert audio.shape == text.shape == (2, 521)
     np.testing.assert_allclose(np.linalg.norm(audio, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+
+
+def test_class_space_matches_a_reference_computed_here(model):
+    """Audio: sqrt of the mean per-patch sigmoid class scores; text: softmax over the class names of
+    MiniLM cosines / 0.01. Both recomputed here from YAMNet's and MiniLM's own outputs."""
+    import torch.nn.functional as F
+
+    from soundsift.encoders.text import MiniLMTextEncoder
+    from soundsift.encoders.yamnet.model import padded_length
+    from soundsift.encoders.zeroshot import yamnet_class_names
+
+    wave = torch.from_numpy(_sounds()[0])[None]
+    y = model.audio.yamnet
+    wav = F.pad(wave, (0, padded_length(wave.shape[1], y.hop_samples) - wave.shape[1]))
+    with torch.no_grad():
+        patches = y.frontend(wav)[0, : int(y.patch_counts(torch.tensor([wave.shape[1]]))[0])]
+        clip = torch.sigmoid(y.net.classifier(y.net.embed(patches))).mean(0).sqrt()
+    np.testing.assert_allclose(model.embed_waveforms([_sounds()[0]])[0], F.normalize(clip, dim=0).numpy(), atol=1e-5)
+
+    minilm = MiniLMTextEncoder(cache=False)
+    names = [n.replace("(", "").replace(")", "").strip() for n in yamnet_class_names()]
+    with torch.no_grad():
+        classes = F.normalize(torch.cat([minilm(names[i:i + 128]) for i in range(0, len(names), 128)]), dim=-1)
+        query = F.normalize(minilm(["a dog barking"]), dim=-1)
+    expect = F.normalize(torch.softmax(query @ classes.T / 0.01, dim=-1), dim=-1)[0].numpy()
+    got = model.embed_texts(["a dog barking"])[0]
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    assert "Bark" in {yamnet_class_names()[i] for i in np.argsort(-got)[:3]}
+
+
+def test_the_text_space_variant_still_builds():
+    from soundsift.encoders.zeroshot import TEXT_SPACE_CONFIG
+    from soundsift.model import DualEncoder
+
+    model = DualEncoder.from_config(TEXT_SPACE_CONFIG).eval()
+    audio, text = model.embed_waveforms(_sounds()), model.embed_texts(["a sine wave tone", "white noise"])
+    assert audio.shape == text.shape == (2, 384)
     # the untrained projections are the identity: the text side is MiniLM's own embedding
     raw = torch.nn.functional.normalize(model.text(["white noise"]), dim=-1).numpy()
     np.testing.assert_allclose(text[1:], raw, atol=1e-5)
@@ -81,9 +118,17 @@ def test_tiny_variant_and_bad_options_fail_cleanly():
     enc = build_audio_encoder("yamnet-bridge", tiny=True, dim=16)
     out = enc(torch.randn(2, SR), torch.tensor([SR, SR // 2]))
     assert out.shape == (2, 16)
-    for bad in ({"pooling": "median"}, {"score": "rank"}, {"top_k": 0}, {"templates": ["no slot"]}):
+    for bad in ({"pooling": "median"}, {"score": "rank"}, {"top_k": 0}, {"templates": ["no slot"]},
+                {"space": "words"}, {"power": 0}):
         with pytest.raises(ConfigError):
             build_audio_encoder("yamnet-bridge", tiny=True, **bad)
+    assert build_audio_encoder("yamnet-bridge", tiny=True, space="classes")(torch.randn(1, SR)).shape == (1, 521)
+    from soundsift.encoders import build_text_encoder
+
+    q = build_text_encoder("yamnet-classes", tiny=True)(["a dog", "rain"])
+    assert q.shape == (2, 521) and torch.allclose(q.sum(-1), torch.ones(2))
+    with pytest.raises(ConfigError):
+        build_text_encoder("yamnet-classes", tiny=True, temperature=0)
     with pytest.raises(ConfigError):
         DualEncoder({"name": "cnn", "size": "tiny"}, "tiny-bert", embed_dim=8, audio_projection="identity")
 
@@ -120,5 +165,5 @@ def test_models_lists_the_published_models(capsys):
 
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"salsa", "zero-shot"}
+    assert set(rows) == {"salsa", "zero-shot", "laion-clap"}
     assert rows["zero-shot"]["available_offline"] is True and rows["salsa"]["trained_on"]

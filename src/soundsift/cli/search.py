@@ -20,7 +20,7 @@ def index_build_main(args: argparse.Namespace) -> int:
     from soundsift.search.build import build_index
 
     report = build_index(
-        args.audio_dir, args.out, args.model, batch_size=args.batch_size, workers=args.workers,
+        args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
     )
     print(report.summary())
@@ -54,11 +54,12 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="index_command", required=True)
     b = sub.add_parser("build", help="index an audio folder (incremental, atomic)")
     b.add_argument("audio_dir", help="folder searched recursively for WAV/FLAC/OGG/MP3/... files")
-    b.add_argument("--model", default="zero-shot",
-                   help="a model file (model.pt), a folder, or a published name; zero-shot: works offline, untrained")
+    b.add_argument("--model", action="append", default=None,
+                   help="a model file (model.pt), a folder, or a published name (default: zero-shot, works offline, "
+                        "untrained); repeat it for a system ensemble (the mean of the models' similarities)")
     b.add_argument("--out", required=True, help="index directory (created, or updated in place)")
     b.add_argument("--batch-size", type=positive_int, default=16, help="clips embedded at once")
-    b.add_argument("--workers", type=positive_int, default=2, help="threads that decode audio")
+    b.add_argument("--workers", type=positive_int, default=2, help="decoding workers: threads, or processes when more than 50 files are to be decoded")
     b.add_argument("--checksum", action="store_true",
                    help="also re-hash files whose size and mtime are unchanged")
     b.add_argument("--faiss", choices=FAISS_CHOICES, default="auto",
@@ -109,7 +110,8 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                         "with a query too, the sum of the two normalised query vectors")
     p.add_argument("-k", "--k", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
-    p.add_argument("--model", default=None, help="model file (default: the one that built the index)")
+    p.add_argument("--model", action="append", default=None,
+                   help="model file (default: the one that built the index; repeated: the ensemble that built it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.set_defaults(func=search_main)
@@ -146,7 +148,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("index", help="index directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--model", default=None, help="model file (default: the one that built the index)")
+    p.add_argument("--model", action="append", default=None,
+                   help="model file (default: the one that built the index; repeated: the ensemble that built it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.add_argument("--max-k", type=positive_int, default=100, help="largest k a request may ask for")
@@ -163,7 +166,7 @@ def tag_main(args: argparse.Namespace) -> int:
     from soundsift.search.tag import parse_labels, tag_files
 
     labels = parse_labels(args.labels, args.labels_file)
-    model = load_model(args.model)
+    model = load_model(args.model or ["zero-shot"])
     results = tag_files(model, args.files, labels, template=args.template, top=args.top)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -179,8 +182,9 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     """`soundsift tag --model MODEL FILE [FILE ...] --labels "dog,rain,..." [--template ...] [--json]`."""
     p = subparsers.add_parser("tag", help="zero-shot tagging: rank text labels for audio files")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio file(s)")
-    p.add_argument("--model", default="zero-shot",
-                   help="a model file (model.pt), a folder, or a published name; zero-shot: works offline, untrained")
+    p.add_argument("--model", action="append", default=None,
+                   help="a model file (model.pt), a folder, or a published name (default: zero-shot, works offline, "
+                        "untrained); repeat it for an ensemble")
     p.add_argument("--labels", default=None, help="comma-separated labels, e.g. 'dog,rain,car horn'")
     p.add_argument("--labels-file", default=None, help="a file with one label per line")
     p.add_argument("--template", default="{label}",

@@ -21,11 +21,14 @@ register_audio_encoder("yamnet", "soundsift.encoders.yamnet.model:YAMNetEncoder"
 register_audio_encoder("yamnet-bridge", "soundsift.encoders.zeroshot:YAMNetBridgeEncoder")  # zero-shot
 register_audio_encoder("ast", "soundsift.encoders.hf_audio:ASTEncoder")
 register_audio_encoder("clap", "soundsift.encoders.hf_audio:CLAPAudioEncoder")
+register_audio_encoder("laion-clap", "soundsift.encoders.clap:LaionClapAudioEncoder")  # + its text tower below
 
 # Text encoders: any transformers model, the offline MiniLM, a tiny random one for tests.
 register_text_encoder("hf", "soundsift.encoders.text:HFTextEncoder")
 register_text_encoder("minilm", "soundsift.encoders.text:MiniLMTextEncoder")
 register_text_encoder("tiny-bert", "soundsift.encoders.text:TinyBertTextEncoder")
+register_text_encoder("laion-clap", "soundsift.encoders.clap:LaionClapTextEncoder")
+register_text_encoder("yamnet-classes", "soundsift.encoders.zeroshot:ClassQueryTextEncoder")  # zero-shot queries
 
 __all__ = [
     "audio_encoder_names",

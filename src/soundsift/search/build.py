@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +47,9 @@ from soundsift.search.store import BuildLock, check_out_dir, publish_version, re
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
+#: From this many files to decode on, ``processes="auto"`` decodes in worker processes (below it,
+#: starting them costs more than the GIL does).
+PROCESS_THRESHOLD = 50
 
 
 @dataclass
@@ -137,9 +140,61 @@ def _previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndar
     return thumbs if thumbs.shape == (n, THUMB_HEIGHT, THUMB_WIDTH) and thumbs.dtype == np.uint8 else None
 
 
+_KNOWN_SHAS: frozenset[str] = frozenset()  # in a decoding process: contents whose embedding is reused
+
+
+def _init_decoder(known: frozenset[str]) -> None:
+    global _KNOWN_SHAS
+    _KNOWN_SHAS = known
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # a decoding process computes no embeddings
+    except ImportError:
+        pass
+
+
+def _decode(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> tuple[str, Any, str | None, Any]:
+    """(sha256, waveform, error message, thumbnail) of one file; a content in ``known`` (default: the
+    process's ``_KNOWN_SHAS``) is hashed only: ``(sha, None, None, None)``. Module level, so that it
+    runs in a worker process as well as in a thread (errors come back as text: always picklable)."""
+    try:
+        sha = file_digest(path)
+    except OSError as exc:
+        return "", None, f"cannot read: {exc.strerror or exc}", None
+    if sha in (_KNOWN_SHAS if known is None else known):
+        return sha, None, None, None
+    try:
+        wave = load_audio(path, sample_rate)
+    except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
+        return sha, None, str(exc) or type(exc).__name__, None
+    return sha, wave, None, make_thumbnail(wave, sample_rate)
+
+
+def _decoder_pool(workers: int, processes: bool, known: frozenset[str]) -> Executor:
+    """Threads, or (``processes``) spawned worker processes, that run ``_decode``."""
+    if not processes:
+        return ThreadPoolExecutor(max_workers=workers)
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_decoder, initargs=(known,))
+
+
 def _load_model(model, model_path):
+    """(loaded model, what the manifest records to load it again: a path, a published name, or a list
+    of those for an ensemble)."""
     from soundsift.checkpoints import load_model
+    from soundsift.checkpoints.ensemble import ModelEnsemble
     from soundsift.checkpoints.load import PUBLISHED
+
+    if isinstance(model, (list, tuple)):  # several models: a system ensemble
+        if len(model) == 1:
+            return _load_model(model[0], model_path)
+        loaded = [_load_model(m, None) for m in model]
+        recorded = [r for _, r in loaded]
+        return (ModelEnsemble([m for m, _ in loaded], names=[str(m) for m in model]),
+                recorded if all(recorded) else None)
 
     if isinstance(model, (str, Path)) and str(model) in PUBLISHED:  # a published model: recorded by name
         return load_model(str(model)), str(model)
@@ -163,6 +218,7 @@ def build_index(
     chunk_files: int = 32,
     chunk_samples: int | None = None,
     workers: int = 2,
+    processes: bool | str = "auto",
     checksum: bool = False,
     faiss: str = "auto",
     progress: bool = True,
@@ -170,9 +226,14 @@ def build_index(
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
-    ``model`` is a model file path or a loaded model (then pass ``model_path`` so searches can find it).
+    ``model`` is a model file path, a published name, a list of those (a system ensemble: the mean of
+    their similarities, ``ModelEnsemble``) or a loaded model (then pass ``model_path`` so searches can
+    find it).
     Decoded audio is embedded in chunks of at most ``chunk_files`` files or ``chunk_samples`` samples
-    (default: ten minutes of audio), which bounds memory on libraries of long recordings.
+    (default: ten minutes of audio), which bounds memory on libraries of long recordings. ``workers``
+    decode ahead of the model: threads, or worker processes with ``processes=True`` (``"auto"``: when
+    more than ``PROCESS_THRESHOLD`` files are to be decoded and ``workers`` > 1). The progress bar
+    shows files/s and the time left.
     ``checksum`` also re-hashes files whose size and mtime are unchanged. ``faiss``: "auto" stores an
     ``AUTO_FAISS_KIND`` index (IVF over 8-bit codes, re-ranked exactly) when there are more than
     ``EXACT_LIMIT`` files and faiss is installed; a kind of ``FAISS_KINDS``
@@ -192,11 +253,11 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):
         return _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples,
-                             workers, checksum, faiss, progress, t0, rebuild)
+                             workers, processes, checksum, faiss, progress, t0, rebuild)
 
 
 def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples, workers,
-                  checksum, faiss, progress, t0, rebuild=False) -> BuildReport:
+                  processes, checksum, faiss, progress, t0, rebuild=False) -> BuildReport:
     from tqdm.auto import tqdm
 
     prev = read_previous(out)
@@ -261,21 +322,12 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
             return np.zeros((THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
         return make_thumbnail(wave, model.sample_rate)
 
-    def load(c: _Candidate) -> tuple[str, Any, Any, np.ndarray | None]:
-        """(sha256, waveform or None, reused row or error, thumbnail) for one file, in a worker thread."""
-        path = root / c.path
-        try:
-            sha = file_digest(path)
-        except OSError as exc:
-            return "", None, OSError(f"cannot read: {exc.strerror or exc}"), None
-        if sha in prev_by_sha:
+    def load(c: _Candidate, sha: str, wave: Any, error: Any, thumb: Any) -> tuple[str, Any, Any, np.ndarray | None]:
+        """(sha256, waveform or None, reused row or error, thumbnail) of a decoded file."""
+        if error is None and wave is None and sha in prev_by_sha:
             row = prev_by_sha[sha]
             return sha, None, row, (prev_thumbs[row] if prev_thumbs is not None else thumbnail(c.path))
-        try:
-            wave = load_audio(path, model.sample_rate)
-        except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
-            return sha, None, exc, None
-        return sha, wave, None, make_thumbnail(wave, model.sample_rate)
+        return sha, wave, error, thumb
 
     def flush(waves: list[tuple[_Candidate, str, np.ndarray]]) -> None:
         for (c, sha, wave), vec in zip(waves, _embed(model, waves, batch_size, report, bar)):
@@ -285,19 +337,30 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
                 _count(report, c)
         waves.clear()
 
-    # Decode in threads a few files ahead; embed in chunks bounded by file count and total samples.
+    # Decode a few files ahead (threads or processes); embed in chunks bounded by file count and samples.
     max_samples = chunk_samples or 600 * model.sample_rate
-    with tqdm(total=len(todo), desc="embedding", unit="file", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ahead = max(1, workers) * 2
-        futures = [pool.submit(load, c) for c in todo[:ahead]]
+    workers = max(1, int(workers))
+    if processes == "auto":
+        processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
+    known = frozenset(prev_by_sha)
+    with tqdm(total=len(todo), desc="embedding", unit="file", disable=not progress, dynamic_ncols=True) as bar, \
+            _decoder_pool(workers, bool(processes), known) as pool:
+        ahead = workers * (4 if processes else 2)
+
+        def submit(c: _Candidate):
+            path = root / c.path
+            if processes:
+                return pool.submit(_decode, path, model.sample_rate)
+            return pool.submit(_decode, path, model.sample_rate, known)
+
+        futures = [submit(c) for c in todo[:ahead]]
         waves: list[tuple[_Candidate, str, np.ndarray]] = []
         for i, c in enumerate(todo):
-            sha, wave, extra, thumb = futures[i].result()
+            sha, wave, extra, thumb = load(c, *futures[i].result())
             futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
             if i + ahead < len(todo):
-                futures.append(pool.submit(load, todo[i + ahead]))
-            if isinstance(extra, BaseException):
+                futures.append(submit(todo[i + ahead]))
+            if isinstance(extra, str):
                 report.skipped.append({"path": c.path, "reason": _reason(extra, root, c.path)})
                 bar.update(1)
             elif wave is None:
@@ -313,9 +376,11 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
                 if len(waves) >= chunk_files or sum(len(w) for _, _, w in waves) >= max_samples:
                     flush(waves)
         flush(waves)
-        for rel, thumb in zip(no_thumb, pool.map(thumbnail, no_thumb)):
-            thumbs[rel] = thumb
-            report.thumbnails += 1
+    if no_thumb:
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            for rel, thumb in zip(no_thumb, threads.map(thumbnail, no_thumb)):
+                thumbs[rel] = thumb
+                report.thumbnails += 1
 
     paths = sorted(kept)
     entries = []
@@ -355,10 +420,9 @@ def _count(report: BuildReport, c: _Candidate) -> None:
         report.updated += 1
 
 
-def _reason(exc: BaseException, root: Path, rel: str) -> str:
+def _reason(msg: str, root: Path, rel: str) -> str:
     """The error message without the file name in front and without absolute paths (the report
     lists each file by its path relative to the audio root)."""
-    msg = str(exc) or type(exc).__name__
     full = str(root.joinpath(*rel.split("/")))
     if msg.startswith(full + ": "):
         msg = msg[len(full) + 2 :]

@@ -157,7 +157,8 @@ class SoundIndex:
         return str(self.manifest["model"].get("identity", ""))
 
     @property
-    def model_path(self) -> str | None:
+    def model_path(self) -> str | list[str] | None:
+        """What built the index: a model path or published name (a list of them: an ensemble)."""
         return self.manifest["model"].get("path")
 
     def _make_backend(self, backend: str):
@@ -252,21 +253,30 @@ def open_index(path: str | Path, backend: str = "auto", mmap: bool = False) -> S
     return SoundIndex(root, vdir, manifest, embeddings, backend, thumbnails)
 
 
-def resolve_model_path(index: SoundIndex, model_path: str | Path | None) -> Path:
-    """The model to query ``index`` with: ``model_path`` if given, else the one recorded at build."""
-    from soundsift.checkpoints.load import PUBLISHED
-
+def resolve_model_path(index: SoundIndex, model_path: str | Path | list | None) -> Path | list[Path]:
+    """The model to query ``index`` with: ``model_path`` if given, else the one recorded at build (a
+    list of them for an ensemble)."""
     if model_path is not None:
+        if isinstance(model_path, (list, tuple)):
+            return [Path(p) for p in model_path] if len(model_path) > 1 else Path(model_path[0])
         return Path(model_path)
     if not index.model_path:
         raise SearchIndexError(f"{index.path}: the index records no model path; pass --model")
-    if index.model_path in PUBLISHED:  # a published model, recorded by name ("zero-shot")
-        return Path(index.model_path)
-    recorded = Path(index.model_path)
-    if not recorded.is_file():
+    if isinstance(index.model_path, list):
+        return [_recorded_model(index, p) for p in index.model_path]
+    return _recorded_model(index, index.model_path)
+
+
+def _recorded_model(index: SoundIndex, path: str) -> Path:
+    from soundsift.checkpoints.load import PUBLISHED
+
+    if path in PUBLISHED:  # a published model, recorded by name ("zero-shot")
+        return Path(path)
+    recorded = Path(path)
+    if not recorded.exists():  # a model file, or a model folder (Hugging Face layout)
         raise SearchIndexError(
             f"{index.path}: the model that built the index, {recorded}, no longer exists; pass --model "
-            "with a copy of that model file"
+            "with a copy of that model"
         )
     return recorded
 
