@@ -23,7 +23,7 @@ LAYERS = [
     {"errors", "version"},
     {"atomic", "registry"},
     {"downloader", "audio", "config", "teacher_store"},
-    {"losses", "metrics", "correspondences", "encoders", "data"},
+    {"losses", "metrics", "correspondences", "estimators", "encoders", "data"},
     {"model"},
     {"checkpoints"},
     {"training", "search"},
@@ -118,7 +118,7 @@ def test_imports_point_down_the_layers():
 
 
 def test_math_modules_know_tensors_not_models_or_files():
-    for name in ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences"):
+    for name in ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences", "soundsift.estimators"):
         # the teacher store is files of arrays (split out of correspondences), no models either
         assert GRAPH[name] <= {"soundsift.atomic", "soundsift.errors", "soundsift.version",
                                "soundsift.teacher_store"}, name

@@ -17,6 +17,11 @@ import yaml
 
 from soundsift.errors import ConfigError
 
+#: The correspondence estimators stage 2 can use (``soundsift.training.estimators`` holds their code and
+#: its ``register_estimator`` adds to this), each with whether it reads teacher files (``teachers``) or
+#: computes its targets from the training split itself.
+KNOWN_ESTIMATORS: dict[str, bool] = {"ensemble": True, "mix": True, "caption-similarity": False, "model": False}
+
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out_dir": None,  # None: runs/{config name}-{date-time}, a fresh folder per run
@@ -41,6 +46,12 @@ DEFAULTS: dict[str, Any] = {
     },
     "init_from": None,  # a soundsift model file whose weights initialise this run (stage 2)
     "teachers": [],  # teacher embedding files (soundsift teachers); M = len(teachers)
+    "estimator": {  # how stage 2 gets C_hat (docs/reproduce.md, "Correspondence estimators")
+        "name": "ensemble",  # ensemble (mean of the teachers: the paper) | mix | caption-similarity | model
+        "weights": None,  # mix: one weight > 0 per entry of teachers (a weighted mean)
+        "text_model": "minilm",  # caption-similarity: a text encoder name, or a soundsift model's text tower
+        "model": None,  # model: a soundsift model file or published name (zero-shot) used as the teacher
+    },
     "loss": {"tau": 0.05, "loss_weight": 1.0, "distill_weight": 0.0},
     "optim": {
         "optimizer": "adamw",  # adam | adamw
@@ -216,6 +227,7 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
 _UNSET_TYPES: dict[str, Any] = {
     "out_dir": "", "init_from": "", "data.root": "", "data.max_seconds": 0.0, "optim.lr_audio": 0.0,
     "optim.lr_text": 0.0, "optim.lr_head": 0.0, "optim.grad_clip": 0.0, "optim.decay_epochs": 0.0,
+    "estimator.weights": [], "estimator.model": "",
 }
 
 
@@ -249,16 +261,18 @@ def validate(config: dict[str, Any]) -> None:
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if isinstance(config.get("estimator"), str):  # the shorthand estimator=NAME
+        config["estimator"] = {**DEFAULTS["estimator"], "name": config["estimator"]}
+    config.setdefault("estimator", copy.deepcopy(DEFAULTS["estimator"]))
     _check_types(config, DEFAULTS)
-    for section in ("data", "model", "optim", "loss", "trainer"):
+    for section in ("data", "model", "optim", "loss", "trainer", "estimator"):
         extra = set(config[section]) - set(DEFAULTS[section])
         if extra:
             raise ConfigError(f"unknown keys in '{section}': {sorted(extra)}; known: {sorted(DEFAULTS[section])}")
     loss = config["loss"]
     if float(loss["tau"]) <= 0:
         raise ConfigError("loss.tau must be > 0")
-    if float(loss["distill_weight"]) > 0 and not config["teachers"]:
-        raise ConfigError("loss.distill_weight > 0 needs at least one entry in 'teachers'")
+    _validate_estimator(config)
     if float(loss["loss_weight"]) == 0 and float(loss["distill_weight"]) == 0:
         raise ConfigError("loss.loss_weight and loss.distill_weight are both 0: nothing to train")
     if config["data"]["captions_per_epoch"] not in ("all", "one"):
@@ -274,6 +288,31 @@ def validate(config: dict[str, Any]) -> None:
         value = config[section][name]
         if value is not None and (value <= low if strict else value < low):
             raise ConfigError(f"{key} must be {'>' if strict else '>='} {low}, got {value!r}: the run would be meaningless")
+
+
+def _validate_estimator(config: dict[str, Any]) -> None:
+    est, teachers = config["estimator"], config["teachers"]
+    name = est["name"]
+    if name not in KNOWN_ESTIMATORS:
+        raise ConfigError(f"estimator.name: unknown correspondence estimator {name!r}; known: {', '.join(sorted(KNOWN_ESTIMATORS))}")
+    if KNOWN_ESTIMATORS[name]:
+        if float(config["loss"]["distill_weight"]) > 0 and not teachers:
+            raise ConfigError("loss.distill_weight > 0 needs at least one entry in 'teachers' (or an estimator that "
+                              "needs none: estimator.name=caption-similarity or model)")
+    elif teachers:
+        raise ConfigError(f"estimator.name={name} computes its targets from the training split: set teachers=[] "
+                          f"(to combine it with teacher files, write it with `soundsift teachers --estimator {name}` "
+                          "and use estimator.name=mix)")
+    if name == "mix":
+        weights = est["weights"]
+        if weights is None or len(weights) != len(teachers) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights):
+            raise ConfigError(f"estimator.name=mix needs estimator.weights: {len(teachers)} numbers > 0, one per "
+                              f"entry of teachers, got {weights!r}")
+    elif est["weights"] is not None:
+        raise ConfigError(f"estimator.weights is for estimator.name=mix (the estimator is {name})")
+    if name == "model" and not est["model"]:
+        raise ConfigError("estimator.name=model needs estimator.model: a model file or a published name such as zero-shot")
 
 
 def dump_config(config: dict[str, Any], path: str | Path) -> Path:

@@ -26,6 +26,7 @@ alignment checks compare digests or bytes.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from soundsift.atomic import atomic_write
-from soundsift.errors import AlignmentError, TeacherFileError
+from soundsift.errors import AlignmentError, ConfigError, TeacherFileError
 from soundsift.teacher_store import (
     STORE_FORMAT,
     STORE_VERSION,
@@ -70,16 +71,21 @@ FORMAT_NAME = "soundsift.teacher_embeddings"
 FORMAT_VERSION = 1
 
 
-def ensemble_similarity(audio_embs: Sequence[Tensor], caption_embs: Sequence[Tensor]) -> Tensor:
+def ensemble_similarity(
+    audio_embs: Sequence[Tensor], caption_embs: Sequence[Tensor], weights: Sequence[float] | None = None
+) -> Tensor:
     """``C_hat = 1/M sum_m normalise(audio_m) @ normalise(caption_m).T``, float32 ``(n_audio, n_caption)``.
 
-    Teachers may have different embedding sizes; each pair ``(audio_m, caption_m)`` shares one.
+    Teachers may have different embedding sizes; each pair ``(audio_m, caption_m)`` shares one. With
+    ``weights`` (one per teacher, > 0) the mean is weighted: ``sum_m w_m C^m / sum_m w_m``.
     """
     if len(audio_embs) != len(caption_embs) or len(audio_embs) == 0:
         raise ValueError(
             f"need one caption matrix per audio matrix and at least one teacher, got {len(audio_embs)} "
             f"audio and {len(caption_embs)} caption matrices"
         )
+    if weights is not None:
+        weights = _checked_weights(weights, len(audio_embs))
     shape = (audio_embs[0].shape[0], caption_embs[0].shape[0])
     total: Tensor | None = None
     for m, (a, c) in enumerate(zip(audio_embs, caption_embs)):
@@ -93,9 +99,18 @@ def ensemble_similarity(audio_embs: Sequence[Tensor], caption_embs: Sequence[Ten
             )
         dtype = torch.promote_types(a.dtype, torch.float32)
         sim = F.normalize(a.to(dtype), dim=1) @ F.normalize(c.to(device=a.device, dtype=dtype), dim=1).T
+        if weights is not None:
+            sim = sim * weights[m]
         total = sim if total is None else total + sim.to(total.device)
     assert total is not None
-    return total / len(audio_embs)
+    return total / (len(audio_embs) if weights is None else sum(weights))
+
+
+def _checked_weights(weights: Sequence[float], n: int) -> list[float]:
+    values = [float(w) for w in weights]
+    if len(values) != n or not all(math.isfinite(w) and w > 0 for w in values):
+        raise ConfigError(f"ensemble weights must be {n} finite numbers > 0 (one per teacher), got {values}")
+    return values
 
 # --------------------------------------------------------------------------------------- a teacher
 class TeacherEmbeddings:
@@ -420,12 +435,14 @@ def _normalised(x: Tensor) -> Tensor:
 
 
 class TeacherEnsemble:
-    """M aligned teachers; gives ``C_hat`` for any set of clips and captions of the split."""
+    """M aligned teachers; gives ``C_hat`` for any set of clips and captions of the split: their mean
+    similarity (the paper), or with ``weights`` (one per teacher, > 0) their weighted mean."""
 
-    def __init__(self, teachers: Sequence[TeacherEmbeddings]) -> None:
+    def __init__(self, teachers: Sequence[TeacherEmbeddings], weights: Sequence[float] | None = None) -> None:
         if len(teachers) == 0:
             raise ValueError("TeacherEnsemble needs at least one teacher")
         self.teachers = list(teachers)
+        self.weights = None if weights is None else _checked_weights(weights, len(self.teachers))
         first = self.teachers[0]
         for t in self.teachers[1:]:
             try:
@@ -460,12 +477,12 @@ class TeacherEnsemble:
         caps = _index(caption_index, len(self.caption_texts), "caption_index")
         audio = [t.rows("audio", clips).to(device) for t in self.teachers]
         captions = [t.rows("captions", caps).to(device) for t in self.teachers]
-        return ensemble_similarity(audio, captions)
+        return ensemble_similarity(audio, captions, self.weights)
 
     def full_similarity(self, device: torch.device | str | None = None) -> Tensor:
         """``C_hat`` over the whole split, ``(n_clips, n_captions)`` float32 (for small splits)."""
         return ensemble_similarity(
-            [t.audio.to(device) for t in self.teachers], [t.captions.to(device) for t in self.teachers]
+            [t.audio.to(device) for t in self.teachers], [t.captions.to(device) for t in self.teachers], self.weights
         )
 
 

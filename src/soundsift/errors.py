@@ -82,6 +82,10 @@ class MissingDependencyError(SoundsiftError, ImportError):
     """An optional dependency is not installed; the message says what to install."""
 
 
+class ComparisonError(SoundsiftError, ValueError):
+    """Two results cannot be compared (other queries, no per-query results); the message names them."""
+
+
 def require(module: str, install: str, purpose: str):
     """Import ``module``, or raise MissingDependencyError saying ``purpose`` needs ``install``."""
     import importlib

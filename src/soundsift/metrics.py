@@ -12,7 +12,8 @@ are rare and both agree. NaN scores raise ``ValueError``.
 
 All metrics are one matrix product (for the embedding paths) plus vectorised counting: no Python loop
 over queries. The ``*_from_embeddings`` functions work in chunks of captions, so the full
-``(n_audio, n_caption)`` matrix never exists in memory.
+``(n_audio, n_caption)`` matrix never exists in memory. Several relevant audios per query (DCASE 2025):
+:func:`multi_relevance_metrics`; the section "multi-relevance" below names the two AP@k normalisations.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,9 +37,13 @@ __all__ = [
     "ap_at_k_from_ranks",
     "audio_to_text_metrics",
     "average_precision_at_k",
+    "first_relevant_ranks",
     "jackknife_ci",
     "map_at_k",
     "metrics_from_ranks",
+    "paired_bootstrap_ci",
+    "multi_relevance_metrics",
+    "recall_at_k_multi",
     "text_to_audio_metrics",
     "text_to_audio_metrics_from_embeddings",
     "text_to_audio_ranks",
@@ -279,7 +285,24 @@ def write_dcase_submission(
 
 
 # -------------------------------------------------------------------------------- multi-relevance
-def _ap_block(scores: Tensor, relevance: Tensor, k: int, ties: str) -> Tensor:
+# Several relevant audios per caption (DCASE 2025 task 6: ClothoV2 evaluation captions with extra
+# annotations). AP@k sums, over the relevant audios ranked within k, the precision at their rank; two
+# divisors are in use and give different numbers whenever a query has more than k relevant audios or
+# relevant audios ranked below k:
+#   normalise="relevant": divided by the number of relevant audios. This is what the DCASE 2025 task 6
+#       baseline's code computes (CPJKU/dcase2025_task6_baseline, retrieval_module.py: the sum is divided by
+#       len(relevant_ranks)), and so the challenge's mAP@16; it cannot reach 1 when #relevant > k.
+#   normalise="min_k": divided by min(#relevant, k), the textbook AP@k (1 for a perfect ranking).
+# The baseline breaks score ties by argsort order; here ties follow ``ties`` (module docstring).
+_NORMALISE = ("relevant", "min_k")
+
+
+def _check_normalise(normalise: str) -> None:
+    if normalise not in _NORMALISE:
+        raise ValueError(f"normalise must be one of {_NORMALISE}, got {normalise!r}")
+
+
+def _ap_block(scores: Tensor, relevance: Tensor, k: int, ties: str, normalise: str) -> Tensor:
     """AP@k per query for query-major ``(n_query, n_candidates)`` blocks; NaN without relevant items.
 
     Without sorting: the m-th best relevant item (1-based) sits at position ``m + c``, where ``c`` is
@@ -302,45 +325,123 @@ def _ap_block(scores: Tensor, relevance: Tensor, k: int, ties: str) -> Tensor:
     inside = valid_rel & (position <= k)
     precision = torch.where(inside, (slot + 1).double() / position.double(), 0.0)
     n_rel = n_rel.squeeze(1)
-    ap = precision.sum(dim=1) / n_rel.clamp(max=k, min=1).double()
+    divisor = n_rel.clamp(min=1) if normalise == "relevant" else n_rel.clamp(max=k, min=1)
+    ap = precision.sum(dim=1) / divisor.double()
     return torch.where(n_rel > 0, ap, torch.full_like(ap, math.nan))
 
 
-def average_precision_at_k(
-    similarity: Tensor, relevance: Tensor, k: int = 16, ties: str = "pessimistic"
-) -> Tensor:
-    """Per-caption AP@k (float64, ``(n_caption,)``) with several relevant audios per caption.
-
-    ``relevance`` is a bool ``(n_audio, n_caption)`` matrix. AP@k = sum over relevant audios ranked
-    within k of precision at their rank, divided by ``min(#relevant, k)`` (the DCASE 2025 definition).
-    Captions with no relevant audio get NaN (they are excluded by :func:`map_at_k`).
-    """
-    _check_ties(ties)
-    if int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    sim = _similarity(similarity)
+def _relevance(sim: Tensor, relevance: Tensor) -> Tensor:
     rel = torch.as_tensor(relevance, device=sim.device)
     if rel.shape != sim.shape:
         raise ValueError(f"relevance has shape {tuple(rel.shape)}, similarity has {tuple(sim.shape)}")
-    rel = rel.bool()
+    return rel.bool()
+
+
+def average_precision_at_k(
+    similarity: Tensor, relevance: Tensor, k: int = 16, ties: str = "pessimistic", normalise: str = "min_k"
+) -> Tensor:
+    """Per-caption AP@k (float64, ``(n_caption,)``) with several relevant audios per caption.
+
+    ``relevance`` is a bool ``(n_audio, n_caption)`` matrix. AP@k = sum over the relevant audios ranked
+    within k of the precision at their rank, divided by ``min(#relevant, k)`` (``normalise="min_k"``, the
+    standard AP@k) or by ``#relevant`` (``normalise="relevant"``, the DCASE 2025 task 6 baseline's code,
+    by which the challenge's mAP@16 was computed). With one relevant audio both equal ``1/r`` for
+    ``r <= k`` (:func:`ap_at_k_from_ranks`). Captions with no relevant audio get NaN (:func:`map_at_k`
+    leaves them out).
+    """
+    _check_ties(ties)
+    _check_normalise(normalise)
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sim = _similarity(similarity)
+    rel = _relevance(sim, relevance)
     kk = min(int(k), sim.shape[0])  # bound the masked copies and the (kk, kk, block) comparison
     block = max(1, (1 << 24) // max(sim.shape[0], kk * kk))
     # query-major blocks: each caption's scores contiguous, which makes top-k several times faster
     return torch.cat(
         [
-            _ap_block(sim[:, a:b].T.contiguous(), rel[:, a:b].T.contiguous(), int(k), ties)
+            _ap_block(sim[:, a:b].T.contiguous(), rel[:, a:b].T.contiguous(), int(k), ties, normalise)
             for a, b in _chunks(sim.shape[1], block)
         ]
     )
 
 
-def map_at_k(similarity: Tensor, relevance: Tensor, k: int = 16, ties: str = "pessimistic") -> float:
-    """Mean AP@k over the captions that have at least one relevant audio (see average_precision_at_k)."""
-    ap = average_precision_at_k(similarity, relevance, k, ties)
+def map_at_k(
+    similarity: Tensor, relevance: Tensor, k: int = 16, ties: str = "pessimistic", normalise: str = "min_k"
+) -> float:
+    """Mean AP@k over the captions that have at least one relevant audio (see average_precision_at_k).
+
+    ``normalise="relevant"`` gives the DCASE 2025 challenge's mAP@16 (at ``k=16``); the default
+    ``"min_k"`` the standard mAP@k.
+    """
+    ap = average_precision_at_k(similarity, relevance, k, ties, normalise)
     valid = ~torch.isnan(ap)
     if not bool(valid.any()):
         raise ValueError("no caption has a relevant audio; mAP is undefined")
     return float(ap[valid].mean())
+
+
+def first_relevant_ranks(similarity: Tensor, relevance: Tensor, ties: str = "pessimistic") -> Tensor:
+    """Per caption, the 1-based rank (LongTensor ``(n_caption,)``) of its best-ranked relevant audio; 0
+    for a caption without relevant audio. Pessimistic ties put it after every non-relevant audio with
+    the same score."""
+    _check_ties(ties)
+    sim = _similarity(similarity)
+    rel = _relevance(sim, relevance)
+    out = torch.zeros(sim.shape[1], dtype=torch.long, device=sim.device)
+    for a, b in _chunks(sim.shape[1], None, sim.shape[0]):
+        scores, r = sim[:, a:b], rel[:, a:b]
+        best = scores.masked_fill(~r, -math.inf).max(dim=0).values
+        ahead = (scores >= best[None, :]) if ties == "pessimistic" else (scores > best[None, :])
+        rank = 1 + (ahead & ~r).sum(dim=0)
+        out[a:b] = torch.where(r.any(dim=0), rank, torch.zeros_like(rank))
+    return out
+
+
+def recall_at_k_multi(
+    similarity: Tensor, relevance: Tensor, ks: Sequence[int] = (1, 5, 10), ties: str = "pessimistic"
+) -> dict[str, float]:
+    """``{"R@k": ...}``: the fraction of captions with ANY relevant audio in their top k (captions without
+    relevant audio are left out). With one relevant audio per caption this is the DCASE R@k."""
+    ks = _check_ks(ks)
+    ranks = first_relevant_ranks(similarity, relevance, ties)
+    ranks = ranks[ranks > 0]
+    if ranks.numel() == 0:
+        raise ValueError("no caption has a relevant audio; R@k is undefined")
+    return {f"R@{k}": float((ranks <= k).double().mean()) for k in ks}
+
+
+def multi_relevance_metrics(
+    similarity: Tensor,
+    relevance: Tensor,
+    map_ks: Sequence[int] = (16, 10),
+    ks: Sequence[int] = (1, 5, 10),
+    ties: str = "pessimistic",
+) -> dict[str, Any]:
+    """DCASE 2025 style metrics over the captions with at least one relevant audio (fractions).
+
+    ``mAP@k`` uses the DCASE 2025 baseline's normalisation (by #relevant: the challenge ranked systems by
+    ``mAP@16``), ``mAP@k_min_k`` the standard one (by min(#relevant, k)); ``R@k``: any relevant audio in
+    the top k; ``mAP@16_ci95``: jackknife 95% interval of ``mAP@16`` (when 16 is in ``map_ks`` and there
+    are at least 2 queries); ``n_queries``.
+    """
+    out: dict[str, Any] = {}
+    per_query: dict[int, Tensor] = {}
+    for k in _check_ks(map_ks):
+        ap = average_precision_at_k(similarity, relevance, k, ties, normalise="relevant")
+        valid = ~torch.isnan(ap)
+        if not bool(valid.any()):
+            raise ValueError("no caption has a relevant audio; mAP is undefined")
+        per_query[k] = ap[valid]
+        out[f"mAP@{k}"] = float(ap[valid].mean())
+    for k in _check_ks(map_ks):
+        out[f"mAP@{k}_min_k"] = map_at_k(similarity, relevance, k, ties, normalise="min_k")
+    out.update(recall_at_k_multi(similarity, relevance, ks, ties))
+    if 16 in per_query and per_query[16].numel() >= 2:
+        _, low, high = jackknife_ci(per_query[16])
+        out["mAP@16_ci95"] = [low, high]
+    out["n_queries"] = int(next(iter(per_query.values())).numel())
+    return out
 
 
 # ----------------------------------------------------------------------------------- audio to text
@@ -372,7 +473,8 @@ def audio_to_text_metrics(
     else:
         first_hit = 1 + (sim > best[:, None]).sum(dim=1)
     first_hit = first_hit[has_caption]
-    out = {"mAP@10": float(average_precision_at_k(sim.T, relevance.T, 10, ties)[has_caption].mean())}
+    ap = average_precision_at_k(sim.T, relevance.T, 10, ties, normalise="min_k")
+    out = {"mAP@10": float(ap[has_caption].mean())}
     for k in ks:
         out[f"R@{k}"] = float((first_hit <= k).double().mean())
     return out
@@ -403,3 +505,65 @@ def jackknife_ci(
     z = NormalDist().inv_cdf(1 - alpha / 2)
     mean = float(x.mean())
     return mean, mean - z * se, mean + z * se
+
+
+# ------------------------------------------------------------------------------ paired differences
+def paired_bootstrap_ci(
+    values_a: Sequence[float] | Tensor,
+    values_b: Sequence[float] | Tensor,
+    n_resamples: int = 10_000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: Sequence[Any] | None = None,
+) -> tuple[float, float, float]:
+    """Mean paired difference ``mean(a - b)`` of two systems' per-query values on the same queries
+    (entry i of both is query i), with a percentile bootstrap ``1 - alpha`` interval.
+
+    Resample r draws n query indices with replacement, ``numpy.random.default_rng(seed)``'s r-th
+    ``integers(0, n, size=n)``, and takes the mean difference over them; the interval holds the
+    ``alpha/2`` and ``1 - alpha/2`` quantiles of the ``n_resamples`` means (linear interpolation).
+    Resampling whole queries keeps how hard each query is out of the interval. The same seed gives
+    the same interval. Returns ``(mean, low, high)``.
+
+    ``groups`` (one label per query, e.g. the clip a caption describes): a cluster bootstrap. Each
+    resample draws G of the G groups with replacement, ``integers(0, G, size=G)``, and its mean is the
+    sum of the drawn groups' differences over the number of queries they hold. Queries of one group
+    (the five captions of a ClothoV2 clip) are not independent; resampling them together gives the
+    honest, wider interval.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    a, b = (
+        np.asarray(v.detach().cpu().double().numpy() if isinstance(v, Tensor) else v, dtype=np.float64).ravel()
+        for v in (values_a, values_b)
+    )
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need one entry per query in both, got {a.size} and {b.size}")
+    if a.size < 2:
+        raise ValueError(f"a bootstrap needs at least 2 queries, got {a.size}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired values contain NaN or inf")
+    diff, n = a - b, a.size
+    rng = np.random.default_rng(seed)
+    means = np.empty(int(n_resamples), dtype=np.float64)
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"groups needs one label per query ({n}), got {len(groups)}")
+        _, label = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        sums, counts = np.bincount(label, weights=diff), np.bincount(label).astype(np.float64)
+        g = sums.size
+        per_block = max(1, (1 << 22) // g)
+        for start in range(0, means.size, per_block):
+            stop = min(means.size, start + per_block)
+            pick = rng.integers(0, g, size=(stop - start, g))
+            means[start:stop] = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+        low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+        return float(diff.mean()), float(low), float(high)
+    per_block = max(1, (1 << 22) // n)  # about 32 MB of indices at a time
+    for start in range(0, means.size, per_block):
+        stop = min(means.size, start + per_block)
+        means[start:stop] = diff[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(diff.mean()), float(low), float(high)

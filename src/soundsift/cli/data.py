@@ -30,8 +30,15 @@ def data_info_main(args: argparse.Namespace) -> int:
 
 
 def download_main(args: argparse.Namespace) -> int:
-    from soundsift.data.download import ZENODO, download_clotho
+    from soundsift.data.download import ZENODO, download_clotho, download_dcase2025_relevance
     from soundsift.data.readers.clotho import SPLITS
+
+    if args.dataset == "dcase2025":
+        kw = {"base_url": args.base_url} if args.base_url else {}
+        path = download_dcase2025_relevance(args.dest, verify=not args.no_verify, progress=not quiet(args), **kw)
+        print(f"the DCASE 2025 multi-relevance annotations are in {path}; use them with: soundsift evaluate "
+              f"--data-root CLOTHO --split evaluation --relevance {path} --model ...", file=sys.stdout)
+        return 0
 
     download_clotho(args.dest, splits=args.splits or SPLITS, base_url=args.base_url or ZENODO,
                     verify=not args.no_verify, keep_archives=args.keep_archives, progress=not quiet(args),
@@ -59,10 +66,13 @@ def add_parsers(sub) -> None:
     q.set_defaults(func=data_info_main)
 
     p = sub.add_parser("download", help="download a dataset")
-    p.add_argument("dataset", choices=["clotho"], help="which dataset")
+    p.add_argument("dataset", choices=["clotho", "dcase2025"],
+                   help="clotho: ClothoV2.1; dcase2025: the DCASE 2025 task 6 multi-relevance annotations of the "
+                        "ClothoV2 evaluation split (one CSV, DEST/relevance_evaluation.csv)")
     p.add_argument("dest", help="folder to download into (re-running resumes)")
-    p.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all three)")
-    p.add_argument("--base-url", default=None, help="mirror to download from (default: Zenodo)")
+    p.add_argument("--splits", nargs="+", default=None, help="clotho: only these splits (default: all three)")
+    p.add_argument("--base-url", default=None,
+                   help="mirror to download from (default: Zenodo; dcase2025: the baseline's GitHub repository)")
     p.add_argument("--keep-archives", action="store_true", help="keep the 7z archives after extraction")
-    p.add_argument("--no-verify", action="store_true", help="skip MD5 checks")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum checks (MD5; dcase2025: sha256)")
     p.set_defaults(func=download_main)

@@ -12,11 +12,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from soundsift.cli import data, models, search, train
+from soundsift.cli import data, models, report, search, train
 from soundsift.errors import SoundsiftError
 from soundsift.version import __version__
 
-GROUPS = (train, data, search, models)  # each adds its subcommands with add_parsers(subparsers)
+GROUPS = (train, data, search, models, report)  # each adds its subcommands with add_parsers(subparsers)
 
 
 class Parser(argparse.ArgumentParser):

@@ -26,13 +26,13 @@ def train_main(args: argparse.Namespace) -> int:
 
 
 def teachers_main(args: argparse.Namespace) -> int:
-    from soundsift.training.teachers import make_teacher
+    from soundsift.training.estimators import write_estimate
 
-    path = make_teacher(
-        args.model, args.data_root, args.out, args.format, args.split, args.max_seconds,
-        args.batch_size, args.half, progress=not quiet(args),
+    path = write_estimate(
+        args.estimator, args.data_root, args.out, args.format, args.split, args.model, args.teachers, args.weights,
+        args.text_model, args.max_seconds, args.batch_size, args.half, progress=not quiet(args),
     )
-    print(f"wrote teacher embeddings of {args.split} to {path}")
+    print(f"wrote teacher embeddings of {args.split} ({args.estimator}) to {path}")
     return 0
 
 
@@ -41,8 +41,13 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     result = evaluate(
         args.model, args.data_root, args.format, args.split, args.max_seconds, args.batch_size,
-        args.submission, progress=not quiet(args),
+        args.submission, progress=not quiet(args), relevance=args.relevance, any_query=args.any_query,
     )
+    multi = result.get("multi_relevance")
+    if multi and multi["left_out"]:
+        reasons = ", ".join(f"{n} {why}" for why, n in multi["left_out_reasons"].items())
+        print(f"{args.relevance}: left out {multi['left_out']} of {multi['left_out'] + multi['n_queries']} "
+              f"queries ({reasons}); e.g. {multi['left_out_examples'][0]}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -99,18 +104,35 @@ def add_parsers(sub) -> None:
                        help="out_dir holds a finished run: continue from its last checkpoint (e.g. more optim.epochs)")
     p.set_defaults(func=train_main)
 
-    p = sub.add_parser("teachers", help="embed a training split with a model: teacher data for stage 2")
-    p.add_argument("--model", required=True, help="a soundsift model file (model.pt)")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    from soundsift.config import KNOWN_ESTIMATORS
+
+    p = sub.add_parser("teachers", help="estimate a training split's correspondences: teacher data for stage 2")
+    p.add_argument("--estimator", default="ensemble", metavar="NAME",
+                   help=f"correspondence estimator: {', '.join(sorted(KNOWN_ESTIMATORS))} (default ensemble: the mean "
+                        "similarity of the teachers; with one --model, that model's embeddings)")
+    p.add_argument("--model", action="append", default=[],
+                   help="a soundsift model file (model.pt) or published name (zero-shot); repeat it for an ensemble")
+    p.add_argument("--teachers", nargs="+", default=[], metavar="FILE", help="teacher files to combine (ensemble, mix)")
+    p.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
+                   help="mix: one weight > 0 per teacher (the --teachers files, then the --model models)")
+    p.add_argument("--text-model", default="minilm",
+                   help="caption-similarity: a text encoder name (minilm) or a soundsift model (its text tower)")
+    p.add_argument("--out", required=True, help="output .safetensors file (any other path: a teacher store)")
     dataset_args(p, "development")
     p.add_argument("--half", action="store_true", help="store float16 embeddings")
     p.set_defaults(func=teachers_main)
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split")
-    p.add_argument("--model", required=True,
-                   help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released model)")
+    p.add_argument("--model", required=True, action="append",
+                   help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released "
+                        "model); repeat it for an ensemble (mean cosine similarity; reports each member and the gain)")
     dataset_args(p, "evaluation")
     p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
+    p.add_argument("--relevance", default=None, metavar="FILE",
+                   help="a multi-relevance CSV (DCASE 2025 query,audio_filenames or query,file pairs): adds "
+                        "multi_relevance (mAP@16 as the challenge ranked, mAP@k_min_k, R@k)")
+    p.add_argument("--any-query", action="store_true",
+                   help="with --relevance: score queries that are not captions of the split too")
     p.set_defaults(func=evaluate_main)
 
     p = sub.add_parser("reproduce", help="run a recipe (a paper table) step by step, skipping finished steps")

@@ -6,6 +6,10 @@ layout ``soundsift.data.readers.clotho.read_clotho`` reads::
     dest/clotho_captions_{split}.csv, dest/clotho_metadata_{split}.csv, dest/{split}/*.wav
 
 7z extraction needs py7zr (``pip install 'soundsift[download]'``).
+
+``download_dcase2025_relevance(dest)`` fetches the DCASE 2025 task 6 multi-relevance annotations of the
+ClothoV2 evaluation split (``query,audio_filenames``, 1037 queries) to ``dest/relevance_evaluation.csv``,
+for ``soundsift evaluate --relevance``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ CLOTHO_MD5 = {
     "clotho_metadata_validation.csv": "2e010427c56b1ce6008b0f03f41048ce",
     "clotho_metadata_evaluation.csv": "13946f054d4e1bf48079813aac61bf77",
 }
+
+
+# The DCASE 2025 task 6 baseline's annotation file, pinned to the commit that added it (14bd413, 2025-05-09;
+# unchanged at c78422f). The sha256 is of that blob, read from a clone of the repository.
+DCASE2025_BASE = ("https://raw.githubusercontent.com/CPJKU/dcase2025_task6_baseline/"
+                  "14bd413eb214056f90fdbb338842527407fb9985/resources")
+DCASE2025_FILE = "metadata_eval.csv"
+DCASE2025_SHA256 = "b89605991d1f3018088d5ce8619b7da8fe5e52c9cd576394977f141515f7fc65"
+RELEVANCE_FILE = "relevance_evaluation.csv"  # the name soundsift gives it (and `soundsift synth` writes)
 
 
 def extract_7z(archive: str | Path, dest_dir: str | Path) -> list[str]:
@@ -114,3 +127,32 @@ def download_clotho(
         if not keep_archives:
             archive.unlink()
     return dest
+
+
+def download_dcase2025_relevance(
+    dest: str | Path,
+    base_url: str = DCASE2025_BASE,
+    sha256: str | None = DCASE2025_SHA256,
+    verify: bool = True,
+    timeout: float = 60.0,
+    retries: int = 5,
+    backoff: float = 2.0,
+    progress: bool = True,
+) -> Path:
+    """Fetch the DCASE 2025 annotation file into ``dest/relevance_evaluation.csv``; returns its path.
+
+    Verified against DCASE2025_SHA256 (``sha256=`` for a mirror's copy, ``verify=False`` to skip), then
+    read once with :func:`soundsift.data.relevance.read_relevance` so that a page that is not the CSV
+    fails here (DatasetError naming the file) and not at evaluation time.
+    """
+    from soundsift.data.relevance import read_relevance
+
+    dest = Path(dest)
+    target = dest / RELEVANCE_FILE
+    url = f"{base_url.rstrip('/')}/{DCASE2025_FILE}"
+    hint = (f". To use a copy fetched elsewhere, save {DCASE2025_FILE} as {target} and run again; "
+            "--base-url points at a mirror")
+    download_file(url, target, None, timeout, retries, backoff, progress, sha256=sha256 if verify else None,
+                  reject_html=True, hint=hint)
+    read_relevance(target)
+    return target

@@ -13,21 +13,34 @@ import time
 from pathlib import Path
 from typing import Any
 
+from soundsift.training.compare import gain_percent
+from soundsift.training.tables import Column, Table, to_markdown
+
 ENCODERS = ("cnn", "patchformer", "crnn")
 VARIANTS = ("stage1", "stage2-ensemble", "stage2-self")
 COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
 
 
+def demo_table(rows: list[dict[str, Any]], title: str = "") -> Table:
+    """One row per (encoder, variant), metrics in percent; with ``vs_stage1`` in the rows, the
+    stage-2 rows' paired mAP@10 gain over their stage-1 row with its 95% interval."""
+    from soundsift.training.recipe import GAIN_COLUMN
+
+    gain = any(row.get("vs_stage1") for row in rows)
+    columns = [Column("encoder", "text"), Column("variant", "text"), *(Column(c) for c in COLUMNS)]
+    table = Table(columns + ([Column(GAIN_COLUMN, "interval")] if gain else []), title=title)
+    for i, row in enumerate(rows):
+        if i and row["encoder"] != rows[i - 1]["encoder"]:
+            table.breaks.add(i)
+        g = row.get("vs_stage1")
+        extra = [(g["mAP@10"], *g["bootstrap_ci95"]) if g else None] if gain else []
+        table.add(row["encoder"], row["variant"], *(row[c] for c in COLUMNS), *extra)
+    return table
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table, one row per (encoder, variant), metrics in percent."""
-    lines = [
-        "| encoder | variant | " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---:|" * len(COLUMNS),
-    ]
-    for row in rows:
-        values = " | ".join(f"{row[c]:.2f}" for c in COLUMNS)
-        lines.append(f"| {row['encoder']} | {row['variant']} | {values} |")
-    return "\n".join(lines)
+    return to_markdown(demo_table(rows))
 
 
 def teacher_auc(data_root: Path, teachers: dict[str, Path]) -> dict[str, float] | None:
@@ -66,7 +79,8 @@ def run_demo(
     """
     from soundsift.atomic import atomic_write
     from soundsift.data.synth.benchmark import generate
-    from soundsift.training.recipe import Runner, load_recipe
+    from soundsift.training.recipe import GAIN_COLUMN, GAIN_NOTE, Runner, load_recipe
+    from soundsift.training.tables import write_table
 
     started = time.time()
     out = Path(out)
@@ -87,6 +101,8 @@ def run_demo(
                 **{c: round(100 * test[c], 2) for c in COLUMNS},
                 "checkpoint": str(runner.model_path(sid)),
             })
+            if variant != "stage1":
+                rows[-1]["vs_stage1"] = gain_percent(out / by_row[enc, "stage1"], out / sid)
     auc = teacher_auc(data_root, {enc: runner.teacher_path(f"teachers-{enc}") for enc in ENCODERS})
     summary = {
         "rows": rows, "seconds": round(time.time() - started, 1), "seed": seed, "preset": preset,
@@ -96,6 +112,9 @@ def run_demo(
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     table = format_table(rows)
     md = f"# soundsift demo (seed {seed}, preset {preset}, {summary['seconds']} s)\n\n{table}\n"
+    if any(row.get("vs_stage1") for row in rows):
+        md += f"\n{GAIN_COLUMN}: {GAIN_NOTE}\n"
+    write_table(demo_table(rows, f"soundsift demo (seed {seed}, preset {preset})"), out / "results", ("csv", "tex"))
     if auc:
         md += (
             "\nEstimated correspondences on the training split against the benchmark's ground truth "

@@ -6,12 +6,15 @@ loss = loss_weight * L_sup + distill_weight * L_dist, where L_dist's targets are
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from soundsift.atomic import atomic_write
 from soundsift.correspondences import TeacherEnsemble
 from soundsift.data.dataset import AudioStore
 from soundsift.data.records import SplitData
@@ -19,6 +22,8 @@ from soundsift.losses import contrastive_loss, distillation_loss, positives_from
 from soundsift.metrics import text_to_audio_metrics_from_embeddings
 from soundsift.model import DualEncoder
 from soundsift.training.embed import embed_split, gather_rows
+
+LOSS_KEY = "soundsift_epoch_losses"  # the checkpoint entry of the current epoch's loss sums
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -52,6 +57,8 @@ class RetrievalModule(L.LightningModule):
         self.teachers: TeacherEnsemble | None = None
         self.strict_loading = False  # frozen pretrained towers are not stored in checkpoints
         self.late_problems: set[str] = set()  # clips that failed to decode during training (replaced)
+        self.loss_sums: dict[str, float] = {}  # this epoch's loss terms so far (kept in checkpoints)
+        self.loss_steps = 0
 
     def _gather(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Across processes, every rank sees the whole global batch (gradients flow back)."""
@@ -95,7 +102,16 @@ class RetrievalModule(L.LightningModule):
             self.last_losses["L_dist"] = float(dist.detach())
             self.log("train/L_dist", dist, prog_bar=False)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.texts))
+        for key, value in {"loss": float(loss.detach()), **self.last_losses}.items():
+            self.loss_sums[key] = self.loss_sums.get(key, 0.0) + value
+        self.loss_steps += 1
         return loss
+
+    def take_epoch_losses(self) -> dict[str, float]:
+        """The mean of each loss term over this epoch's steps; starts the next epoch's sums."""
+        means = {k: v / self.loss_steps for k, v in self.loss_sums.items()} if self.loss_steps else {}
+        self.loss_sums, self.loss_steps = {}, 0
+        return means
 
     def on_train_epoch_start(self) -> None:
         loader = self.trainer.train_dataloader
@@ -127,6 +143,11 @@ class RetrievalModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = {"model." + k for k in self.model.trainable_state_dict()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint[LOSS_KEY] = {"sums": dict(self.loss_sums), "steps": self.loss_steps}  # a mid-epoch resume
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(LOSS_KEY) or {}
+        self.loss_sums, self.loss_steps = dict(state.get("sums", {})), int(state.get("steps", 0))
 
 
 class ValidationCallback(L.Callback):
@@ -135,18 +156,30 @@ class ValidationCallback(L.Callback):
     It runs at train-epoch end (before ModelCheckpoint, which Lightning orders last), so embedding is
     the same deterministic path as evaluation and teacher estimation. With several processes each
     embeds its block of the clips and the blocks are gathered (not repeated on every rank). ``history``
-    is kept in checkpoints, so a resumed run keeps it.
+    (validation metrics) and ``losses`` (the epoch's mean loss terms and learning rates) are kept in
+    checkpoints, so a resumed run keeps them; rank 0 rewrites ``history.json`` (both, per epoch) in the
+    run folder after every epoch.
     """
 
     def __init__(self, split: SplitData, store: AudioStore, config: dict[str, Any]) -> None:
         self.split, self.store, self.config = split, store, config
         self.history: list[dict[str, float]] = []
+        self.losses: list[dict[str, Any]] = []
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
+        return {"history": self.history, "losses": self.losses}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self.losses = list(state_dict.get("losses", []))
+
+    def write_history(self, path: Path) -> None:
+        """``history.json``: per epoch, the training loss terms (means over the epoch's steps), the
+        learning rate of each parameter group at the epoch's end, and the validation metrics."""
+        val = {h["epoch"]: {k: v for k, v in h.items() if k != "epoch"} for h in self.history}
+        epochs = [{**e, "val": val.get(e["epoch"], {})} for e in self.losses]
+        text = json.dumps({"monitor": "val/mAP@10", "epochs": epochs}, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @staticmethod
     def shard(split: SplitData, rank: int, world: int) -> SplitData:
@@ -169,5 +202,11 @@ class ValidationCallback(L.Callback):
             caption_clip = gather_rows(caption_clip + offset)
         metrics = text_to_audio_metrics_from_embeddings(audio, captions, caption_clip)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
+        take = getattr(pl_module, "take_epoch_losses", dict)
+        lrs = {g.get("name", str(i)): float(g["lr"]) for o in trainer.optimizers for i, g in enumerate(o.param_groups)}
+        self.losses.append({"epoch": trainer.current_epoch, "steps": int(trainer.global_step), "train": take(),
+                            "lr": lrs})
+        if trainer.is_global_zero and self.config.get("out_dir"):
+            self.write_history(Path(self.config["out_dir"]) / "history.json")
         for key, value in metrics.items():
             pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)

@@ -5,6 +5,8 @@ A recipe (YAML, ``recipes/``) lists steps; each is one of
 - ``train: CONFIG`` (+ ``set: {key: value}``, ``init_from: STEP``, ``teachers: [STEP, ...]``): one
   training run into ``{out}/{id}``;
 - ``teachers: {model: STEP, split: S}``: the model's embeddings of a split, ``{out}/teachers/{id}.safetensors``;
+  with ``estimator: NAME`` (``teachers: [STEP, ...]``, ``weights``, ``text_model``; ``model`` may also be a
+  published name such as ``zero-shot``) any correspondence estimator's targets (training.estimators);
 - ``evaluate: {model: STEP, split: S}``: metrics of a model, ``{out}/{id}.json``;
 - ``sweep: {train: CONFIG, grid: {key: [values]}, ...}``: a train step per grid point, the best on
   validation mAP@10 selected, the grid reported.
@@ -15,6 +17,10 @@ killed train step resumes from its last checkpoint, and a changed step runs agai
 does everything that depends on it. Outputs made by the plain commands of ``--print`` are adopted when
 they match. The runner only orders, skips and launches: the work is ``train``, ``make_teacher`` and
 ``evaluate``. At the end, ``results.json`` / ``results.md`` put our test metrics next to the paper's.
+
+A recipe may also name ``synth: {preset, seed}`` (without a data root the generated benchmark is written
+to ``{out}/data`` first) and ``measure: {batch_size, tau, rounds}``: each teachers step is then scored
+against the benchmark's ground truth, and each stage-2 row gets its estimate's AUC and softmax mass.
 """
 
 from __future__ import annotations
@@ -35,9 +41,14 @@ import yaml
 from soundsift.atomic import atomic_write
 from soundsift.config import load_config, resolve_config_path
 from soundsift.errors import ConfigError
+from soundsift.training.tables import Column, Table, to_markdown, write_table
 
 KINDS = ("train", "teachers", "evaluate", "sweep")
 COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
+#: Columns of a ``measure`` recipe's stage-2 rows (percent): the estimate against the ground truth, and
+#: the plain gain in test mAP@10 over init_from where the paired one (vs_init) is not available.
+MEASURE_COLUMNS = ("AUC", "softmax_mass", "other_mass", "gain")
+ESTIMATOR_KEYS = ("estimator", "teachers", "weights", "text_model")
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
@@ -60,6 +71,8 @@ class Recipe:
     steps: dict[str, Step]  # in dependency order
     data_root: str | None
     data_format: str
+    synth: dict[str, Any] | None = None
+    measure: dict[str, Any] | None = None
 
 
 def resolve_recipe_path(name: str | Path) -> Path:
@@ -104,6 +117,12 @@ def load_recipe(name: str | Path) -> Recipe:
         steps[sid] = Step(sid, kind, spec, list(dict.fromkeys(needs)), raw.get("optional"),
                           raw.get("expected") or {}, raw.get("row") or {})
     for step in steps.values():
+        body = step.spec[step.kind] if isinstance(step.spec[step.kind], dict) else {}
+        model = body.get("model")
+        if step.kind == "teachers" and isinstance(model, str) and model not in steps and _published(model):
+            step.needs.remove(model)  # a published model (zero-shot), not a step
+        if step.kind == "teachers" and body.get("text_model") in steps:
+            step.needs.append(body["text_model"])  # caption-similarity with a trained model's text tower
         for need in step.needs:
             if need not in steps:
                 raise ConfigError(f"{path}: step {step.id!r} uses {need!r}, which is not a step of the recipe")
@@ -121,8 +140,28 @@ def load_recipe(name: str | Path) -> Recipe:
 
     for sid in steps:
         visit(sid, ())
+    for key in ("synth", "measure"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise ConfigError(f"{path}: '{key}' must be a mapping, got {doc[key]!r}")
     return Recipe(str(doc.get("name", path.stem)), path, str(doc.get("title", "")),
-                  {sid: steps[sid] for sid in order}, doc.get("data_root"), str(doc.get("data_format", "clotho")))
+                  {sid: steps[sid] for sid in order}, doc.get("data_root"), str(doc.get("data_format", "clotho")),
+                  doc.get("synth"), doc.get("measure"))
+
+
+def _published(name: str) -> bool:
+    from soundsift.checkpoints.load import PUBLISHED
+
+    return name in PUBLISHED
+
+
+def _stable(config: dict[str, Any]) -> dict[str, Any]:
+    """A train config as hashed and compared: without the ``estimator`` section when it is the default,
+    so that runs recorded before estimators were configurable keep their hashes."""
+    from soundsift.config import DEFAULTS
+
+    if config.get("estimator", DEFAULTS["estimator"]) == DEFAULTS["estimator"]:
+        return {k: v for k, v in config.items() if k != "estimator"}
+    return config
 
 
 def _yaml_value(value: Any) -> str:
@@ -151,7 +190,7 @@ class Runner:
                  overrides: Iterable[str] = (), log: Callable[[str], None] | None = None) -> None:
         self.recipe, self.out, self.progress = recipe, Path(out), progress
         self.overrides = list(overrides)  # applied to every train step, last
-        self.data_root = str(data_root or recipe.data_root or "")
+        self.data_root = str(data_root or recipe.data_root or (self.out / "data" if recipe.synth else ""))
         if not self.data_root:
             raise ConfigError(f"{recipe.path}: no data root: pass --data-root DIR")
         self.include = set(include)
@@ -186,6 +225,23 @@ class Runner:
     def teacher_path(self, sid: str) -> Path:
         return self.out / "teachers" / f"{sid}.safetensors"
 
+    def model_ref(self, name: str) -> str:
+        """A teachers/evaluate step's ``model``: a step's model file, else a published model's name."""
+        return str(self.model_path(name)) if name in self.recipe.steps else name
+
+    def generates_data(self) -> bool:
+        """The recipe's generated benchmark goes to ``{out}/data`` (no data root was given)."""
+        return bool(self.recipe.synth) and Path(self.data_root) == self.out / "data"
+
+    def ensure_data(self) -> None:
+        if self.generates_data() and not (Path(self.data_root) / "synth_ground_truth_development.npz").is_file():
+            from soundsift.data.synth.benchmark import generate
+
+            synth = self.recipe.synth or {}
+            self.log(f"reproduce: generating the benchmark ({synth.get('preset', 'small')}) in {self.data_root}")
+            generate(self.data_root, preset=synth.get("preset", "small"), seed=int(synth.get("seed", 0)),
+                     progress=self.progress)
+
     def train_config(self, sid: str, spec: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The resolved config of a train step (or a sweep point) with paths of the steps it uses."""
         values = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **(extra or {})}
@@ -210,9 +266,9 @@ class Runner:
     def step_hash(self, step: Step) -> str:
         deps = {need: self.hashes[need] for need in step.needs}
         if step.kind == "train":
-            what: Any = self.train_config(step.id, step.spec)
+            what: Any = _stable(self.train_config(step.id, step.spec))
         elif step.kind == "sweep":
-            what = [(pid, self.train_config(pid, step.spec["sweep"], values)) for pid, values in self.points(step)]
+            what = [(pid, _stable(self.train_config(pid, step.spec["sweep"], values))) for pid, values in self.points(step)]
         else:
             what = {"data_root": self.data_root, "format": self.recipe.data_format, **step.spec[step.kind]}
         return _digest({"kind": step.kind, "what": what, "deps": deps})
@@ -240,11 +296,12 @@ class Runner:
             if not (metrics.is_file() and saved.is_file() and (Path(config["out_dir"]) / "model.pt").is_file()):
                 return None
             written = yaml.safe_load(saved.read_text(encoding="utf-8"))
-            if {k: v for k, v in written.items() if k != "model"} != {k: v for k, v in config.items() if k != "model"}:
+            if {k: v for k, v in _stable(written).items() if k != "model"} != \
+                    {k: v for k, v in _stable(config).items() if k != "model"}:
                 return None
             return {"metrics": json.loads(metrics.read_text(encoding="utf-8"))}
         if step.kind == "teachers":
-            return {} if self.teacher_path(sid).is_file() else None
+            return self.teacher_result(step.spec["teachers"], sid) if self.teacher_path(sid).is_file() else None
         output = self.out / f"{sid}.json"
         if not output.is_file():
             return None
@@ -255,6 +312,7 @@ class Runner:
 
     def run(self) -> dict[str, dict[str, Any]]:
         """Run every selected step (skipping finished ones); returns each step's result."""
+        self.ensure_data()
         for step in self.selected():
             digest = self.step_hash(step)
             self.hashes[step.id] = digest
@@ -290,15 +348,24 @@ class Runner:
                         data_cache=self.data_cache)
             return {"metrics": run.metrics}
         spec = step.spec[step.kind]
-        model = self.model_path(spec["model"])
         fmt = spec.get("format", self.recipe.data_format)
         if step.kind == "teachers":
-            from soundsift.training.teachers import make_teacher
+            split, max_seconds, batch_size = spec.get("split", "development"), spec.get("max_seconds"), int(spec.get("batch_size", 32))
+            if any(key in spec for key in ESTIMATOR_KEYS):
+                from soundsift.training.estimators import write_estimate
 
-            make_teacher(model, self.data_root, self.teacher_path(sid), fmt, spec.get("split", "development"),
-                         spec.get("max_seconds"), int(spec.get("batch_size", 32)), bool(spec.get("half", False)),
-                         progress=self.progress)
-            return {}
+                write_estimate(spec.get("estimator", "ensemble"), self.data_root, self.teacher_path(sid), fmt, split,
+                               [self.model_ref(spec["model"])] if spec.get("model") else [],
+                               [self.teacher_path(t) for t in _refs(spec.get("teachers"))], spec.get("weights"),
+                               self.model_ref(spec.get("text_model", "minilm")), max_seconds, batch_size,
+                               bool(spec.get("half", False)), progress=self.progress)
+            else:
+                from soundsift.training.teachers import make_teacher
+
+                make_teacher(self.model_ref(spec["model"]), self.data_root, self.teacher_path(sid), fmt, split,
+                             max_seconds, batch_size, bool(spec.get("half", False)), progress=self.progress)
+            return self.teacher_result(spec, sid)
+        model = self.model_path(spec["model"])
         from soundsift.training.evaluate import evaluate
 
         metrics = evaluate(model, self.data_root, fmt, spec.get("split", "evaluation"), spec.get("max_seconds"),
@@ -306,6 +373,22 @@ class Runner:
         text = json.dumps(metrics, indent=2)
         atomic_write(self.out / f"{sid}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return {"metrics": {"test": metrics["text_to_audio"], **metrics}}
+
+    def teacher_result(self, spec: dict[str, Any], sid: str) -> dict[str, Any]:
+        """A teachers step's result: with ``measure``, its estimate scored against the ground truth."""
+        if self.recipe.measure is None:
+            return {}
+        from soundsift.training.estimators import measure_teacher_file
+
+        m = self.recipe.measure
+        scores = measure_teacher_file(self.teacher_path(sid), self.data_root, spec.get("split", "development"),
+                                      batch_size=int(m.get("batch_size", 64)), tau=float(m.get("tau", 0.05)),
+                                      rounds=int(m.get("rounds", 10)), seed=int(m.get("seed", 0)))
+        if scores is None:
+            self.log(f"reproduce: {sid}: no ground truth in {self.data_root}: the estimate is not measured")
+            return {}
+        self.log(f"reproduce: {sid}: AUC {scores['auc']:.3f}, softmax mass {scores['softmax_mass']:.3f}")
+        return {"correspondences": scores}
 
     def run_sweep(self, step: Step, digest: str) -> dict[str, Any]:
         sweep = step.spec["sweep"]
@@ -327,6 +410,10 @@ class Runner:
         """The selected steps as plain shell commands, one per step (a sweep: one per grid point), in
         dependency order; ``collect_command`` then writes the results."""
         lines, q = [], shlex.quote
+        if self.generates_data():
+            synth = self.recipe.synth or {}
+            lines.append(f"soundsift synth --preset {q(str(synth.get('preset', 'small')))} --seed "
+                         f"{int(synth.get('seed', 0))} --out {q(self.data_root)}")
         for step in self.selected():
             if step.kind in ("train", "sweep"):
                 points = [(step.id, {})] if step.kind == "train" else self.points(step)
@@ -344,11 +431,20 @@ class Runner:
                                            *(q(o) for o in self.overrides)]))
                 continue
             spec = step.spec[step.kind]
-            common = ["--model", q(str(self.model_path(spec["model"]))), "--data-root", q(self.data_root),
-                      "--format", q(spec.get("format", self.recipe.data_format))]
+            common = ["--model", q(self.model_ref(spec["model"]))] if spec.get("model") else []
+            common += ["--data-root", q(self.data_root), "--format", q(spec.get("format", self.recipe.data_format))]
             if step.kind == "teachers":
-                lines.append(" ".join(["soundsift", "teachers", *common, "--split", q(spec.get("split", "development")),
-                                       "--out", q(str(self.teacher_path(step.id)))]))
+                extra = []
+                if "estimator" in spec:
+                    extra += ["--estimator", q(spec["estimator"])]
+                if spec.get("teachers"):
+                    extra += ["--teachers", *(q(str(self.teacher_path(t))) for t in _refs(spec["teachers"]))]
+                if spec.get("weights") is not None:
+                    extra += ["--weights", *(q(str(w)) for w in spec["weights"])]
+                if "text_model" in spec:
+                    extra += ["--text-model", q(self.model_ref(spec["text_model"]))]
+                lines.append(" ".join(["soundsift", "teachers", *extra, *common, "--split",
+                                       q(spec.get("split", "development")), "--out", q(str(self.teacher_path(step.id)))]))
             else:
                 lines.append(" ".join(["soundsift", "-q", "evaluate", *common, "--split",
                                        q(spec.get("split", "evaluation")), ">", q(str(self.out / f"{step.id}.json"))]))
@@ -362,7 +458,9 @@ class Runner:
                          *(q(o) for o in self.overrides)])
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per step with test metrics: ours (percent) next to the paper's and the difference."""
+        """One row per step with test metrics: ours (percent) next to the paper's and the difference; a
+        step that starts from another (``init_from``) also gets ``vs_init``, its paired mAP@10 gain over
+        that step with 95% intervals (training.compare)."""
         rows = []
         for sid, result in self.results.items():
             test = (result.get("metrics") or {}).get("test")
@@ -372,8 +470,41 @@ class Runner:
             for source, numbers in self.steps[sid].expected.items():
                 row[source] = {c: numbers[c] for c in COLUMNS if c in numbers}
                 row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in COLUMNS if c in numbers and c in row}
+            if (gain := self.gain_over_init(sid, result)) is not None:
+                row["vs_init"] = gain
+            if self.recipe.measure is not None:
+                row.update(self.measured(sid, row))
             rows.append(row)
         return rows
+
+    def measured(self, sid: str, row: dict[str, Any]) -> dict[str, Any]:
+        """A stage-2 row's estimate (the scores of its one teachers step, percent) and, where the paired
+        gain (vs_init) is missing, its plain gain in test mAP@10 over the model it started from."""
+        spec, out = self.steps[sid].spec, {}
+        if self.steps[sid].kind != "train":
+            return out
+        teachers = _refs(spec.get("teachers") if "teachers" in spec else (spec.get("set") or {}).get("teachers"))
+        scores = (self.results.get(teachers[0]) or {}).get("correspondences") if len(teachers) == 1 else None
+        if scores:
+            out.update({k: round(100 * float(scores[s]), 2) for k, s in
+                        (("AUC", "auc"), ("softmax_mass", "softmax_mass"), ("other_mass", "other_mass"))})
+        base = ((self.results.get(spec.get("init_from") or "") or {}).get("metrics") or {}).get("test") or {}
+        if "vs_init" not in row and "mAP@10" in base and "mAP@10" in row:
+            out["gain"] = round(row["mAP@10"] - 100 * float(base["mAP@10"]), 2)
+        return out
+
+    def gain_over_init(self, sid: str, result: dict[str, Any]) -> dict[str, Any] | None:
+        """The paired difference in test mAP@10 (percentage points) of a train step or a sweep's best
+        point over the step it was initialised from, when both saved per-query results."""
+        from soundsift.training.compare import gain_percent
+
+        step = self.steps[sid]
+        spec = step.spec["sweep"] if step.kind == "sweep" else step.spec
+        init = spec.get("init_from") if step.kind in ("train", "sweep") else None
+        if not isinstance(init, str):
+            return None
+        gain = gain_percent(self.out / init, self.out / str(result.get("best", sid)))
+        return None if gain is None else {"step": init, **gain}
 
     def write_results(self) -> dict[str, Any]:
         rows = self.rows()
@@ -383,21 +514,51 @@ class Runner:
         atomic_write(self.out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         md = format_results(self.recipe, rows, summary["sweeps"])
         atomic_write(self.out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
+        write_table(results_table(rows, self.recipe.title or self.recipe.name), self.out / "results", ("csv", "tex"))
         return summary
+
+
+GAIN_COLUMN = "Δ vs stage 1 [95% CI]"  # mAP@10 of a step minus that of its init_from step, paired bootstrap
+GAIN_NOTE = ("test mAP@10 minus that of the model it was initialised from, on the same queries, percentage "
+             "points; the interval is a paired bootstrap over the queries (10000 resamples, seed 0).")
+
+
+def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
+    """The rows of ``results.json`` as a table: our test metrics (percent) per step, each source's
+    mAP@10 (the paper, salsa's README) with our difference, and the paired gain over ``init_from``."""
+    sources = sorted({k for row in rows for k in row
+                      if not k.endswith("_diff") and k != "vs_init" and isinstance(row[k], dict)})
+    gain = any("vs_init" in row for row in rows)
+    columns = [Column("step", "text"), *(Column(c) for c in COLUMNS)]
+    extra = [c for c in MEASURE_COLUMNS if any(c in row for row in rows)]  # a measure recipe's
+    columns += [Column(c, "signed" if c == "gain" else "number") for c in extra]
+    for s in sources:
+        columns += [Column(f"{s} mAP@10"), Column("diff", "signed")]
+    table = Table(columns + ([Column(GAIN_COLUMN, "interval")] if gain else []), title=title)
+    for row in rows:
+        values: list[Any] = [row["step"], *(row.get(c) for c in COLUMNS), *(row.get(c) for c in extra)]
+        for s in sources:
+            values += [row.get(s, {}).get("mAP@10"), row.get(f"{s}_diff", {}).get("mAP@10")]
+        if gain:
+            g = row.get("vs_init")
+            values.append((g["mAP@10"], *g["bootstrap_ci95"]) if g else None)
+        table.add(*values)
+    return table
 
 
 def format_results(recipe: Recipe, rows: list[dict[str, Any]], sweeps: dict[str, list]) -> str:
     """Markdown: our test metrics (percent) per step, the paper's, salsa's README, and the differences."""
-    sources = sorted({k for row in rows for k in row if not k.endswith("_diff") and isinstance(row[k], dict)})
-    header = "| step | " + " | ".join(COLUMNS) + "".join(f" | {s} mAP@10 | diff" for s in sources) + " |"
-    lines = [f"# {recipe.title or recipe.name}", "", "Test split, percent.", "", header,
-             "|---|" + "---:|" * (len(COLUMNS) + 2 * len(sources))]
-    for row in rows:
-        cells = [f"{row[c]:.2f}" if c in row else "" for c in COLUMNS]
-        for s in sources:
-            theirs, diff = row.get(s, {}).get("mAP@10"), row.get(f"{s}_diff", {}).get("mAP@10")
-            cells += ["" if theirs is None else f"{theirs:.2f}", "" if diff is None else f"{diff:+.2f}"]
-        lines.append(f"| {row['step']} | " + " | ".join(cells) + " |")
+    lines = [f"# {recipe.title or recipe.name}", "", "Test split, percent.", "", to_markdown(results_table(rows))]
+    if any("vs_init" in row for row in rows):
+        lines += ["", f"{GAIN_COLUMN}: {GAIN_NOTE}"]
+    if any(c in row for c in MEASURE_COLUMNS for row in rows):
+        m = recipe.measure or {}
+        lines += ["", f"AUC: ROC AUC of a stage-2 run's targets against the ground truth (training split); "
+                  f"softmax_mass: the mass their column softmax (tau {m.get('tau', 0.05)}, random batches of "
+                  f"{m.get('batch_size', 64)} training pairs) puts on truly relevant clips; other_mass: the part on "
+                  "relevant clips other than the caption's own (columns that have one)"
+                  + ("; gain: test mAP@10 over the model it started from" if any("gain" in r for r in rows) else "")
+                  + ". All percent."]
     for sid, grid in sweeps.items():
         lines += ["", f"## {sid}: grid (selected on validation mAP@10)", "",
                   "| point | values | val mAP@10 | test mAP@10 |", "|---|---|---:|---:|"]

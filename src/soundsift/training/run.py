@@ -4,7 +4,8 @@
 (resuming from ``checkpoints/last.ckpt`` when there is one); ``finalise`` saves the model selected by
 validation mAP@10 and evaluates it on the test split. A run directory holds: config.yaml (resolved),
 checkpoints/ (Lightning, for resuming), model.pt (the selected model, soundsift format), metrics.json,
-problems.txt (skipped data).
+history.json (loss terms and validation metrics per epoch), test_queries.json (the test split's rank and
+AP@10 per query caption, for ``soundsift compare``), problems.txt (skipped data).
 """
 
 from __future__ import annotations
@@ -87,15 +88,16 @@ def write_problems(path: Path, splits: dict[str, SplitData], late: set[str] = fr
     return len(lines)
 
 
-def load_teachers(paths: list[str], split: SplitData):
-    from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble
-    from soundsift.data.dataset import flatten_captions
+def load_teachers(paths: list[str], split: SplitData, config: dict[str, Any] | None = None,
+                  store: AudioStore | None = None, progress: bool = False):
+    """Stage 2's targets: the teacher files (checked against ``split``) as ``config["estimator"]``
+    combines them, or what that estimator computes from the split (training.estimators)."""
+    from soundsift.training.estimators import stage2_targets
 
-    teachers = [TeacherEmbeddings.load(p) for p in paths]
-    texts, _ = flatten_captions(split)
-    for t in teachers:
-        t.check_alignment([c.clip_id for c in split.clips], texts)
-    return TeacherEnsemble(teachers)
+    if config is None:
+        return stage2_targets(paths, split)
+    return stage2_targets(paths, split, config.get("estimator"), store, int(config["trainer"]["eval_batch_size"]),
+                          config["data"]["max_seconds"], progress)
 
 
 def read_init(init_from: str) -> dict[str, Any]:
@@ -130,7 +132,8 @@ def _quiet_lightning() -> None:
 
 
 #: What a run writes into its folder (``overwrite`` removes exactly these).
-RUN_OUTPUTS = ("model.pt", "metrics.json", "problems.txt", "config.yaml", "checkpoints", "logs")
+RUN_OUTPUTS = ("model.pt", "metrics.json", "problems.txt", "config.yaml", "checkpoints", "logs", "history.json",
+               "test_queries.json")
 
 
 def _main_process() -> bool:
@@ -200,8 +203,8 @@ def prepare(
     train_split = splits["train"]
     if not train_split.clips:
         raise DatasetError(f"no readable training clips in {config['data']['root']}")
-    if config["teachers"]:
-        module.teachers = load_teachers(config["teachers"], train_split)
+    if config["teachers"] or float(config["loss"]["distill_weight"]):
+        module.teachers = load_teachers(config["teachers"], train_split, config, store, progress)
     if config["init_from"]:
         init = read_init(config["init_from"])
         module.model.load_trainable_state_dict(init["state_dict"], source=str(config["init_from"]))
@@ -288,8 +291,10 @@ def fit(run: PreparedRun, progress: bool = True):
 
 
 def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) -> RunResult:
-    """Save the model validation selected, evaluate it on the test split, write metrics.json."""
-    from soundsift.metrics import text_to_audio_metrics_from_embeddings
+    """Save the model validation selected, evaluate it on the test split, write metrics.json and the
+    test split's per-query results (test_queries.json)."""
+    from soundsift.metrics import metrics_from_ranks, text_to_audio_ranks_from_embeddings
+    from soundsift.training.compare import FILE, per_query_doc, write_per_query
     from soundsift.training.embed import embed_split
 
     out_dir, module, splits, tr = run.out_dir, run.module, run.splits, run.config["trainer"]
@@ -307,7 +312,10 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         model = load_model(model_path)  # evaluate exactly what was saved, on the GPU when there is one
         max_seconds = run.config["data"]["max_seconds"]
         emb = embed_split(model, splits["test"], run.store, max_seconds, tr["eval_batch_size"], progress)
-        metrics["test"] = text_to_audio_metrics_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
+        ranks = text_to_audio_ranks_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
+        metrics["test"] = metrics_from_ranks(ranks)
+        doc = per_query_doc(splits["test"].name, emb.clip_ids, emb.caption_texts, emb.caption_clip, ranks)
+        write_per_query(out_dir / FILE, doc)
     metrics["seconds"] = round(time.time() - run.started, 2)
     text = json.dumps(metrics, indent=2)
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))

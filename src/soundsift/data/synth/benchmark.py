@@ -11,6 +11,8 @@ Layout under ``out_dir``::
                                                   commas and non-ASCII characters, as in Clotho)
     clotho_captions_{split}.csv                   file_name,caption_1,...,caption_5 (UTF-8)
     synth_ground_truth_{split}.npz                see load_ground_truth
+    relevance_evaluation.csv                      the evaluation split's ground truth in the DCASE 2025
+                                                  layout (query,audio_filenames; see relevance_queries)
     synth_info.json                               preset, seed, rate, classes, counts, format version
 
 Everything is deterministic in (preset, sizes, seed, sample_rate): the same call writes the same bytes.
@@ -31,6 +33,7 @@ from typing import IO, Any
 import numpy as np
 
 from soundsift.atomic import atomic_write
+from soundsift.data.relevance import write_relevance
 from soundsift.data.synth.facts import (
     ASSERTIONS,
     CLASSES,
@@ -61,10 +64,12 @@ __all__ = [
     "ground_truth",
     "ground_truth_block",
     "load_ground_truth",
+    "relevance_queries",
     "resolve_preset",
 ]
 
 FORMAT_VERSION = 1
+RELEVANCE_FILE = "relevance_evaluation.csv"  # the name `soundsift download dcase2025` gives the real one
 DENSE_LIMIT = 64_000_000  # store holds/fraction densely up to this many (caption, clip) pairs
 CSV_HEADER = ("file_name", *(f"caption_{k}" for k in range(1, CAPTIONS_PER_CLIP + 1)))
 _ALIASES = {"train": "development", "dev": "development", "val": "validation", "valid": "validation",
@@ -217,6 +222,25 @@ def load_ground_truth(root: str | Path, split: str, dense: bool = True) -> dict[
     return gt
 
 
+def relevance_queries(gt: dict[str, np.ndarray], block: int = 4096) -> list[tuple[str, list[str]]]:
+    """Every distinct caption of a split with every clip it truly describes (``holds``), clips in CSV row
+    order: the ground truth as DCASE 2025 annotations (its own clip is always among them). Captions of
+    the same text are one query (their files merged). Works from the compact arrays when ``holds`` is
+    not stored, ``block`` captions at a time."""
+    names, captions = [str(n) for n in gt["file_names"]], [str(c) for c in gt["captions"]]
+    merged: dict[str, dict[int, None]] = {}
+    all_clips = np.arange(len(names))
+    for start in range(0, len(captions), block):
+        stop = min(len(captions), start + block)
+        if "holds" in gt:
+            holds = gt["holds"][start:stop]
+        else:
+            holds, _ = ground_truth_block(gt, np.arange(start, stop), all_clips)
+        for j, row in enumerate(holds, start=start):
+            merged.setdefault(captions[j], {}).update(dict.fromkeys(np.flatnonzero(row).tolist()))
+    return [(text, [names[i] for i in sorted(clips)]) for text, clips in merged.items() if clips]
+
+
 # ---- writing --------------------------------------------------------------------------------------------
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
@@ -322,7 +346,10 @@ def generate(out_dir: str | Path, preset: str | Preset = "small", seed: int = 0,
             _write_wav(folder / name, render_clip(facts, int(sample_rate), seed, split_name, i), int(sample_rate))
         _write_csv(out / f"clotho_captions_{split_name}.csv", split)
         dense = len(split.clips) ** 2 * CAPTIONS_PER_CLIP <= DENSE_LIMIT
-        _write_npz(out / f"synth_ground_truth_{split_name}.npz", ground_truth(split, dense=dense))
+        gt = ground_truth(split, dense=dense)
+        _write_npz(out / f"synth_ground_truth_{split_name}.npz", gt)
+        if split_name == "evaluation":
+            write_relevance(out / RELEVANCE_FILE, relevance_queries(gt))
         info["splits"][split_name] = _split_info(split, dense)
     data = (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     _atomic_write(out / "synth_info.json", lambda f: f.write(data))
