@@ -37,10 +37,11 @@ def test_ivfsq_is_a_faiss_kind():
     assert {"hnsw", "ivf"} <= set(FAISS_KINDS)
 
 
-def test_exhaustive_parameters_give_the_exact_top_k():
+@pytest.mark.parametrize("dim", [32, 21])  # 21: the codes are of vectors zero-padded to 32 (SIMD scans)
+def test_exhaustive_parameters_give_the_exact_top_k(dim):
     rng = np.random.default_rng(0)
-    x = _unit(rng.standard_normal((500, 32)))
-    q = _unit(rng.standard_normal((20, 32)))
+    x = _unit(rng.standard_normal((500, dim)))
+    q = _unit(rng.standard_normal((20, dim)))
     index = FaissIndex(x, "ivfsq", nlist=8, nprobe=8, rerank=50)  # 10 x 50 >= 500: every item re-scored
     scores, rows = index.search(q, 10)
     e_scores, e_rows = ExactIndex(x).search(q, 10)
@@ -70,11 +71,13 @@ def test_recall_at_10_on_structured_50k_x_64():
     assert index.memory_bytes() < x.nbytes  # 8-bit codes + ids + centroids, no float copy
 
 
-def test_save_load_round_trip_gives_identical_results(tmp_path):
+@pytest.mark.parametrize("dim", [32, 21])
+def test_save_load_round_trip_gives_identical_results(tmp_path, dim):
     rng = np.random.default_rng(3)
-    x, sample = _mixture(5_000, 32, rng, clusters=50)
+    x, sample = _mixture(5_000, dim, rng, clusters=50)
     q = sample(50)
     index = FaissIndex(x, "ivfsq", nlist=40, nprobe=6)
+    assert index.dim == dim and index.index.d % 16 == 0
     index.save(tmp_path / "sq.index")
     loaded = FaissIndex.load(tmp_path / "sq.index", "ivfsq", vectors=x)
     assert loaded.params == index.params
