@@ -21,9 +21,8 @@ from soundsift.metrics import jackknife_ci, paired_bootstrap_ci
 from soundsift.training.compare import FILE, compare, read_per_query
 from soundsift.training.demo import demo_table, format_table
 from soundsift.training.tables import Column, Table, to_csv, to_latex, to_markdown
+from test_reproduce import TINY  # noqa: E402  (tiny model, two epochs)
 
-TINY = ["model.audio_encoder={name: cnn, size: tiny}", "model.text_encoder={name: tiny-bert}", "model.embed_dim=16",
-        "optim.epochs=2", "optim.batch_size=16", "trainer.progress_bar=false"]
 PAPER = {"mAP@10": 28.93, "R@1": 18.11, "R@5": 43.54, "R@10": 57.57}
 RECIPE = {
     "name": "tiny-report", "title": "a tiny table", "data_format": "clotho",
