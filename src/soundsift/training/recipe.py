@@ -520,7 +520,8 @@ class Runner:
 
 GAIN_COLUMN = "Δ vs stage 1 [95% CI]"  # mAP@10 of a step minus that of its init_from step, paired bootstrap
 GAIN_NOTE = ("test mAP@10 minus that of the model it was initialised from, on the same queries, percentage "
-             "points; the interval is a paired bootstrap over the queries (10000 resamples, seed 0).")
+             "points; the interval is a paired bootstrap over the test clips, each with all its captions "
+             "(10000 resamples, seed 0).")
 
 
 def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
