@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soundsift.search.build as build_module  # noqa: E402
+import soundsift.search.scan as scan_module  # noqa: E402
 from soundsift.checkpoints import load_model  # noqa: E402
 from soundsift.cli.main import main  # noqa: E402
 from soundsift.errors import AudioError, ConfigError, SearchIndexError  # noqa: E402
@@ -108,7 +109,8 @@ def test_thumbnails_are_drawn_only_for_new_and_changed_files(built, tmp_path, mo
 
     drawn = []
     real = build_module.make_thumbnail
-    monkeypatch.setattr(build_module, "make_thumbnail", lambda wave, sr: drawn.append(len(wave)) or real(wave, sr))
+    for where in (build_module, scan_module):  # drawn while decoding (scan) or for a kept embedding (build)
+        monkeypatch.setattr(where, "make_thumbnail", lambda wave, sr: drawn.append(len(wave)) or real(wave, sr))
     report = build_index(work, out, model, progress=False)
     assert len(drawn) == report.thumbnails == report.embedded == 2
     second = open_index(out)

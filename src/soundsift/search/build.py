@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.audio import AUDIO_EXTENSIONS, load_audio
-from soundsift.downloader import file_digest
+from soundsift.audio import load_audio
 from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS, FaissIndex, faiss_available
 from soundsift.search.index import (
@@ -43,6 +41,7 @@ from soundsift.search.index import (
     IndexEntry,
     version_dir,
 )
+from soundsift.search.scan import decode_file, decoder_pool, relative_reason, safe_sha, scan_audio_files
 from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous, write_json
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 
@@ -88,47 +87,6 @@ class _Candidate:
     status: str  # "added" | "updated"
 
 
-# Audio formats that soundfile cannot decode: reported as skipped rather than silently ignored.
-UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".ape", ".wv", ".amr", ".mka", ".webm", ".mp4", ".3gp", ".ac3")
-
-
-def scan_audio_files(root: Path, exclude: Path | None = None) -> Iterator[tuple[str, os.stat_result | Exception]]:
-    """Audio files under ``root`` in sorted order: (relative POSIX path, stat or why it is unusable).
-
-    Hidden files and folders (".name", e.g. macOS "._x.wav" forks) are ignored, and so is ``exclude``
-    (an index inside the library). Symlinks to files are followed; symlinked folders are not (cycles).
-    Unreadable folders and audio formats soundfile cannot decode come with an error.
-    """
-    exclude_real = os.path.realpath(exclude) if exclude is not None else None
-    walk_errors: list[OSError] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append):
-        while walk_errors:
-            err = walk_errors.pop()
-            where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
-            yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) != exclude_real
-        )
-        rel_dir = Path(dirpath).relative_to(root)
-        for name in sorted(filenames):
-            lower = name.lower()
-            if name.startswith(".") or not lower.endswith(AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO):
-                continue
-            rel = (rel_dir / name).as_posix()
-            if lower.endswith(UNSUPPORTED_AUDIO):
-                yield rel, ValueError(f"unsupported audio format {Path(lower).suffix} (readable: "
-                                      f"{', '.join(e[1:] for e in AUDIO_EXTENSIONS)}); convert it, e.g. to FLAC")
-                continue
-            try:
-                yield rel, os.stat(os.path.join(dirpath, name))
-            except OSError as exc:
-                yield rel, OSError(f"cannot stat: {exc.strerror or exc}")
-    for err in walk_errors:  # an error on the last folder listed
-        where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
-        yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
-
-
 def _previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndarray | None:
     """The thumbnails of the live version (read in full: publishing deletes it), or None."""
     if (manifest.get("thumbnails") or {}).get("file") != THUMBNAILS:
@@ -138,47 +96,6 @@ def _previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndar
     except (SearchIndexError, OSError, ValueError):
         return None
     return thumbs if thumbs.shape == (n, THUMB_HEIGHT, THUMB_WIDTH) and thumbs.dtype == np.uint8 else None
-
-
-_KNOWN_SHAS: frozenset[str] = frozenset()  # in a decoding process: contents whose embedding is reused
-
-
-def _init_decoder(known: frozenset[str]) -> None:
-    global _KNOWN_SHAS
-    _KNOWN_SHAS = known
-    try:
-        import torch
-
-        torch.set_num_threads(1)  # a decoding process computes no embeddings
-    except ImportError:
-        pass
-
-
-def _decode(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> tuple[str, Any, str | None, Any]:
-    """(sha256, waveform, error message, thumbnail) of one file; a content in ``known`` (default: the
-    process's ``_KNOWN_SHAS``) is hashed only: ``(sha, None, None, None)``. Module level, so that it
-    runs in a worker process as well as in a thread (errors come back as text: always picklable)."""
-    try:
-        sha = file_digest(path)
-    except OSError as exc:
-        return "", None, f"cannot read: {exc.strerror or exc}", None
-    if sha in (_KNOWN_SHAS if known is None else known):
-        return sha, None, None, None
-    try:
-        wave = load_audio(path, sample_rate)
-    except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
-        return sha, None, str(exc) or type(exc).__name__, None
-    return sha, wave, None, make_thumbnail(wave, sample_rate)
-
-
-def _decoder_pool(workers: int, processes: bool, known: frozenset[str]) -> Executor:
-    """Threads, or (``processes``) spawned worker processes, that run ``_decode``."""
-    if not processes:
-        return ThreadPoolExecutor(max_workers=workers)
-    import multiprocessing
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_decoder, initargs=(known,))
 
 
 def _load_model(model, model_path):
@@ -300,7 +217,7 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
         if old is not None:
             row, e = old
             unchanged = e.size == st.st_size and e.mtime_ns == st.st_mtime_ns
-            if unchanged and (not checksum or _safe_sha(root / rel) == e.sha256):
+            if unchanged and (not checksum or safe_sha(root / rel) == e.sha256):
                 kept[rel] = (e, prev_emb[row])
                 if prev_thumbs is not None:
                     thumbs[rel] = prev_thumbs[row]
@@ -344,14 +261,14 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
         processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
     known = frozenset(prev_by_sha)
     with tqdm(total=len(todo), desc="embedding", unit="file", disable=not progress, dynamic_ncols=True) as bar, \
-            _decoder_pool(workers, bool(processes), known) as pool:
+            decoder_pool(workers, bool(processes), known) as pool:
         ahead = workers * (4 if processes else 2)
 
         def submit(c: _Candidate):
             path = root / c.path
             if processes:
-                return pool.submit(_decode, path, model.sample_rate)
-            return pool.submit(_decode, path, model.sample_rate, known)
+                return pool.submit(decode_file, path, model.sample_rate)
+            return pool.submit(decode_file, path, model.sample_rate, known)
 
         futures = [submit(c) for c in todo[:ahead]]
         waves: list[tuple[_Candidate, str, np.ndarray]] = []
@@ -361,7 +278,7 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
             if i + ahead < len(todo):
                 futures.append(submit(todo[i + ahead]))
             if isinstance(extra, str):
-                report.skipped.append({"path": c.path, "reason": _reason(extra, root, c.path)})
+                report.skipped.append({"path": c.path, "reason": relative_reason(extra, root, c.path)})
                 bar.update(1)
             elif wave is None:
                 kept[c.path] = (_entry(c, sha, prev_list[extra].duration), prev_emb[extra])
@@ -401,13 +318,6 @@ def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chu
     return report
 
 
-def _safe_sha(path: Path) -> str:
-    try:
-        return file_digest(path, "sha256")
-    except OSError:
-        return ""
-
-
 def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:
     return IndexEntry(id=c.id, path=c.path, size=c.size, mtime_ns=c.mtime_ns, sha256=sha,
                       duration=round(float(duration), 3))
@@ -418,15 +328,6 @@ def _count(report: BuildReport, c: _Candidate) -> None:
         report.added += 1
     else:
         report.updated += 1
-
-
-def _reason(msg: str, root: Path, rel: str) -> str:
-    """The error message without the file name in front and without absolute paths (the report
-    lists each file by its path relative to the audio root)."""
-    full = str(root.joinpath(*rel.split("/")))
-    if msg.startswith(full + ": "):
-        msg = msg[len(full) + 2 :]
-    return msg.replace(str(root) + os.sep, "")
 
 
 def _embed(model, waves, batch_size: int, report: BuildReport, bar) -> list[np.ndarray | None]:

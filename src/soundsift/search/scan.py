@@ -1,0 +1,116 @@
+"""Finding and decoding a sound library's files for an index build (``search.build``).
+
+``scan_audio_files`` walks the library and says why a file cannot be used; ``decode_file`` hashes, decodes
+and draws the thumbnail of one file, in a thread or in a spawned worker process (``decoder_pool``),
+and returns errors as text so that they cross process boundaries; ``relative_reason`` words an error
+for the build report (paths relative to the library).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from soundsift.audio import AUDIO_EXTENSIONS, load_audio
+from soundsift.downloader import file_digest
+from soundsift.search.thumbnails import make_thumbnail
+
+# Audio formats that soundfile cannot decode: reported as skipped rather than silently ignored.
+UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".ape", ".wv", ".amr", ".mka", ".webm", ".mp4", ".3gp", ".ac3")
+
+
+def scan_audio_files(root: Path, exclude: Path | None = None) -> Iterator[tuple[str, os.stat_result | Exception]]:
+    """Audio files under ``root`` in sorted order: (relative POSIX path, stat or why it is unusable).
+
+    Hidden files and folders (".name", e.g. macOS "._x.wav" forks) are ignored, and so is ``exclude``
+    (an index inside the library). Symlinks to files are followed; symlinked folders are not (cycles).
+    Unreadable folders and audio formats soundfile cannot decode come with an error.
+    """
+    exclude_real = os.path.realpath(exclude) if exclude is not None else None
+    walk_errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append):
+        while walk_errors:
+            err = walk_errors.pop()
+            where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
+            yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) != exclude_real
+        )
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in sorted(filenames):
+            lower = name.lower()
+            if name.startswith(".") or not lower.endswith(AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO):
+                continue
+            rel = (rel_dir / name).as_posix()
+            if lower.endswith(UNSUPPORTED_AUDIO):
+                yield rel, ValueError(f"unsupported audio format {Path(lower).suffix} (readable: "
+                                      f"{', '.join(e[1:] for e in AUDIO_EXTENSIONS)}); convert it, e.g. to FLAC")
+                continue
+            try:
+                yield rel, os.stat(os.path.join(dirpath, name))
+            except OSError as exc:
+                yield rel, OSError(f"cannot stat: {exc.strerror or exc}")
+    for err in walk_errors:  # an error on the last folder listed
+        where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
+        yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
+
+
+_KNOWN_SHAS: frozenset[str] = frozenset()  # in a decoding process: contents whose embedding is reused
+
+
+def _init_decoder(known: frozenset[str]) -> None:
+    global _KNOWN_SHAS
+    _KNOWN_SHAS = known
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # a decoding process computes no embeddings
+    except ImportError:
+        pass
+
+
+def decode_file(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> tuple[str, Any, str | None, Any]:
+    """(sha256, waveform, error message, thumbnail) of one file; a content in ``known`` (default: the
+    process's ``_KNOWN_SHAS``) is hashed only: ``(sha, None, None, None)``. Module level, so that it
+    runs in a worker process as well as in a thread (errors come back as text: always picklable)."""
+    try:
+        sha = file_digest(path)
+    except OSError as exc:
+        return "", None, f"cannot read: {exc.strerror or exc}", None
+    if sha in (_KNOWN_SHAS if known is None else known):
+        return sha, None, None, None
+    try:
+        wave = load_audio(path, sample_rate)
+    except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
+        return sha, None, str(exc) or type(exc).__name__, None
+    return sha, wave, None, make_thumbnail(wave, sample_rate)
+
+
+def decoder_pool(workers: int, processes: bool, known: frozenset[str]) -> Executor:
+    """Threads, or (``processes``) spawned worker processes, that run ``decode_file``."""
+    if not processes:
+        return ThreadPoolExecutor(max_workers=workers)
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_decoder, initargs=(known,))
+
+
+def safe_sha(path: Path) -> str:
+    try:
+        return file_digest(path, "sha256")
+    except OSError:
+        return ""
+
+
+def relative_reason(msg: str, root: Path, rel: str) -> str:
+    """The error message without the file name in front and without absolute paths (the report
+    lists each file by its path relative to the audio root)."""
+    full = str(root.joinpath(*rel.split("/")))
+    if msg.startswith(full + ": "):
+        msg = msg[len(full) + 2 :]
+    return msg.replace(str(root) + os.sep, "")
