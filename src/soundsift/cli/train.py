@@ -66,7 +66,8 @@ def demo_main(args: argparse.Namespace) -> int:
 
 
 def reproduce_main(args: argparse.Namespace) -> int:
-    from soundsift.training.recipe import Runner, check_train_configs, format_results, load_recipe, plan
+    from soundsift.training.recipe import Runner, check_train_configs, load_recipe, plan
+    from soundsift.training.results import format_results
 
     name, *overrides = args.recipe
     recipe = load_recipe(name)

@@ -24,7 +24,7 @@ COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
 def demo_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     """One row per (encoder, variant), metrics in percent; with ``vs_stage1`` in the rows, the
     stage-2 rows' paired mAP@10 gain over their stage-1 row with its 95% interval."""
-    from soundsift.training.recipe import GAIN_COLUMN
+    from soundsift.training.results import GAIN_COLUMN
 
     gain = any(row.get("vs_stage1") for row in rows)
     columns = [Column("encoder", "text"), Column("variant", "text"), *(Column(c) for c in COLUMNS)]
@@ -79,7 +79,8 @@ def run_demo(
     """
     from soundsift.atomic import atomic_write
     from soundsift.data.synth.benchmark import generate
-    from soundsift.training.recipe import GAIN_COLUMN, GAIN_NOTE, Runner, load_recipe
+    from soundsift.training.recipe import Runner, load_recipe
+    from soundsift.training.results import GAIN_COLUMN, GAIN_NOTE
     from soundsift.training.tables import write_table
 
     started = time.time()

@@ -252,7 +252,7 @@ def init_run(run: Run, runs: list[Run]) -> Run | None:
 def results_tables(root: Path) -> Table | None:
     """The table of a recipe's or the demo's ``results.json``."""
     from soundsift.training.demo import demo_table
-    from soundsift.training.recipe import results_table
+    from soundsift.training.results import results_table
 
     doc = _json(root / "results.json")
     rows = doc.get("rows") or []
