@@ -291,3 +291,29 @@ def test_download_main(server, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown dataset
         main(["download", "audiocaps", "x"])
     assert exit_info.value.code == 2
+
+
+def test_file_lock_is_exclusive_and_leaves_no_file(tmp_path: Path) -> None:
+    """Holders remove the lock file before unlocking; a waiter that locked the removed file locks again."""
+    import time
+
+    from soundsift.downloader import file_lock
+
+    path = tmp_path / "x.lock"
+    inside, overlaps = [], []
+
+    def work() -> None:
+        for _ in range(15):
+            with file_lock(path):
+                inside.append(1)
+                overlaps.append(len(inside))
+                time.sleep(0.001)
+                inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlaps) == 90 and max(overlaps) == 1
+    assert not path.exists()

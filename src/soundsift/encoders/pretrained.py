@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from soundsift.downloader import checksum_mismatch, download_file, file_digest
+from soundsift.downloader import checksum_mismatch, download_file, file_digest, file_lock
 from soundsift.errors import ChecksumError, ConfigError, DownloadError, StateDictError, load_failure
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,8 @@ def download_checkpoint(
 
 
 def _lock(target: Path) -> Any:
-    """An inter-process lock next to ``target``."""
-    from filelock import FileLock
-
-    return FileLock(str(target) + ".lock")
+    """An inter-process lock next to ``target`` (``target.lock``, removed on release)."""
+    return file_lock(str(target) + ".lock")
 
 
 # --------------------------------------------------------------------------- reading and renaming keys
