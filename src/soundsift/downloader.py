@@ -49,6 +49,15 @@ def no_network(exc: BaseException) -> BaseException | None:
     return None
 
 
+def file_specific(exc: BaseException) -> bool:
+    """Whether a failed download concerns that file alone (missing there, or wrong content), so that
+    other files from the same host may still download; not when the host is unreachable or overloaded."""
+    if isinstance(exc, ChecksumError):
+        return True
+    cause = exc.__cause__
+    return isinstance(cause, urllib.error.HTTPError) and 400 <= cause.code < 500 and cause.code not in _RETRY_STATUS
+
+
 @functools.cache
 def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (asked once per process)."""
