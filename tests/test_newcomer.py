@@ -228,3 +228,26 @@ def test_every_option_has_help_and_shows_its_default():
         elif action.option_strings and action.default not in (None, argparse.SUPPRESS) and action.dest != "version":
             assert "(default:" in parser.format_help(), path
     assert seen > 60 and not missing, missing
+
+
+def parsers(parser: argparse.ArgumentParser):
+    """``parser`` and every (nested) subcommand parser."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from parsers(sub)
+
+
+def test_help_tells_each_default_once():
+    seen = 0
+    for parser in parsers(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help and action.help is not argparse.SUPPRESS:
+                seen += 1
+                text = formatter._expand_help(action)
+                assert text.lower().count("default") <= 1, f"{parser.prog} {action.option_strings}: {text}"
+                assert "(default: None)" not in text
+    assert seen > 60
+

@@ -19,11 +19,21 @@ from soundsift.version import __version__
 GROUPS = (train, data, search, models, report)  # each adds its subcommands with add_parsers(subparsers)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's ``--help`` line shows its default once: not again when the help text tells it, and
+    not at all when it is None (unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or (action.help and "default" in action.help.lower()):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """Every (sub)command's ``--help`` shows each option's default."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
 
