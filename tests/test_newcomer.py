@@ -251,3 +251,28 @@ def test_help_tells_each_default_once():
                 assert "(default: None)" not in text
     assert seen > 60
 
+
+# ------------------------------------------------------------------- 9. typos get a way out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["serach"], "soundsift: error: unknown command 'serach'; did you mean 'search'?"),
+    (["index", "biuld"], "soundsift index: error: unknown command 'biuld'; did you mean 'build'?"),
+    (["search", "IDX", "rain", "--topk", "3"], "soundsift search: error: unknown option --topk; did you mean --top-k?"),
+    (["data", "info", "DIR", "--formt", "folder"], "soundsift data info: error: unknown option --formt; did you mean --format?"),
+    (["index", "build", "DIR", "--out", "IDX", "--faiss", "ivfs"],
+     "soundsift index build: error: argument --faiss: invalid choice: 'ivfs'; did you mean 'ivfsq'?"),
+])
+def test_a_typo_is_the_commands_error_with_a_suggestion(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.splitlines()[-1] == message, err
+    assert err.startswith("usage: " + message.split(": error:")[0] + " ")  # the usage of the command at fault
+
+
+
+def test_overrides_after_the_options():
+    args = build_parser().parse_args(["train", "a=1", "--config", "X", "--dry-run", "b=2"])
+    assert args.overrides == ["a=1", "b=2"]  # overrides on both sides of the options
+    assert build_parser().parse_args(["search", "IDX", "rain", "--top-k", "3"]).k == 3

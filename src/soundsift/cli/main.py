@@ -8,6 +8,7 @@ traceback. ``--debug`` shows the traceback always.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
@@ -30,11 +31,46 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """Every (sub)command's ``--help`` shows each option's default."""
+    """Defaults in ``--help``; a mistyped command or option gets a "did you mean" from the (sub)command it
+    follows. ``overrides_dest``: the list of ``key=value`` overrides that may also come after the options."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, overrides_dest: str | None = None, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.overrides_dest = overrides_dest
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Unknown arguments are an error of the command they were given to (its usage, its options)."""
+        namespace, extra = super().parse_known_args(args, namespace)
+        if extra and self.overrides_dest and all("=" in e and not e.startswith("-") for e in extra):
+            setattr(namespace, self.overrides_dest, [*getattr(namespace, self.overrides_dest), *extra])
+            extra = []
+        if extra:
+            self.error(self.unknown(extra))
+        return namespace, extra
+
+    def unknown(self, extra: list[str]) -> str:
+        """The message for arguments this parser does not know, with the closest option it has."""
+        options = [e.split("=", 1)[0] for e in extra if e.startswith("-")]
+        if not options:
+            return f"unrecognized arguments: {' '.join(extra)}"
+        guesses = [difflib.get_close_matches(o, list(self._option_string_actions), n=1) for o in options]
+        if len(options) == 1:
+            return f"unknown option {options[0]}" + (f"; did you mean {guesses[0][0]}?" if guesses[0] else "")
+        return "unknown options " + ", ".join(o + (f" (did you mean {g[0]}?)" if g else "")
+                                              for o, g in zip(options, guesses))
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(c) for c in action.choices]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(map(repr, choices))})"
+        if isinstance(action, argparse._SubParsersAction):
+            raise argparse.ArgumentError(None, f"unknown command {value!r}{hint}")
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +93,7 @@ def error_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "command", None) == "reproduce" and all("=" in e and not e.startswith("-") for e in extra):
-        args.recipe += extra  # overrides after the options (argparse takes positionals in one run)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
