@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from soundsift.cli.main import build_parser, main
+from soundsift.errors import ModelFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.audio_encoder={name: cnn, size: tiny}", "model.text_encoder={name: tiny-bert}", "model.embed_dim=16",
@@ -271,8 +272,13 @@ def test_a_typo_is_the_commands_error_with_a_suggestion(capsys, argv, message):
     assert err.startswith("usage: " + message.split(": error:")[0] + " ")  # the usage of the command at fault
 
 
-
-def test_overrides_after_the_options():
-    args = build_parser().parse_args(["train", "a=1", "--config", "X", "--dry-run", "b=2"])
+def test_options_after_the_command():
+    parser = build_parser()
+    args = parser.parse_args(["search", "IDX", "rain", "--top-k", "3", "-q", "--debug"])
+    assert (args.k, args.quiet, args.debug) == (3, True, True)
+    args = parser.parse_args(["-q", "index", "build", "DIR", "--out", "IDX"])
+    assert (args.quiet, args.debug) == (True, False)  # given before the command: not reset by it
+    args = parser.parse_args(["train", "a=1", "--config", "X", "--dry-run", "b=2"])
     assert args.overrides == ["a=1", "b=2"]  # overrides on both sides of the options
-    assert build_parser().parse_args(["search", "IDX", "rain", "--top-k", "3"]).k == 3
+    with pytest.raises(ModelFileError):  # --debug after the command: the error is raised, not printed
+        main(["evaluate", "--model", "absent.pt", "--data-root", "absent", "--debug"])

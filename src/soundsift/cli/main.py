@@ -11,7 +11,7 @@ import argparse
 import difflib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from soundsift.cli import data, models, report, search, train
 from soundsift.errors import SoundsiftError
@@ -73,14 +73,31 @@ class Parser(argparse.ArgumentParser):
         raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}")
 
 
+def subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every (nested) subcommand parser of ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield sub
+                yield from subparsers(sub)
+
+
+def global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """``-q`` and ``--debug``: on the top level (``default=False``) and after any command (``SUPPRESS``:
+    unset there, so that the top level's value stands)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
+    parser.add_argument("--debug", action="store_true", default=default, help="show the traceback of every error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="soundsift", description="Language-based audio retrieval: find sounds by describing them.")
     parser.add_argument("--version", action="version", version=f"soundsift {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
+    global_options(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parsers(sub)
+    for command in subparsers(parser):
+        global_options(command, argparse.SUPPRESS)
     return parser
 
 
