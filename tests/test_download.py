@@ -291,3 +291,62 @@ def test_download_main(server, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown dataset
         main(["download", "audiocaps", "x"])
     assert exit_info.value.code == 2
+
+
+def test_failed_download_names_every_missing_file_and_leaves_no_empty_folder(server, tmp_path: Path) -> None:
+    files = clotho_files(tmp_path, "validation")
+    server.files.update({k: v for k, v in files.items() if "captions" in k})  # the mirror lacks two files
+    dest = tmp_path / "new" / "clotho"
+    with pytest.raises(DownloadError) as info:
+        download_clotho(dest, splits=["val"], base_url=server.base, checksums=md5s(files), progress=False,
+                        log=lambda _msg: None)
+    message = str(info.value)
+    assert "2 files: clotho_metadata_validation.csv, clotho_audio_validation.7z" in message and "HTTP 404" in message
+    assert (dest / "clotho_captions_validation.csv").is_file()  # what could be fetched is kept
+
+    server.files.clear()
+    empty = tmp_path / "empty"
+    with pytest.raises(DownloadError, match="3 files: clotho_captions_validation.csv, clotho_metadata"):
+        download_clotho(empty, splits=["val"], base_url=server.base, progress=False, log=lambda _msg: None)
+    assert not empty.exists()  # created for nothing: removed again
+
+
+def test_unreachable_host_stops_at_once_and_names_all_files(tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused, as offline
+        s.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{s.getsockname()[1]}/files"
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    assert main(["-q", "download", "clotho", str(existing), "--base-url", base, "--splits", "val", "test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "6 files: clotho_captions_validation.csv" in err, err
+    assert "clotho_audio_evaluation.7z (cannot reach 127.0.0.1" in err and err.count("cannot reach") == 1
+    assert existing.is_dir()  # the user's own folder stays
+
+
+def test_file_lock_is_exclusive_and_leaves_no_file(tmp_path: Path) -> None:
+    """Holders remove the lock file before unlocking; a waiter that locked the removed file locks again."""
+    import time
+
+    from soundsift.downloader import file_lock
+
+    path = tmp_path / "x.lock"
+    inside, overlaps = [], []
+
+    def work() -> None:
+        for _ in range(15):
+            with file_lock(path):
+                inside.append(1)
+                overlaps.append(len(inside))
+                time.sleep(0.001)
+                inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlaps) == 90 and max(overlaps) == 1
+    assert not path.exists()

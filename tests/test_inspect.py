@@ -108,3 +108,20 @@ def test_wavcaps_and_folder_reports(tmp_path: Path) -> None:
     )
     report = inspect_dataset("folder", tmp_path / "f")
     assert [s.name for s in report.splits] == ["train", "val"] and report.ok
+
+
+def test_folder_without_split_column_shows_the_automatic_hold_out(tmp_path: Path, capsys) -> None:
+    for name in "abcd":
+        tone(tmp_path / f"{name}.wav")
+    write_csv(tmp_path / "captions.csv", ["file", "caption"],
+              [[f"{name}.wav", f"sound {name}"] for name in "abcd"] + [["../out.wav", "escapes"]])
+    report = inspect_dataset("folder", tmp_path)
+    sizes = {s.name: s.n_clips for s in report.splits}
+    assert sizes == {"train": 2, "val": 1, "test": 1}  # what training and evaluation will read
+    assert report.n_problems == 1  # the bad row, once (each split's reading meets it)
+    assert "held out automatically" in report.notes[0] and "SHA-1" in report.notes[0]
+    text = format_report(report)
+    assert "note: no split column: val and test were held out automatically, 10% of the files each" in text
+    assert "  val: 1 clips, 1 captions" in text
+    assert data_info_main(args(format="folder", root=str(tmp_path), json=True, allow_problems=True)) == 0
+    assert "held out automatically" in json.loads(capsys.readouterr().out)["notes"][0]

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from soundsift.cli.main import build_parser, main
+from soundsift.errors import ModelFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.audio_encoder={name: cnn, size: tiny}", "model.text_encoder={name: tiny-bert}", "model.embed_dim=16",
@@ -228,3 +229,56 @@ def test_every_option_has_help_and_shows_its_default():
         elif action.option_strings and action.default not in (None, argparse.SUPPRESS) and action.dest != "version":
             assert "(default:" in parser.format_help(), path
     assert seen > 60 and not missing, missing
+
+
+def parsers(parser: argparse.ArgumentParser):
+    """``parser`` and every (nested) subcommand parser."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from parsers(sub)
+
+
+def test_help_tells_each_default_once():
+    seen = 0
+    for parser in parsers(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help and action.help is not argparse.SUPPRESS:
+                seen += 1
+                text = formatter._expand_help(action)
+                assert text.lower().count("default") <= 1, f"{parser.prog} {action.option_strings}: {text}"
+                assert "(default: None)" not in text
+    assert seen > 60
+
+
+# ------------------------------------------------------------------- 9. typos get a way out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["serach"], "soundsift: error: unknown command 'serach'; did you mean 'search'?"),
+    (["index", "biuld"], "soundsift index: error: unknown command 'biuld'; did you mean 'build'?"),
+    (["search", "IDX", "rain", "--topk", "3"], "soundsift search: error: unknown option --topk; did you mean --top-k?"),
+    (["data", "info", "DIR", "--formt", "folder"], "soundsift data info: error: unknown option --formt; did you mean --format?"),
+    (["index", "build", "DIR", "--out", "IDX", "--faiss", "ivfs"],
+     "soundsift index build: error: argument --faiss: invalid choice: 'ivfs'; did you mean 'ivfsq'?"),
+])
+def test_a_typo_is_the_commands_error_with_a_suggestion(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.splitlines()[-1] == message, err
+    assert err.startswith("usage: " + message.split(": error:")[0] + " ")  # the usage of the command at fault
+
+
+def test_options_after_the_command():
+    parser = build_parser()
+    args = parser.parse_args(["search", "IDX", "rain", "--top-k", "3", "-q", "--debug"])
+    assert (args.k, args.quiet, args.debug) == (3, True, True)
+    args = parser.parse_args(["-q", "index", "build", "DIR", "--out", "IDX"])
+    assert (args.quiet, args.debug) == (True, False)  # given before the command: not reset by it
+    args = parser.parse_args(["train", "a=1", "--config", "X", "--dry-run", "b=2"])
+    assert args.overrides == ["a=1", "b=2"]  # overrides on both sides of the options
+    with pytest.raises(ModelFileError):  # --debug after the command: the error is raised, not printed
+        main(["evaluate", "--model", "absent.pt", "--data-root", "absent", "--debug"])

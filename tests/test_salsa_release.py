@@ -82,3 +82,31 @@ def test_a_pinned_checksum_is_enforced(served_parts, monkeypatch):
 
     with pytest.raises(ChecksumError, match="expected 0000"):
         salsa.download_salsa_checkpoint(progress=False)
+
+
+def test_offline_the_message_says_where_the_parts_go_or_which_file_to_name(served_parts, tmp_path, capsys):
+    """Not "pass checkpoint=PATH" (evaluate has no such option), nor one part's path as if it were the model."""
+    blob, server = served_parts
+    server.shutdown()
+    server.server_close()  # nothing listens any more: the download fails at once, as offline
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "passt_roberta.1.ckpt").write_bytes(b"part one, fetched earlier")
+    assert main(["-q", "evaluate", "--model", "salsa", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint=PATH" not in err, err
+    assert "comes in 5 parts" in err and f"into {cache}," in err
+    assert "download passt_roberta.2.ckpt, passt_roberta.3.ckpt, passt_roberta.4.ckpt, passt_roberta.5.ckpt " in err
+    assert "--model passt_roberta.ckpt" in err and "init_from=passt_roberta.ckpt" in err
+    assert not list(cache.glob("*.lock"))  # the failed download leaves no lock file behind
+
+
+def test_training_can_start_from_the_joined_file(served_parts, tmp_path):
+    """init_from=passt_roberta.ckpt, as the offline message suggests, reads the salsa checkpoint."""
+    from soundsift.training.run import read_init
+
+    blob, _ = served_parts
+    joined = tmp_path / "passt_roberta.ckpt"
+    joined.write_bytes(blob)
+    init = read_init(str(joined))
+    assert init["config"]["embed_dim"] == 16 and "audio_proj.weight" in init["state_dict"]

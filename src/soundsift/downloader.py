@@ -1,5 +1,6 @@
 """A resumable, verified file download (``download_file``), file digests, and whether a host can be
-reached at all (``host_reachable``, ``hub_reachable``); datasets and encoders use it.
+reached at all (``host_reachable``, ``hub_reachable``), and an inter-process lock that leaves no file
+behind (``file_lock``); datasets and encoders use it.
 
 Offline, nothing waits: a failure that means "no network" (the name does not resolve, the connection
 is refused, the network is unreachable) ends a download at the first attempt, and callers of the
@@ -10,6 +11,7 @@ soundsift's errors.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -21,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,15 @@ def no_network(exc: BaseException) -> BaseException | None:
     return None
 
 
+def file_specific(exc: BaseException) -> bool:
+    """Whether a failed download concerns that file alone (missing there, or wrong content), so that
+    other files from the same host may still download; not when the host is unreachable or overloaded."""
+    if isinstance(exc, ChecksumError):
+        return True
+    cause = exc.__cause__
+    return isinstance(cause, urllib.error.HTTPError) and 400 <= cause.code < 500 and cause.code not in _RETRY_STATUS
+
+
 @functools.cache
 def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (asked once per process)."""
@@ -62,6 +74,45 @@ def hub_reachable() -> bool:
         return False
     url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     return bool(url.hostname) and host_reachable(url.hostname, url.port or (80 if url.scheme == "http" else 443))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on the file ``path`` (created), and remove that file on release.
+
+    Removing a lock file is the classic race: a process blocked on the old file gets its lock once the
+    holder lets go, while a newcomer creates a new file at the same path and locks that one too. Here
+    the holder removes the file *before* it unlocks, and whoever gets a lock checks that ``path`` still
+    names the very file it locked (same inode); if not, the file was removed under it and it locks
+    anew. So a download that fails (or succeeds) leaves no empty ``.lock`` file in the cache.
+    Without ``fcntl`` (Windows) filelock's lock is used, which removes its file itself where that is safe.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        from filelock import FileLock
+
+        with FileLock(str(path)):
+            yield
+        return
+    path = str(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # locked a file that is gone: its holder removed it; lock the one at ``path`` now
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)  # unlocks
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = _CHUNK) -> str:

@@ -48,10 +48,11 @@ from soundsift.config import merge
 from soundsift.encoders.pretrained import (
     default_cache_dir,
     download_checkpoint,
+    filename_from_url,
     load_state_dict_checked,
     map_keys,
 )
-from soundsift.errors import ChecksumError, ModelFileError, StateDictError, load_failure
+from soundsift.errors import ChecksumError, DownloadError, ModelFileError, StateDictError, load_failure
 from soundsift.model import DualEncoder
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,12 @@ def download_salsa_checkpoint(
     target = target_dir / SALSA_CHECKPOINT_FILENAME
     if target.is_file():
         return target
-    files = [download_checkpoint(url, cache_dir=target_dir, progress=progress) for url in parts]
+    files = []
+    for url in parts:
+        try:
+            files.append(download_checkpoint(url, cache_dir=target_dir, progress=progress, hint=""))
+        except DownloadError as exc:
+            raise type(exc)(f"{exc}. {parts_hint(target_dir, parts)}") from exc
 
     def join(tmp: Path) -> None:
         with open(tmp, "wb") as out:
@@ -280,6 +286,19 @@ def download_salsa_checkpoint(
     for part in files:
         part.unlink(missing_ok=True)
     return target
+
+
+def parts_hint(cache_dir: Path, parts: Sequence[str]) -> str:
+    """What to do when the published checkpoint cannot be downloaded here: its parts into the cache, or
+    the joined file named wherever ``salsa`` was (``--model``, ``init_from``, ``load_model``)."""
+    names = [filename_from_url(url) for url in parts]
+    missing = [name for name in names if not (cache_dir / name).is_file()]
+    joined = SALSA_CHECKPOINT_FILENAME
+    return (f"The published salsa model comes in {len(names)} parts ({', '.join(names)}; "
+            f"{SALSA_CHECKPOINT_URL}): download {'them' if len(missing) == len(names) else ', '.join(missing)} "
+            f"elsewhere (a browser may be needed) into {cache_dir}, where they are joined on first use; or join "
+            f"them in order yourself (cat {' '.join(names)} > {joined}) and name that file instead of 'salsa' "
+            f"(--model {joined}; in a training config init_from={joined})")
 
 
 def _check_tokenizer(model: DualEncoder, mapped: Mapping[str, torch.Tensor], source: str) -> None:
@@ -316,7 +335,8 @@ def load_salsa_checkpoint(
     if path_or_url is None:
         path = download_salsa_checkpoint(cache_dir, progress=progress)
     elif re.match(r"^https?://", str(path_or_url)):
-        path = download_checkpoint(str(path_or_url), cache_dir=cache_dir, progress=progress)
+        path = download_checkpoint(str(path_or_url), cache_dir=cache_dir, progress=progress,
+                                   hint=". Download it elsewhere (a browser may be needed), then pass its path instead")
     else:
         path = Path(path_or_url).expanduser()
     ckpt = read_lightning_checkpoint(path)

@@ -108,7 +108,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--like", metavar="FILE", default=None,
                    help="an audio file: rank the sounds by similarity to it (embedded with the index's model); "
                         "with a query too, the sum of the two normalised query vectors")
-    p.add_argument("-k", "--k", type=positive_int, default=10, help="number of results (default 10)")
+    p.add_argument("-k", "--k", "--top-k", dest="k", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
     p.add_argument("--model", action="append", default=None,
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")

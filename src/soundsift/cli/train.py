@@ -94,7 +94,7 @@ def reproduce_main(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train (stage 1 or stage 2) from a YAML config")
+    p = sub.add_parser("train", overrides_dest="overrides", help="train (stage 1 or stage 2) from a YAML config")
     p.add_argument("--config", required=True, help="YAML file, or a packaged one such as demo/stage1.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.epochs=3")
     p.add_argument("--dry-run", action="store_true", help="build, print config and sizes, one step")
@@ -136,7 +136,7 @@ def add_parsers(sub) -> None:
                    help="with --relevance: score queries that are not captions of the split too")
     p.set_defaults(func=evaluate_main)
 
-    p = sub.add_parser("reproduce", help="run a recipe (a paper table) step by step, skipping finished steps")
+    p = sub.add_parser("reproduce", overrides_dest="recipe", help="run a recipe (a paper table) step by step, skipping finished steps")
     p.add_argument("recipe", nargs="+", metavar="RECIPE [key=value ...]",
                    help="a recipe file or a packaged one (demo, table1, table2), then config overrides applied "
                         "to every train step, e.g. optim.epochs=1")
@@ -153,7 +153,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--slurm-local", action="store_true", help="run the jobs with submitit's local executor (tests)")
     p.set_defaults(func=reproduce_main)
 
-    p = sub.add_parser("demo", help="the whole method end to end on the generated benchmark")
+    p = sub.add_parser("demo", overrides_dest="overrides", help="the whole method end to end on the generated benchmark")
     p.add_argument("--out", default="runs/demo", help="folder for the benchmark, the nine runs and results.json/.md")
     p.add_argument("--seed", type=int, default=0, help="seed of the benchmark and of every run")
     p.add_argument("--preset", default="small", help="benchmark size: tiny | small | medium | large")

@@ -42,6 +42,7 @@ class Report:
     check_audio: bool
     splits: list[SplitReport]
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the splits came about, when the format decided
 
     @property
     def n_problems(self) -> int:
@@ -63,26 +64,29 @@ class Report:
         return out
 
 
-def _splits_for(format: str, root: Path) -> list[tuple[str | None, bool]]:
-    """The splits a format defines here, each with whether its file exists."""
+def _splits_for(format: str, root: Path) -> tuple[list[tuple[str | None, bool]], list[str]]:
+    """The splits a format defines here, each with whether its file exists, and notes on how they came
+    about (a folder without a split column: the reader's automatic train/val/test hold-out)."""
     from soundsift.data.readers import READERS
 
     READERS.get(format)  # an unknown format: UnknownNameError naming the known ones
     if format == "clotho":
         from soundsift.data.readers.clotho import SPLITS, clotho_csv_path
 
-        return [(s, clotho_csv_path(root, "captions", s).is_file()) for s in SPLITS]
+        return [(s, clotho_csv_path(root, "captions", s).is_file()) for s in SPLITS], []
     if format == "audiocaps":
         from soundsift.data.readers.audiocaps import SPLITS
 
-        return [(s, (root / f"{s}.csv").is_file()) for s in SPLITS]
+        return [(s, (root / f"{s}.csv").is_file()) for s in SPLITS], []
     if format == "wavcaps":
-        return [("train", True)]  # read_wavcaps raises a clear error when no JSON exists
+        return [("train", True)], []  # read_wavcaps raises a clear error when no JSON exists
     if format == "folder":
-        from soundsift.data.readers.folder import list_folder_splits
+        from soundsift.data.readers.folder import HOLD_OUT_RULE, list_folder_splits
 
-        return [(s, True) for s in list_folder_splits(root)] or [(None, True)]
-    return [(None, True)]  # a registered format without a split list: read it as one
+        if names := list_folder_splits(root):
+            return [(s, True) for s in names], []
+        return [(s, True) for s in ("train", "val", "test")], [HOLD_OUT_RULE]
+    return [(None, True)], []  # a registered format without a split list: read it as one
 
 
 def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> Report:
@@ -99,10 +103,11 @@ def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> 
         report.error = f"{root}: folder not found"
         return report
     try:
-        splits = _splits_for(format, root)
+        splits, report.notes = _splits_for(format, root)
     except DatasetError as exc:
         report.error = str(exc)
         return report
+    seen: set[Problem] = set()  # a row every split's reading trips over is reported once
     for name, found in splits:
         label = name or "all"
         if not found:
@@ -113,6 +118,8 @@ def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> 
         except DatasetError as exc:
             report.splits.append(SplitReport(name=label, found=True, error=str(exc)))
             continue
+        problems = [p for p in data.problems if p not in seen]
+        seen.update(problems)
         details: dict[str, Any] = {}
         for key in ("per_source", "excluded"):
             if hasattr(data, key):
@@ -123,7 +130,7 @@ def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> 
                 found=True,
                 n_clips=len(data.clips),
                 n_captions=data.n_captions,
-                problems=list(data.problems),
+                problems=problems,
                 details=details,
             )
         )
@@ -136,6 +143,7 @@ def format_report(report: Report) -> str:
     lines = [f"{report.format} dataset at {report.root} (audio: {audio})"]
     if report.error:
         lines.append(f"  error: {report.error}")
+    lines.extend(f"  note: {note}" for note in report.notes)
     for s in report.splits:
         if not s.found:
             lines.append(f"  {s.name}: not found")

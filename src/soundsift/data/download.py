@@ -14,13 +14,14 @@ for ``soundsift evaluate --relevance``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from soundsift.data.readers.clotho import SPLITS as CLOTHO_SPLITS
 from soundsift.data.readers.clotho import clotho_audio_dir, clotho_split
-from soundsift.downloader import download_file
+from soundsift.downloader import download_file, file_specific
 from soundsift.errors import DownloadError
 
 ZENODO = "https://zenodo.org/records/4783391/files"
@@ -96,37 +97,74 @@ def download_clotho(
     Checksums are CLOTHO_MD5 updated with ``checksums`` (so a mirror with other files can pass its
     own); ``verify=False`` skips verification. Re-running is cheap: finished files are kept, partial
     ones resumed, and a split whose audio was extracted (marker ``dest/.{split}.extracted``) is not
-    downloaded again. The archive is deleted after extraction unless ``keep_archives``.
+    downloaded again. The archive is deleted after extraction unless ``keep_archives``. A file that is
+    missing on the server or fails its checksum does not stop the others; one DownloadError then names
+    every file not downloaded (all that remain once the host itself fails), and a ``dest`` created by
+    this call is removed again if it is still empty.
     """
     say = log or (lambda msg: print(msg, file=sys.stderr))
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     sums = {**CLOTHO_MD5, **(checksums or {})}
+    failed: dict[str, str | None] = {}  # file -> why; None: not tried, the host had failed already
+    host_failed = False
 
-    def fetch(name: str) -> Path:
+    def fetch(name: str) -> Path | None:
+        nonlocal host_failed
+        if host_failed:
+            failed[name] = None
+            return None
         say(f"fetching {name}")
         md5 = sums.get(name) if verify else None
-        url = clotho_url(base_url, name)
-        hint = (f". To use a copy fetched elsewhere (say in a browser), put {name} in {dest} and run again; "
-                "--base-url points at a mirror")
-        return download_file(url, dest / name, md5, timeout, retries, backoff, progress, hint=hint)
+        try:
+            return download_file(clotho_url(base_url, name), dest / name, md5, timeout, retries, backoff, progress)
+        except DownloadError as exc:  # the next files are still tried, unless the host itself failed
+            failed[name] = str(exc)
+            host_failed = not file_specific(exc)
+            return None
 
-    for split in [clotho_split(s) for s in splits]:
-        for kind in ("captions", "metadata"):
-            fetch(f"clotho_{kind}_{split}.csv")
-        marker = dest / f".{split}.extracted"
-        if marker.is_file() and clotho_audio_dir(dest, split) is not None:
-            say(f"{split}: audio already extracted")
-            continue
-        archive = fetch(f"clotho_audio_{split}.7z")
-        say(f"extracting {archive.name}")
-        extract_7z(archive, dest)
-        if clotho_audio_dir(dest, split) is None:
-            raise DownloadError(f"{archive}: extracted, but no audio folder {dest / split}/ appeared")
-        marker.write_text("ok\n")
-        if not keep_archives:
-            archive.unlink()
+    with _remove_if_left_empty(dest):
+        for split in [clotho_split(s) for s in splits]:
+            for kind in ("captions", "metadata"):
+                fetch(f"clotho_{kind}_{split}.csv")
+            marker = dest / f".{split}.extracted"
+            if marker.is_file() and clotho_audio_dir(dest, split) is not None:
+                say(f"{split}: audio already extracted")
+                continue
+            archive = fetch(f"clotho_audio_{split}.7z")
+            if archive is None:
+                continue
+            say(f"extracting {archive.name}")
+            extract_7z(archive, dest)
+            if clotho_audio_dir(dest, split) is None:
+                raise DownloadError(f"{archive}: extracted, but no audio folder {dest / split}/ appeared")
+            marker.write_text("ok\n")
+            if not keep_archives:
+                archive.unlink()
+        if failed:
+            raise DownloadError(_not_downloaded(failed, dest))
     return dest
+
+
+def _not_downloaded(failed: dict[str, str | None], dest: Path) -> str:
+    """One line naming every file that is missing from ``dest`` and why."""
+    names = list(failed)
+    what = names[0] if len(names) == 1 else f"{len(names)} files: {', '.join(names)}"
+    why = "; ".join(dict.fromkeys(reason for reason in failed.values() if reason))
+    return (f"not downloaded into {dest}: {what} ({why}). To use copies fetched elsewhere (say in a browser), "
+            f"put them in {dest} and run again; --base-url points at a mirror")
+
+
+@contextlib.contextmanager
+def _remove_if_left_empty(folder: Path) -> Iterator[None]:
+    """Create ``folder``; if what follows fails and leaves it empty, remove it again (if it was new)."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def download_dcase2025_relevance(
@@ -152,7 +190,8 @@ def download_dcase2025_relevance(
     url = f"{base_url.rstrip('/')}/{DCASE2025_FILE}"
     hint = (f". To use a copy fetched elsewhere, save {DCASE2025_FILE} as {target} and run again; "
             "--base-url points at a mirror")
-    download_file(url, target, None, timeout, retries, backoff, progress, sha256=sha256 if verify else None,
-                  reject_html=True, hint=hint)
+    with _remove_if_left_empty(dest):
+        download_file(url, target, None, timeout, retries, backoff, progress, sha256=sha256 if verify else None,
+                      reject_html=True, hint=hint)
     read_relevance(target)
     return target

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from soundsift.downloader import checksum_mismatch, download_file, file_digest
+from soundsift.downloader import checksum_mismatch, download_file, file_digest, file_lock
 from soundsift.errors import ChecksumError, ConfigError, DownloadError, StateDictError, load_failure
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def _verify(path: Path, sha256: str | None, md5: str | None, source: str) -> Non
         raise ChecksumError(f"{path} (from {source}): {bad}")
 
 
-def _filename_from_url(url: str) -> str:
+def filename_from_url(url: str) -> str:
+    """The file name at the end of ``url``'s path (percent-decoded)."""
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     if not name:
         raise ConfigError(f"cannot derive a file name from URL {url!r}; pass filename=")
@@ -82,6 +83,7 @@ def download_checkpoint(
     timeout: float = 60.0,
     retries: int = 5,
     backoff: float = 1.0,
+    hint: str | None = None,
 ) -> Path:
     """Return a verified local copy of the checkpoint at ``url``.
 
@@ -90,7 +92,8 @@ def download_checkpoint(
     ``filename.part`` (resumed with an HTTP Range request after a dropped connection, up to ``retries``
     attempts in a row without progress, with exponential ``backoff`` seconds), checked, then renamed into place atomically. A file
     that fails its checksum is deleted and ``ChecksumError`` raised. Without a known checksum the
-    downloaded file's sha256 is logged so that it can be pinned.
+    downloaded file's sha256 is logged so that it can be pinned. ``hint`` ends a failed download's message
+    (what to do instead); by default it says to pass ``checkpoint=PATH`` (an encoder option).
     """
     if local_path is not None:
         path = Path(local_path).expanduser()
@@ -100,7 +103,7 @@ def download_checkpoint(
         return path
 
     target_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = target_dir / (filename or _filename_from_url(url))
+    target = target_dir / (filename or filename_from_url(url))
     if target.is_file():
         try:
             _verify(target, sha256, md5, source=url)
@@ -125,10 +128,12 @@ def download_checkpoint(
                 progress=progress,
                 sha256=sha256,
                 reject_html=True,
-                hint=f". Download it elsewhere (a browser may be needed), then pass checkpoint=PATH or put it at {target}",
+                hint=(f". Download it elsewhere (a browser may be needed), then pass checkpoint=PATH or put it at {target}"
+                      if hint is None else hint),
             )
         except DownloadError as exc:
-            exc.option = "checkpoint"  # DualEncoder names the config key: model.audio_encoder.checkpoint
+            if hint is None:
+                exc.option = "checkpoint"  # DualEncoder names the config key: model.audio_encoder.checkpoint
             raise
     if not sha256:
         log.info("downloaded %s (sha256 %s)", target, file_digest(target))
@@ -136,10 +141,8 @@ def download_checkpoint(
 
 
 def _lock(target: Path) -> Any:
-    """An inter-process lock next to ``target``."""
-    from filelock import FileLock
-
-    return FileLock(str(target) + ".lock")
+    """An inter-process lock next to ``target`` (``target.lock``, removed on release)."""
+    return file_lock(str(target) + ".lock")
 
 
 # --------------------------------------------------------------------------- reading and renaming keys

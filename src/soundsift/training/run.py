@@ -101,11 +101,13 @@ def load_teachers(paths: list[str], split: SplitData, config: dict[str, Any] | N
 
 
 def read_init(init_from: str) -> dict[str, Any]:
-    """``{"config", "state_dict"}`` of the model a run starts from: a model file, or a published model
-    by name (``init_from=zero-shot`` fine-tunes the offline zero-shot model on your own captions)."""
-    from soundsift.checkpoints.load import PUBLISHED
+    """``{"config", "state_dict"}`` of the model a run starts from: a model file, a published model by
+    name (``init_from=zero-shot`` fine-tunes the offline zero-shot model on your own captions), or any
+    other model ``load_model`` reads (a salsa checkpoint such as the joined ``passt_roberta.ckpt``, a
+    ``save_pretrained`` folder)."""
+    from soundsift.checkpoints.load import PUBLISHED, detect_format
 
-    if str(init_from) in PUBLISHED:
+    if str(init_from) in PUBLISHED or detect_format(init_from) in ("salsa", "directory", "clap"):
         model = load_model(str(init_from), device="cpu")
         return {"config": model.config, "state_dict": model.trainable_state_dict()}
     return read_model_file(init_from)

@@ -38,6 +38,10 @@ from soundsift.errors import DatasetError
 
 DEFAULT_FILES = ("captions.csv", "captions.jsonl")
 HOLD_OUT = 0.1  # share of the files held out for validation, and again for test, without a split column
+#: How train/val/test come about without a split column (``hold_out``), as ``data info`` tells it.
+HOLD_OUT_RULE = (f"no split column: val and test were held out automatically, {HOLD_OUT:.0%} of the files each "
+                 "(at least one), chosen by the SHA-1 of their relative path (no seed: the same files on every "
+                 "run and machine); train is the rest")
 FILE_KEYS = ("file", "file_name", "path")
 
 
