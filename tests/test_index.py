@@ -86,11 +86,12 @@ if "test-index-text" not in text_encoder_names():
     register_text_encoder("test-index-text", TinyText)
 
 
-def make_model(path: Path, seed: int = 0, **audio_kwargs) -> Path:
-    """Save a tiny random model (fake encoders, embed_dim 32) to ``path``."""
+def make_model(path: Path, seed: int = 0, text: str = "test-index-text", **audio_kwargs) -> Path:
+    """Save a tiny random model (fake audio encoder, embed_dim 32) to ``path``; ``text="tiny-bert"`` gives
+    it a real (tiny) text tower, which normalises captions as the published models do."""
     torch.manual_seed(seed)
     name = "test-index-slow" if audio_kwargs else "test-index-audio"
-    model = DualEncoder({"name": name, "seed": seed, **audio_kwargs}, "test-index-text", embed_dim=32)
+    model = DualEncoder({"name": name, "seed": seed, **audio_kwargs}, text, embed_dim=32)
     return save_model(model, path)
 
 

@@ -142,3 +142,25 @@ def test_search_finds_a_model_folder_recorded_at_build(built, capsys, tmp_path):
     capsys.readouterr()
     assert run(["-q", "search", str(tmp_path / "i"), "a tone", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def bert_built(tmp_path_factory):
+    """A small index whose model has a real (tiny) text tower: it strips punctuation from queries."""
+    base = tmp_path_factory.mktemp("bert")
+    lib = make_library(base / "sounds")
+    model = make_model(base / "model.pt", text="tiny-bert")
+    assert run(["-q", "index", "build", str(lib), "--model", str(model), "--out", str(base / "idx")]) == 0
+    return lib, model, base / "idx"
+
+
+def test_a_punctuation_only_query_or_label_is_a_one_line_error(bert_built, capsys):
+    lib, model, idx = bert_built
+    for argv in (["search", str(idx), "!!!"], ["search", str(idx), "?!", "--like", str(lib / "long.wav")]):
+        assert run(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"search query {argv[2]!r} is empty after normalisation" in err[0], err
+    assert run(["tag", "--model", str(model), str(lib / "long.wav"), "--labels", "dog,!!!"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["soundsift: error: label '!!!' is empty after normalisation (punctuation only)"]
+    assert run(["search", str(idx), "dog!", "-k", "2"]) == 0  # punctuation beside words is fine

@@ -310,12 +310,17 @@ class TextSearcher:
         self._cache_size = cache_size
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
+        from soundsift.errors import CaptionError
+
         out = np.zeros((len(queries), self.index.embeddings.shape[1]), np.float32)
         with self._lock:
             todo = [q for q in dict.fromkeys(queries) if q not in self._cache]
             if todo:
-                for q, v in zip(todo, self.model.embed_texts(todo)):
-                    self._cache[q] = v
+                try:
+                    vectors = self.model.embed_texts(todo)
+                except CaptionError as exc:  # nothing left once normalised: "!!!"
+                    raise exc.as_input("search query") from exc
+                self._cache.update(zip(todo, vectors))
             for i, q in enumerate(queries):
                 self._cache.move_to_end(q)
                 out[i] = self._cache[q]

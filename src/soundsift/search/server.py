@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from soundsift.audio import AUDIO_MEDIA_TYPES
-from soundsift.errors import require
+from soundsift.errors import ConfigError, require
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID_RE = re.compile(r"[0-9]{1,15}")
@@ -119,13 +119,14 @@ def create_app(
             if not _ID_RE.fullmatch(like):
                 raise HTTPException(422, detail=f"like must be the id of an indexed sound (digits); got {like!r}")
             example = indexed(like, "sound").id
-        if not q.strip():
-            if example is None:
-                raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
-            return [h.to_dict() for h in searcher.search(None, k, like=index.vector(example), exclude=example)]
-        if example is None:
-            return [h.to_dict() for h in searcher.search(q, k)]
-        return [h.to_dict() for h in searcher.search(q, k, like=index.vector(example), exclude=example)]
+        if not q.strip() and example is None:
+            raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
+        like_vector = None if example is None else index.vector(example)
+        try:
+            hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example)
+        except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
+            raise HTTPException(422, detail=str(exc)) from None
+        return [h.to_dict() for h in hits]
 
     @app.head("/api/audio/{audio_id}", include_in_schema=False)
     @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id)", response_class=FileResponse)
