@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -120,14 +121,15 @@ def test_serve_builds_the_app_and_binds_loopback(built, monkeypatch, capsys):
     _, _, idx = built
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    assert run(["serve", str(idx), "--port", "8123", "--max-k", "5"]) == 0
-    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
-    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
-    client = TestClient(seen["app"], base_url="http://127.0.0.1:8123")
+    port = free_port()  # serve checks that the port is free
+    assert run(["serve", str(idx), "--port", str(port), "--max-k", "5"]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", port)
+    assert f"http://127.0.0.1:{port}/" in capsys.readouterr().out
+    client = TestClient(seen["app"], base_url=f"http://127.0.0.1:{port}")
     assert client.get("/api/search", params={"q": "rain", "k": 6}).status_code == 422  # --max-k
     assert len(client.get("/api/search", params={"q": "rain", "k": 5}).json()) == 5
     assert TestClient(seen["app"], base_url="http://evil.example").get("/api/info").status_code == 400
-    assert run(["serve", str(idx), "--host", "0.0.0.0"]) == 0
+    assert run(["serve", str(idx), "--host", "0.0.0.0", "--port", str(free_port())]) == 0
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
     assert TestClient(seen["app"], base_url="http://192.168.1.5:8000").get("/api/info").status_code == 200
 
@@ -164,3 +166,32 @@ def test_a_punctuation_only_query_or_label_is_a_one_line_error(bert_built, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["soundsift: error: label '!!!' is empty after normalisation (punctuation only)"]
     assert run(["search", str(idx), "dog!", "-k", "2"]) == 0  # punctuation beside words is fine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_fails_at_once_without_loading_the_model(built, monkeypatch, capsys):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    import uvicorn
+
+    import soundsift.search.index as index_module
+
+    _, _, idx = built
+    loaded, served = [], []
+    monkeypatch.setattr(index_module, "load_searcher", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: served.append(a))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert run(["serve", str(idx), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"soundsift: error: port {port} on 127.0.0.1 is already in use; pass --port N "
+                   "(or stop the other server)"]
+    assert loaded == [] and served == []
+    assert run(["serve", str(idx), "--port", "70000"]) == 2
+    assert "port 70000 is not a TCP port number" in capsys.readouterr().err and loaded == []

@@ -124,8 +124,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 def serve_main(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
 
-    from soundsift.search.server import LOOPBACK_HOSTS, create_app
+    from soundsift.search.server import LOOPBACK_HOSTS, check_port, create_app
 
+    check_port(args.host, args.port)  # before loading the model: a busy port fails at once
     loopback = args.host in LOOPBACK_HOSTS
     app = create_app(
         args.index, args.model, backend=args.backend, max_k=args.max_k, max_query_chars=args.max_query_chars,

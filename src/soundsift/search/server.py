@@ -23,6 +23,30 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 's
         "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse (ConfigError) an address ``serve`` could not listen on, a port in use say, before the model
+    loads: binds a socket to every address of ``host`` the way uvicorn (asyncio's create_server) will."""
+    import errno
+    import socket
+
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap it round
+        raise ConfigError(f"port {port} is not a TCP port number (0 to 65535)")
+    try:
+        for family, kind, proto, _, address in set(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                      flags=socket.AI_PASSIVE)):
+            with socket.socket(family, kind, proto) as sock:
+                if os.name == "posix":  # as asyncio: a port left in TIME_WAIT is free
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use; pass --port N (or stop the other "
+                              "server)") from None
+        raise ConfigError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+
+
 def _read_static(name: str) -> bytes:
     return resources.files("soundsift.search").joinpath("static", name).read_bytes()
 
