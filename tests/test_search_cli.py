@@ -168,6 +168,43 @@ def test_a_punctuation_only_query_or_label_is_a_one_line_error(bert_built, capsy
     assert run(["search", str(idx), "dog!", "-k", "2"]) == 0  # punctuation beside words is fine
 
 
+def test_paths_of_the_wrong_kind_are_named_before_the_model_loads(built, capsys, tmp_path, monkeypatch):
+    import soundsift.checkpoints
+
+    lib, model, idx = built
+    loaded = []
+    monkeypatch.setattr(soundsift.checkpoints, "load_model", lambda *a, **k: loaded.append(a))
+    script = tmp_path / "table1.sh"
+    script.write_text("echo\n")
+    cases = [
+        (["index", "build", str(lib / "long.wav"), "--model", str(model), "--out", str(tmp_path / "i")],
+         "long.wav: is a file, not a folder"),
+        (["index", "build", str(tmp_path / "nope"), "--model", str(model), "--out", str(tmp_path / "i")],
+         "nope: audio folder not found"),
+        (["search", str(script), "rain"], "table1.sh: is a file, not a soundsift index"),
+        (["search", str(lib), "rain"], "sounds: not a soundsift index"),
+        (["search", str(idx), "--like", str(lib / "animals")], "animals: is a directory, expected an audio file"),
+        (["tag", "--model", str(model), str(lib / "animals"), "--labels", "dog"],
+         "animals: is a directory, expected an audio file"),
+        (["serve", str(script), "--port", str(free_port())], "table1.sh: is a file, not a soundsift index"),
+    ]
+    for argv, message in cases:
+        assert run(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    assert not (tmp_path / "i").exists() and loaded == []
+
+
+def test_index_build_of_a_folder_without_audio_is_an_error(built, capsys, tmp_path):
+    _, model, _ = built
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("no sounds here")
+    assert run(["index", "build", str(tmp_path / "docs"), "--model", str(model), "--out", str(tmp_path / "i")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no audio files found in {tmp_path / 'docs'} (extensions: wav, flac" in err[0], err
+    assert not (tmp_path / "i").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

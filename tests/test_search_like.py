@@ -217,7 +217,7 @@ def test_cli_like_ranks_the_example_file_first(built, capsys):
 def test_cli_like_errors_are_one_line(built, capsys, tmp_path):
     lib, _, idx = built
     for bad, message in ((lib / "notes.txt", "cannot decode audio"), (lib / "broken.wav", "cannot decode audio"),
-                         (tmp_path / "missing.wav", "file not found")):
+                         (tmp_path / "missing.wav", "file not found"), (lib / "animals", "is a directory")):
         assert main(["search", str(idx), "--like", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and bad.name in err[0], err

@@ -79,11 +79,14 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def search_main(args: argparse.Namespace) -> int:
+    from soundsift.audio import audio_file_path
     from soundsift.errors import ConfigError
     from soundsift.search.index import load_searcher
 
     if args.query is None and args.like is None:
         raise ConfigError("give a text query, --like FILE, or both")
+    if args.like is not None:
+        audio_file_path(args.like)  # a typo fails before the model loads
     searcher = load_searcher(args.index, args.model, backend=args.backend)
     like = searcher.embed_file(args.like) if args.like is not None else None
     hits = searcher.search(args.query, args.k, like=like)
@@ -163,10 +166,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def tag_main(args: argparse.Namespace) -> int:
+    from soundsift.audio import audio_file_path
     from soundsift.checkpoints import load_model
     from soundsift.search.tag import parse_labels, tag_files
 
     labels = parse_labels(args.labels, args.labels_file)
+    for f in args.files:
+        audio_file_path(f)  # a typo fails before the model loads
     model = load_model(args.model or ["zero-shot"])
     results = tag_files(model, args.files, labels, template=args.template, top=args.top)
     if args.json:

@@ -84,7 +84,8 @@ def version_dir(index_path: str | Path) -> Path:
     root = Path(index_path)
     pointer = root / POINTER
     if not root.is_dir():
-        raise SearchIndexError(f"{root}: index directory not found (build one with `soundsift index build`)")
+        what = "is a file, not a soundsift index" if root.is_file() else "index directory not found"
+        raise SearchIndexError(f"{root}: {what} (build one with `soundsift index build`)")
     if not pointer.is_file():
         raise SearchIndexError(f"{root}: not a soundsift index (no {POINTER} file); build it first")
     name = pointer.read_text(encoding="utf-8").strip()
