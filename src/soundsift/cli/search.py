@@ -88,13 +88,15 @@ def search_main(args: argparse.Namespace) -> int:
     if args.like is not None:
         audio_file_path(args.like)  # a typo fails before the model loads
     searcher = load_searcher(args.index, args.model, backend=args.backend)
-    like = searcher.embed_file(args.like) if args.like is not None else None
-    hits = searcher.search(args.query, args.k, like=like)
+    like = exclude = None
+    if args.like is not None:  # an indexed example is left out of its results, as the server's like=ID is
+        like, exclude = searcher.embed_file(args.like), searcher.index.find_file(args.like)
+    hits = searcher.search(args.query, args.k, like=like, exclude=exclude)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
     if not hits:
-        print("no results (the index is empty)")
+        print("no results" if len(searcher.index) else "no results (the index is empty)")
     for h in hits:
         print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}")
     return 0
@@ -109,8 +111,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("query", nargs="?", default=None,
                    help="what the sound is like, e.g. 'rain on a tin roof' (optional with --like)")
     p.add_argument("--like", metavar="FILE", default=None,
-                   help="an audio file: rank the sounds by similarity to it (embedded with the index's model); "
-                        "with a query too, the sum of the two normalised query vectors")
+                   help="an audio file: rank the sounds by similarity to it (embedded with the index's model; "
+                        "the indexed file with its content is left out); with a query too, the sum of the "
+                        "two normalised query vectors")
     p.add_argument("-k", "--k", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
     p.add_argument("--model", action="append", default=None,

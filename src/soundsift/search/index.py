@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.downloader import file_digest
 from soundsift.errors import AudioError, ConfigError, ModelMismatchError, SearchIndexError, check_format
 from soundsift.search.backends import FAISS_KINDS, ExactIndex, FaissIndex, faiss_available
 from soundsift.search.thumbnails import encode_png
@@ -192,6 +193,12 @@ class SoundIndex:
         if row is None:
             raise SearchIndexError(f"no indexed sound has id {entry_id}")
         return np.asarray(self.embeddings[row], dtype=np.float32)
+
+    def find_file(self, path: str | Path) -> int | None:
+        """The id of an indexed item with the content of ``path`` (preferably the one at that path), or None."""
+        sha, here = file_digest(path), Path(path).resolve()
+        same = [e for e in self.entries if e.sha256 == sha]
+        return next((e.id for e in same if self.audio_file(e.id).resolve() == here), same[0].id if same else None)
 
     def thumbnail_png(self, entry_id: int) -> bytes | None:
         """The spectrogram thumbnail of an indexed file as PNG bytes, or None (not indexed, or the
