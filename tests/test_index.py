@@ -86,11 +86,12 @@ if "test-index-text" not in text_encoder_names():
     register_text_encoder("test-index-text", TinyText)
 
 
-def make_model(path: Path, seed: int = 0, **audio_kwargs) -> Path:
-    """Save a tiny random model (fake encoders, embed_dim 32) to ``path``."""
+def make_model(path: Path, seed: int = 0, text: str = "test-index-text", **audio_kwargs) -> Path:
+    """Save a tiny random model (fake audio encoder, embed_dim 32) to ``path``; ``text="tiny-bert"`` gives
+    it a real (tiny) text tower, which normalises captions as the published models do."""
     torch.manual_seed(seed)
     name = "test-index-slow" if audio_kwargs else "test-index-audio"
-    model = DualEncoder({"name": name, "seed": seed, **audio_kwargs}, "test-index-text", embed_dim=32)
+    model = DualEncoder({"name": name, "seed": seed, **audio_kwargs}, text, embed_dim=32)
     return save_model(model, path)
 
 
@@ -354,12 +355,33 @@ def test_index_errors_name_the_problem(lib, model_path, tmp_path):
         open_index(out)
 
 
-def test_empty_folder_gives_an_empty_searchable_index(model_path, tmp_path):
-    (tmp_path / "empty").mkdir()
-    report = build_index(tmp_path / "empty", tmp_path / "idx", model_path, progress=False)
-    index = open_index(tmp_path / "idx")
-    assert report.files == 0 and len(index) == 0 and index.embeddings.shape == (0, 32)
-    assert TextSearcher(index, load_model(model_path)).search("anything") == []
+def test_a_folder_without_audio_is_refused_and_no_index_is_written(lib, model_path, tmp_path, monkeypatch):
+    import soundsift.search.build as build_module
+
+    empty = tmp_path / "empty"
+    (empty / "docs").mkdir(parents=True)
+    (empty / "docs" / "notes.txt").write_text("not audio")
+    (empty / ".hidden.wav").write_bytes(b"x")
+    loaded = []
+    monkeypatch.setattr(build_module, "_load_model", lambda *a: loaded.append(a))
+    with pytest.raises(SearchIndexError, match=r"no audio files found in .*empty \(extensions: wav, flac"):
+        build_index(empty, tmp_path / "idx", model_path, progress=False)
+    assert not (tmp_path / "idx").exists() and loaded == []  # refused before the model loads
+    with pytest.raises(SearchIndexError, match="dog.wav: is a file, not a folder"):
+        build_index(lib / "animals" / "dog.wav", tmp_path / "idx", model_path, progress=False)
+    assert not (tmp_path / "idx").exists()
+    monkeypatch.undo()
+    # An index whose folder has lost all its audio is left as it was, not emptied.
+    work = tmp_path / "sounds"
+    shutil.copytree(lib / "animals", work)
+    out = tmp_path / "kept"
+    before = build_index(work, out, model_path, progress=False)
+    for f in [p for p in work.rglob("*") if p.is_file()]:
+        f.unlink()
+    with pytest.raises(SearchIndexError, match="no audio files found"):
+        build_index(work, out, model_path, progress=False)
+    index = open_index(out)
+    assert index.version_dir.name == before.version and len(index) == before.files == 2
 
 
 # ------------------------------------------------------------------------------- backends

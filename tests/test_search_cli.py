@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -120,14 +121,15 @@ def test_serve_builds_the_app_and_binds_loopback(built, monkeypatch, capsys):
     _, _, idx = built
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    assert run(["serve", str(idx), "--port", "8123", "--max-k", "5"]) == 0
-    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
-    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
-    client = TestClient(seen["app"], base_url="http://127.0.0.1:8123")
+    port = free_port()  # serve checks that the port is free
+    assert run(["serve", str(idx), "--port", str(port), "--max-k", "5"]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", port)
+    assert f"http://127.0.0.1:{port}/" in capsys.readouterr().out
+    client = TestClient(seen["app"], base_url=f"http://127.0.0.1:{port}")
     assert client.get("/api/search", params={"q": "rain", "k": 6}).status_code == 422  # --max-k
     assert len(client.get("/api/search", params={"q": "rain", "k": 5}).json()) == 5
     assert TestClient(seen["app"], base_url="http://evil.example").get("/api/info").status_code == 400
-    assert run(["serve", str(idx), "--host", "0.0.0.0"]) == 0
+    assert run(["serve", str(idx), "--host", "0.0.0.0", "--port", str(free_port())]) == 0
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
     assert TestClient(seen["app"], base_url="http://192.168.1.5:8000").get("/api/info").status_code == 200
 
@@ -142,3 +144,91 @@ def test_search_finds_a_model_folder_recorded_at_build(built, capsys, tmp_path):
     capsys.readouterr()
     assert run(["-q", "search", str(tmp_path / "i"), "a tone", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def bert_built(tmp_path_factory):
+    """A small index whose model has a real (tiny) text tower: it strips punctuation from queries."""
+    base = tmp_path_factory.mktemp("bert")
+    lib = make_library(base / "sounds")
+    model = make_model(base / "model.pt", text="tiny-bert")
+    assert run(["-q", "index", "build", str(lib), "--model", str(model), "--out", str(base / "idx")]) == 0
+    return lib, model, base / "idx"
+
+
+def test_a_punctuation_only_query_or_label_is_a_one_line_error(bert_built, capsys):
+    lib, model, idx = bert_built
+    for argv in (["search", str(idx), "!!!"], ["search", str(idx), "?!", "--like", str(lib / "long.wav")]):
+        assert run(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"search query {argv[2]!r} is empty after normalisation" in err[0], err
+    assert run(["tag", "--model", str(model), str(lib / "long.wav"), "--labels", "dog,!!!"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["soundsift: error: label '!!!' is empty after normalisation (punctuation only)"]
+    assert run(["search", str(idx), "dog!", "-k", "2"]) == 0  # punctuation beside words is fine
+
+
+def test_paths_of_the_wrong_kind_are_named_before_the_model_loads(built, capsys, tmp_path, monkeypatch):
+    import soundsift.checkpoints
+
+    lib, model, idx = built
+    loaded = []
+    monkeypatch.setattr(soundsift.checkpoints, "load_model", lambda *a, **k: loaded.append(a))
+    script = tmp_path / "table1.sh"
+    script.write_text("echo\n")
+    cases = [
+        (["index", "build", str(lib / "long.wav"), "--model", str(model), "--out", str(tmp_path / "i")],
+         "long.wav: is a file, not a folder"),
+        (["index", "build", str(tmp_path / "nope"), "--model", str(model), "--out", str(tmp_path / "i")],
+         "nope: audio folder not found"),
+        (["search", str(script), "rain"], "table1.sh: is a file, not a soundsift index"),
+        (["search", str(lib), "rain"], "sounds: not a soundsift index"),
+        (["search", str(idx), "--like", str(lib / "animals")], "animals: is a directory, expected an audio file"),
+        (["tag", "--model", str(model), str(lib / "animals"), "--labels", "dog"],
+         "animals: is a directory, expected an audio file"),
+        (["serve", str(script), "--port", str(free_port())], "table1.sh: is a file, not a soundsift index"),
+    ]
+    for argv, message in cases:
+        assert run(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    assert not (tmp_path / "i").exists() and loaded == []
+
+
+def test_index_build_of_a_folder_without_audio_is_an_error(built, capsys, tmp_path):
+    _, model, _ = built
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("no sounds here")
+    assert run(["index", "build", str(tmp_path / "docs"), "--model", str(model), "--out", str(tmp_path / "i")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no audio files found in {tmp_path / 'docs'} (extensions: wav, flac" in err[0], err
+    assert not (tmp_path / "i").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_fails_at_once_without_loading_the_model(built, monkeypatch, capsys):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    import uvicorn
+
+    import soundsift.search.index as index_module
+
+    _, _, idx = built
+    loaded, served = [], []
+    monkeypatch.setattr(index_module, "load_searcher", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: served.append(a))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert run(["serve", str(idx), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"soundsift: error: port {port} on 127.0.0.1 is already in use; pass --port N "
+                   "(or stop the other server)"]
+    assert loaded == [] and served == []
+    assert run(["serve", str(idx), "--port", "70000"]) == 2
+    assert "port 70000 is not a TCP port number" in capsys.readouterr().err and loaded == []

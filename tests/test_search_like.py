@@ -200,24 +200,50 @@ def test_text_and_example_combined(built):
 # ------------------------------------------------------------------------------- CLI
 
 
-def test_cli_like_ranks_the_example_file_first(built, capsys):
+def test_cli_like_leaves_an_indexed_example_out_as_the_api_does(built, capsys, tmp_path):
     lib, _, idx = built
     index = open_index(idx)
+    searcher = TextSearcher(index, load_model(index.model_path))
     for e in index.entries:
-        assert main(["search", str(idx), "--like", str(lib / e.path), "-k", "2", "--json"]) == 0
+        assert main(["search", str(idx), "--like", str(lib / e.path), "-k", "100", "--json"]) == 0
         hits = json.loads(capsys.readouterr().out)
-        assert hits[0]["path"] == e.path and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert e.id not in [h["id"] for h in hits] and len(hits) == len(GOOD) - 1
+        api = searcher.search(None, 100, like=index.vector(e.id), exclude=e.id)  # what like=ID answers
+        assert [(h["id"], h["path"]) for h in hits] == [(h.id, h.path) for h in api]
+        assert [h["score"] for h in hits] == pytest.approx([h.score for h in api], abs=1e-4)
     assert main(["search", str(idx), "rain", "--like", str(lib / "long.wav"), "-k", "100", "--json"]) == 0
     combined = json.loads(capsys.readouterr().out)
-    searcher = TextSearcher(index, load_model(index.model_path))
-    like = index.vector(next(e.id for e in index.entries if e.path == "long.wav"))
-    assert combined == [h.to_dict() for h in searcher.search("rain", 100, like=like)]
+    long_id = next(e.id for e in index.entries if e.path == "long.wav")
+    assert combined == [h.to_dict() for h in searcher.search("rain", 100, like=index.vector(long_id), exclude=long_id)]
+    # A copy of an indexed file is recognised by its content; a sound that is not indexed leaves nothing out.
+    shutil.copy(lib / "long.wav", tmp_path / "copy.wav")
+    write_sound(tmp_path / "new.wav", 16000, 1, 0.6, "WAV", None, seed=50)
+    for example, n in ((tmp_path / "copy.wav", len(GOOD) - 1), (tmp_path / "new.wav", len(GOOD))):
+        assert main(["search", str(idx), "--like", str(example), "-k", "100", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        assert len(hits) == n and (n == len(GOOD) or long_id not in [h["id"] for h in hits])
+
+
+def test_find_file_prefers_the_indexed_copy_at_the_examples_own_path(built, tmp_path):
+    lib, model, _ = built
+    work = tmp_path / "sounds"
+    shutil.copytree(lib, work)
+    shutil.copy(work / "long.wav", work / "a-duplicate.wav")  # sorts first: gets the smaller id
+    build_index(work, tmp_path / "idx", model, progress=False)
+    index = open_index(tmp_path / "idx")
+    ids = {e.path: e.id for e in index.entries}
+    assert index.find_file(work / "long.wav") == ids["long.wav"]
+    assert index.find_file(work / "a-duplicate.wav") == ids["a-duplicate.wav"]
+    assert index.find_file(work / "animals" / ".." / "long.wav") == ids["long.wav"]
+    shutil.copy(work / "long.wav", tmp_path / "elsewhere.wav")
+    assert index.find_file(tmp_path / "elsewhere.wav") == ids["a-duplicate.wav"]
+    assert index.find_file(work / "notes.txt") is None
 
 
 def test_cli_like_errors_are_one_line(built, capsys, tmp_path):
     lib, _, idx = built
     for bad, message in ((lib / "notes.txt", "cannot decode audio"), (lib / "broken.wav", "cannot decode audio"),
-                         (tmp_path / "missing.wav", "file not found")):
+                         (tmp_path / "missing.wav", "file not found"), (lib / "animals", "is a directory")):
         assert main(["search", str(idx), "--like", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and bad.name in err[0], err

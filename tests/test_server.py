@@ -21,7 +21,7 @@ from soundsift.errors import ModelMismatchError
 from soundsift.search.build import build_index  # noqa: E402
 from soundsift.search.index import load_searcher
 from soundsift.search.server import create_app  # noqa: E402
-from test_index import GOOD, make_library, make_model  # noqa: E402
+from test_index import GOOD, make_library, make_model, write_sound  # noqa: E402
 
 SECRET = "TOP-SECRET-6f1d2c"
 
@@ -217,3 +217,17 @@ def test_app_refuses_a_different_model(setup, tmp_path):
     other = make_model(tmp_path / "other.pt", seed=5)
     with pytest.raises(ModelMismatchError):
         create_app(base / "idx", other)
+
+
+def test_a_query_with_nothing_left_once_normalised_gets_422(tmp_path):
+    """A model with a real (tiny) text tower strips punctuation: "!!!" is then empty, like "  "."""
+    lib = tmp_path / "sounds"
+    write_sound(lib / "a.wav", 16000, 1, 0.5, "WAV", None, seed=1)
+    write_sound(lib / "b.flac", 16000, 1, 0.5, "FLAC", None, seed=2)
+    build_index(lib, tmp_path / "idx", make_model(tmp_path / "m.pt", text="tiny-bert"), progress=False)
+    client = TestClient(create_app(tmp_path / "idx"))
+    for params in ({"q": "!!!"}, {"q": "?!", "like": "0"}):
+        r = client.get("/api/search", params=params)
+        assert r.status_code == 422, params
+        assert r.json() == {"detail": f"search query {params['q']!r} is empty after normalisation (punctuation only)"}
+    assert client.get("/api/search", params={"q": "rain!"}).status_code == 200

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
 from soundsift.encoders import build_text_encoder
 from soundsift.encoders.text import HFTextEncoder, normalise_caption
+from soundsift.errors import CaptionError, SoundsiftError
 
 CAPTIONS = ["A dog barks, loudly!", "rain falls on a roof", "Birds chirp in the morning."]
 
@@ -93,6 +96,12 @@ def test_empty_caption_error_names_index(tiny):
         tiny(["a dog", "rain", "?!"])
     with pytest.raises(ValueError, match="caption 0 is not a string"):
         tiny([None])
+    with pytest.raises(CaptionError) as info:  # a user error (one line from the CLI), still a ValueError
+        tiny(["a dog", "!!!"])
+    assert isinstance(info.value, SoundsiftError) and (info.value.index, info.value.text) == (1, "!!!")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and str(again.as_input("label")) == (
+        "label '!!!' is empty after normalisation (punctuation only)")
     with pytest.raises(TypeError, match="list of captions"):
         tiny("a dog")
 

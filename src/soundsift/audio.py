@@ -27,9 +27,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: file not found")
+    path = audio_file_path(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
@@ -70,9 +68,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     """
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: file not found")
+    path = audio_file_path(path)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
@@ -80,6 +76,17 @@ def audio_info(path: str | Path) -> AudioInfo:
     if info.frames <= 0:
         raise AudioError(f"{path}: contains no audio samples")
     return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def audio_file_path(path: str | Path) -> Path:
+    """``path`` as a Path; AudioError naming it when it is a directory or does not exist (checked by
+    the loaders, and by commands before they load a model)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, expected an audio file")
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    return path
 
 
 def _mono(data: np.ndarray, path: Path) -> np.ndarray:
@@ -101,11 +108,9 @@ def load_audio_window(path: str | Path, sample_rate: int, start: int, length: in
     """
     import soundfile as sf
 
-    path = Path(path)
     if start < 0 or length < 0:
         raise ValueError(f"audio window must have start >= 0 and length >= 0, got {start}, {length}")
-    if not path.is_file():
-        raise AudioError(f"{path}: file not found")
+    path = audio_file_path(path)
     try:
         with sf.SoundFile(str(path)) as f:
             rate, total = int(f.samplerate), int(f.frames)

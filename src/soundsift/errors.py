@@ -24,6 +24,23 @@ class UnknownNameError(ConfigError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class CaptionError(SoundsiftError, ValueError):
+    """A caption cannot be embedded: empty, or empty once the text encoder has normalised it. ``text``
+    and ``problem`` let callers name it as what the user typed (a search query, a label)."""
+
+    def __init__(self, index: int, text: object, problem: str) -> None:
+        super().__init__(f"caption {index} {problem}: {text!r}")
+        self.index, self.text, self.problem = index, text, problem
+
+    def __reduce__(self):  # picklable despite the three arguments
+        return type(self), (self.index, self.text, self.problem)
+
+    def as_input(self, what: str, name: object = None) -> ConfigError:
+        """The same problem as a ConfigError naming the caption as the user gave it: ``what`` ("search
+        query", "label") and ``name`` (default: the caption itself)."""
+        return ConfigError(f"{what} {self.text if name is None else name!r} {self.problem}")
+
+
 class AudioError(SoundsiftError):
     """An audio file is missing, unreadable or empty; the message names the file."""
 

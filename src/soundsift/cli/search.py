@@ -79,19 +79,24 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def search_main(args: argparse.Namespace) -> int:
+    from soundsift.audio import audio_file_path
     from soundsift.errors import ConfigError
     from soundsift.search.index import load_searcher
 
     if args.query is None and args.like is None:
         raise ConfigError("give a text query, --like FILE, or both")
+    if args.like is not None:
+        audio_file_path(args.like)  # a typo fails before the model loads
     searcher = load_searcher(args.index, args.model, backend=args.backend)
-    like = searcher.embed_file(args.like) if args.like is not None else None
-    hits = searcher.search(args.query, args.k, like=like)
+    like = exclude = None
+    if args.like is not None:  # an indexed example is left out of its results, as the server's like=ID is
+        like, exclude = searcher.embed_file(args.like), searcher.index.find_file(args.like)
+    hits = searcher.search(args.query, args.k, like=like, exclude=exclude)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
     if not hits:
-        print("no results (the index is empty)")
+        print("no results" if len(searcher.index) else "no results (the index is empty)")
     for h in hits:
         print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}")
     return 0
@@ -106,8 +111,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("query", nargs="?", default=None,
                    help="what the sound is like, e.g. 'rain on a tin roof' (optional with --like)")
     p.add_argument("--like", metavar="FILE", default=None,
-                   help="an audio file: rank the sounds by similarity to it (embedded with the index's model); "
-                        "with a query too, the sum of the two normalised query vectors")
+                   help="an audio file: rank the sounds by similarity to it (embedded with the index's model; "
+                        "the indexed file with its content is left out); with a query too, the sum of the "
+                        "two normalised query vectors")
     p.add_argument("-k", "--k", "--top-k", dest="k", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
     p.add_argument("--model", action="append", default=None,
@@ -124,8 +130,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 def serve_main(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
 
-    from soundsift.search.server import LOOPBACK_HOSTS, create_app
+    from soundsift.search.server import LOOPBACK_HOSTS, check_port, create_app
 
+    check_port(args.host, args.port)  # before loading the model: a busy port fails at once
     loopback = args.host in LOOPBACK_HOSTS
     app = create_app(
         args.index, args.model, backend=args.backend, max_k=args.max_k, max_query_chars=args.max_query_chars,
@@ -162,10 +169,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def tag_main(args: argparse.Namespace) -> int:
+    from soundsift.audio import audio_file_path
     from soundsift.checkpoints import load_model
     from soundsift.search.tag import parse_labels, tag_files
 
     labels = parse_labels(args.labels, args.labels_file)
+    for f in args.files:
+        audio_file_path(f)  # a typo fails before the model loads
     model = load_model(args.model or ["zero-shot"])
     results = tag_files(model, args.files, labels, template=args.template, top=args.top)
     if args.json:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from soundsift.downloader import hub_reachable
-from soundsift.errors import ConfigError, WeightsUnavailableError, require
+from soundsift.errors import CaptionError, ConfigError, WeightsUnavailableError, require
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ class HFTextEncoder(nn.Module):
         return self
 
     def normalise(self, texts: Sequence[str]) -> list[str]:
-        """Normalise captions; raises ValueError naming the index of an empty or non-string caption."""
+        """Normalise captions; raises CaptionError (a ValueError) naming the index of an empty caption
+        (or one empty once normalised), ValueError for a non-string."""
         if isinstance(texts, str):
             raise TypeError("HFTextEncoder expects a list of captions, got a single string")
         out = []
@@ -155,10 +156,10 @@ class HFTextEncoder(nn.Module):
             if not isinstance(text, str):
                 raise ValueError(f"caption {i} is not a string: {text!r}")
             if not text.strip():
-                raise ValueError(f"caption {i} is empty or whitespace only: {text!r}")
+                raise CaptionError(i, text, "is empty or whitespace only")
             norm = normalise_caption(text, self.lowercase, self.strip_punctuation)
             if not norm.strip():
-                raise ValueError(f"caption {i} is empty after normalisation (punctuation only): {text!r}")
+                raise CaptionError(i, text, "is empty after normalisation (punctuation only)")
             out.append(norm)
         return out
 

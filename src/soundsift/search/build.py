@@ -154,17 +154,18 @@ def build_index(
     ``checksum`` also re-hashes files whose size and mtime are unchanged. ``faiss``: "auto" stores an
     ``AUTO_FAISS_KIND`` index (IVF over 8-bit codes, re-ranked exactly) when there are more than
     ``EXACT_LIMIT`` files and faiss is installed; a kind of ``FAISS_KINDS``
-    always; "none" never. Unreadable files are skipped and listed in the report with the reason.
+    always; "none" never. Unreadable files are skipped and listed in the report with the reason; a
+    folder with no audio file at all is refused (SearchIndexError), and an existing index left as it was.
     An index built with another model is refused (ModelMismatchError) unless ``rebuild``: then every
     file is embedded again with ``model``.
     """
+    from soundsift.search.scan import check_library
+
     t0 = time.perf_counter()
-    root = Path(audio_dir).resolve()
-    if not root.is_dir():
-        raise SearchIndexError(f"{audio_dir}: audio folder not found")
+    root, out = Path(audio_dir).resolve(), Path(out).absolute()
+    check_library(root, audio_dir, exclude=out)
     if faiss not in FAISS_CHOICES:
         raise ConfigError(f"unknown faiss option {faiss!r}; use one of {', '.join(FAISS_CHOICES)}")
-    out = Path(out).absolute()
     check_out_dir(out)
     model, recorded_model = _load_model(model, model_path)
     out.mkdir(parents=True, exist_ok=True)

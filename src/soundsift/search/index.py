@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.downloader import file_digest
 from soundsift.errors import AudioError, ConfigError, ModelMismatchError, SearchIndexError, check_format
 from soundsift.search.backends import FAISS_KINDS, ExactIndex, FaissIndex, faiss_available
 from soundsift.search.thumbnails import encode_png
@@ -84,7 +85,8 @@ def version_dir(index_path: str | Path) -> Path:
     root = Path(index_path)
     pointer = root / POINTER
     if not root.is_dir():
-        raise SearchIndexError(f"{root}: index directory not found (build one with `soundsift index build`)")
+        what = "is a file, not a soundsift index" if root.is_file() else "index directory not found"
+        raise SearchIndexError(f"{root}: {what} (build one with `soundsift index build`)")
     if not pointer.is_file():
         raise SearchIndexError(f"{root}: not a soundsift index (no {POINTER} file); build it first")
     name = pointer.read_text(encoding="utf-8").strip()
@@ -191,6 +193,12 @@ class SoundIndex:
         if row is None:
             raise SearchIndexError(f"no indexed sound has id {entry_id}")
         return np.asarray(self.embeddings[row], dtype=np.float32)
+
+    def find_file(self, path: str | Path) -> int | None:
+        """The id of an indexed item with the content of ``path`` (preferably the one at that path), or None."""
+        sha, here = file_digest(path), Path(path).resolve()
+        same = [e for e in self.entries if e.sha256 == sha]
+        return next((e.id for e in same if self.audio_file(e.id).resolve() == here), same[0].id if same else None)
 
     def thumbnail_png(self, entry_id: int) -> bytes | None:
         """The spectrogram thumbnail of an indexed file as PNG bytes, or None (not indexed, or the
@@ -310,12 +318,17 @@ class TextSearcher:
         self._cache_size = cache_size
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
+        from soundsift.errors import CaptionError
+
         out = np.zeros((len(queries), self.index.embeddings.shape[1]), np.float32)
         with self._lock:
             todo = [q for q in dict.fromkeys(queries) if q not in self._cache]
             if todo:
-                for q, v in zip(todo, self.model.embed_texts(todo)):
-                    self._cache[q] = v
+                try:
+                    vectors = self.model.embed_texts(todo)
+                except CaptionError as exc:  # nothing left once normalised: "!!!"
+                    raise exc.as_input("search query") from exc
+                self._cache.update(zip(todo, vectors))
             for i, q in enumerate(queries):
                 self._cache.move_to_end(q)
                 out[i] = self._cache[q]

@@ -1,6 +1,7 @@
 """Finding and decoding a sound library's files for an index build (``search.build``).
 
-``scan_audio_files`` walks the library and says why a file cannot be used; ``decode_file`` hashes, decodes
+``scan_audio_files`` walks the library and says why a file cannot be used (``check_library`` refuses
+a library with no audio at all); ``decode_file`` hashes, decodes
 and draws the thumbnail of one file, in a thread or in a spawned worker process (``decoder_pool``),
 and returns errors as text so that they cross process boundaries; ``relative_reason`` words an error
 for the build report (paths relative to the library).
@@ -16,6 +17,7 @@ from typing import Any
 
 from soundsift.audio import AUDIO_EXTENSIONS, load_audio
 from soundsift.downloader import file_digest
+from soundsift.errors import SearchIndexError
 from soundsift.search.thumbnails import make_thumbnail
 
 # Audio formats that soundfile cannot decode: reported as skipped rather than silently ignored.
@@ -57,6 +59,18 @@ def scan_audio_files(root: Path, exclude: Path | None = None) -> Iterator[tuple[
     for err in walk_errors:  # an error on the last folder listed
         where = Path(err.filename).relative_to(root).as_posix() if err.filename else "?"
         yield f"{where}/", OSError(f"cannot list the folder: {err.strerror or err}")
+
+
+def check_library(root: Path, given: str | Path, exclude: Path | None = None) -> None:
+    """Refuse (SearchIndexError naming ``given``) a library that is not a folder or holds no audio file,
+    before a model is loaded or an index written (an existing index is never emptied)."""
+    if root.is_file():
+        raise SearchIndexError(f"{given}: is a file, not a folder; give the folder that holds the audio files")
+    if not root.is_dir():
+        raise SearchIndexError(f"{given}: audio folder not found")
+    if next(scan_audio_files(root, exclude), None) is None:
+        raise SearchIndexError(f"no audio files found in {given} (extensions: "
+                               f"{', '.join(e[1:] for e in AUDIO_EXTENSIONS)}; hidden files are ignored)")
 
 
 _KNOWN_SHAS: frozenset[str] = frozenset()  # in a decoding process: contents whose embedding is reused

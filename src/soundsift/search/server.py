@@ -14,13 +14,37 @@ from pathlib import Path
 from typing import Any
 
 from soundsift.audio import AUDIO_MEDIA_TYPES
-from soundsift.errors import require
+from soundsift.errors import ConfigError, require
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID_RE = re.compile(r"[0-9]{1,15}")
 _STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; media-src 'self'; "
         "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse (ConfigError) an address ``serve`` could not listen on, a port in use say, before the model
+    loads: binds a socket to every address of ``host`` the way uvicorn (asyncio's create_server) will."""
+    import errno
+    import socket
+
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap it round
+        raise ConfigError(f"port {port} is not a TCP port number (0 to 65535)")
+    try:
+        for family, kind, proto, _, address in set(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                      flags=socket.AI_PASSIVE)):
+            with socket.socket(family, kind, proto) as sock:
+                if os.name == "posix":  # as asyncio: a port left in TIME_WAIT is free
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use; pass --port N (or stop the other "
+                              "server)") from None
+        raise ConfigError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
 
 
 def _read_static(name: str) -> bytes:
@@ -119,13 +143,14 @@ def create_app(
             if not _ID_RE.fullmatch(like):
                 raise HTTPException(422, detail=f"like must be the id of an indexed sound (digits); got {like!r}")
             example = indexed(like, "sound").id
-        if not q.strip():
-            if example is None:
-                raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
-            return [h.to_dict() for h in searcher.search(None, k, like=index.vector(example), exclude=example)]
-        if example is None:
-            return [h.to_dict() for h in searcher.search(q, k)]
-        return [h.to_dict() for h in searcher.search(q, k, like=index.vector(example), exclude=example)]
+        if not q.strip() and example is None:
+            raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
+        like_vector = None if example is None else index.vector(example)
+        try:
+            hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example)
+        except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
+            raise HTTPException(422, detail=str(exc)) from None
+        return [h.to_dict() for h in hits]
 
     @app.head("/api/audio/{audio_id}", include_in_schema=False)
     @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id)", response_class=FileResponse)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.errors import ConfigError
+from soundsift.errors import CaptionError, ConfigError
 
 DEFAULT_TEMPLATE = "{label}"
 TAU = 0.05  # the similarity temperature the models are trained with (DESIGN.md section 1)
@@ -56,9 +56,13 @@ def tag_files(
     from soundsift.audio import load_audio
 
     texts = prompts(labels, template)
+    try:  # before the audio: a bad label fails fast
+        text_vectors = model.embed_texts(texts)
+    except CaptionError as exc:  # nothing left once normalised: "!!!"
+        raise exc.as_input("label", labels[texts.index(exc.text)] if exc.text in texts else None) from exc
     waves = [load_audio(f, model.sample_rate) for f in files]
     audio = model.embed_waveforms(waves, batch_size=8)
-    sims = audio @ model.embed_texts(texts).T  # (n_files, n_labels)
+    sims = audio @ text_vectors.T  # (n_files, n_labels)
     logits = sims / TAU
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
