@@ -41,8 +41,7 @@ import yaml
 from soundsift.atomic import atomic_write
 from soundsift.config import load_config, resolve_config_path
 from soundsift.errors import ConfigError
-from soundsift.training.results import COLUMNS, format_results, results_table, yaml_value
-from soundsift.training.tables import write_table
+from soundsift.training.results import refs, write_results, yaml_value
 
 KINDS = ("train", "teachers", "evaluate", "sweep")
 ESTIMATOR_KEYS = ("estimator", "teachers", "weights", "text_model")
@@ -84,10 +83,6 @@ def resolve_recipe_path(name: str | Path) -> Path:
     raise ConfigError(f"{name}: recipe not found; packaged recipes: {known}")
 
 
-def _refs(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value or [])
-
-
 def load_recipe(name: str | Path) -> Recipe:
     """Read and check a recipe; steps come back in an order where every step follows what it needs."""
     path = resolve_recipe_path(name)
@@ -106,8 +101,8 @@ def load_recipe(name: str | Path) -> Recipe:
             raise ConfigError(f"{path}: step id {sid!r} appears twice")
         spec = {k: v for k, v in raw.items() if k not in ("id", "optional", "expected", "row")}
         body = spec[kind] if isinstance(spec[kind], dict) else {}
-        needs = _refs(spec.get("init_from")) + _refs(spec.get("teachers") if kind != "teachers" else None)
-        needs += _refs(body.get("model")) + _refs(body.get("init_from")) + _refs(body.get("teachers"))
+        needs = refs(spec.get("init_from")) + refs(spec.get("teachers") if kind != "teachers" else None)
+        needs += refs(body.get("model")) + refs(body.get("init_from")) + refs(body.get("teachers"))
         for values in (body.get("grid") or {}).values() if kind == "sweep" else ():
             for value in values:
                 needs += [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
@@ -243,7 +238,7 @@ class Runner:
             values["init_from"] = str(self.model_path(spec["init_from"]))
         teachers = values.pop("teachers", spec.get("teachers"))
         if teachers is not None:
-            values["teachers"] = [str(self.teacher_path(t)) for t in _refs(teachers)]
+            values["teachers"] = [str(self.teacher_path(t)) for t in refs(teachers)]
         return load_config(spec["train"], [*(f"{k}={yaml_value(v)}" for k, v in values.items()), *self.overrides])
 
     def points(self, step: Step) -> list[tuple[str, dict[str, Any]]]:
@@ -349,7 +344,7 @@ class Runner:
 
                 write_estimate(spec.get("estimator", "ensemble"), self.data_root, self.teacher_path(sid), fmt, split,
                                [self.model_ref(spec["model"])] if spec.get("model") else [],
-                               [self.teacher_path(t) for t in _refs(spec.get("teachers"))], spec.get("weights"),
+                               [self.teacher_path(t) for t in refs(spec.get("teachers"))], spec.get("weights"),
                                self.model_ref(spec.get("text_model", "minilm")), max_seconds, batch_size,
                                bool(spec.get("half", False)), progress=self.progress)
             else:
@@ -431,7 +426,7 @@ class Runner:
                 if "estimator" in spec:
                     extra += ["--estimator", q(spec["estimator"])]
                 if spec.get("teachers"):
-                    extra += ["--teachers", *(q(str(self.teacher_path(t))) for t in _refs(spec["teachers"]))]
+                    extra += ["--teachers", *(q(str(self.teacher_path(t))) for t in refs(spec["teachers"]))]
                 if spec.get("weights") is not None:
                     extra += ["--weights", *(q(str(w)) for w in spec["weights"])]
                 if "text_model" in spec:
@@ -450,66 +445,9 @@ class Runner:
                          "--out", q(str(self.out)), *(f"--include {q(i)}" for i in sorted(self.include)),
                          *(q(o) for o in self.overrides)])
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per step with test metrics: ours (percent) next to the paper's and the difference; a
-        step that starts from another (``init_from``) also gets ``vs_init``, its paired mAP@10 gain over
-        that step with 95% intervals (training.compare)."""
-        rows = []
-        for sid, result in self.results.items():
-            test = (result.get("metrics") or {}).get("test")
-            if not test:
-                continue
-            row = {"step": sid, **self.steps[sid].row, **{c: round(100 * float(test[c]), 2) for c in COLUMNS if c in test}}
-            for source, numbers in self.steps[sid].expected.items():
-                row[source] = {c: numbers[c] for c in COLUMNS if c in numbers}
-                row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in COLUMNS if c in numbers and c in row}
-            if (gain := self.gain_over_init(sid, result)) is not None:
-                row["vs_init"] = gain
-            if self.recipe.measure is not None:
-                row.update(self.measured(sid, row))
-            rows.append(row)
-        return rows
-
-    def measured(self, sid: str, row: dict[str, Any]) -> dict[str, Any]:
-        """A stage-2 row's estimate (the scores of its one teachers step, percent) and, where the paired
-        gain (vs_init) is missing, its plain gain in test mAP@10 over the model it started from."""
-        spec, out = self.steps[sid].spec, {}
-        if self.steps[sid].kind != "train":
-            return out
-        teachers = _refs(spec.get("teachers") if "teachers" in spec else (spec.get("set") or {}).get("teachers"))
-        scores = (self.results.get(teachers[0]) or {}).get("correspondences") if len(teachers) == 1 else None
-        if scores:
-            out.update({k: round(100 * float(scores[s]), 2) for k, s in
-                        (("AUC", "auc"), ("softmax_mass", "softmax_mass"), ("other_mass", "other_mass"))})
-        base = ((self.results.get(spec.get("init_from") or "") or {}).get("metrics") or {}).get("test") or {}
-        if "vs_init" not in row and "mAP@10" in base and "mAP@10" in row:
-            out["gain"] = round(row["mAP@10"] - 100 * float(base["mAP@10"]), 2)
-        return out
-
-    def gain_over_init(self, sid: str, result: dict[str, Any]) -> dict[str, Any] | None:
-        """The paired difference in test mAP@10 (percentage points) of a train step or a sweep's best
-        point over the step it was initialised from, when both saved per-query results."""
-        from soundsift.training.compare import gain_percent
-
-        step = self.steps[sid]
-        spec = step.spec["sweep"] if step.kind == "sweep" else step.spec
-        init = spec.get("init_from") if step.kind in ("train", "sweep") else None
-        if not isinstance(init, str):
-            return None
-        gain = gain_percent(self.out / init, self.out / str(result.get("best", sid)))
-        return None if gain is None else {"step": init, **gain}
-
     def write_results(self) -> dict[str, Any]:
-        rows = self.rows()
-        summary = {"recipe": self.recipe.name, "rows": rows,
-                   "sweeps": {sid: r["grid"] for sid, r in self.results.items() if "grid" in r}}
-        text = json.dumps(summary, indent=2)
-        atomic_write(self.out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        md = format_results(self.recipe, rows, summary["sweeps"])
-        atomic_write(self.out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
-        write_table(results_table(rows, self.recipe.title or self.recipe.name), self.out / "results", ("csv", "tex"))
-        return summary
-
+        """``results.json``, ``.md``, ``.csv`` and ``.tex`` from the steps' results (training.results)."""
+        return write_results(self)
 
 def check_train_configs(recipe: Recipe) -> None:
     """Every train config a recipe names exists (before anything runs)."""
