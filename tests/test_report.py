@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -211,6 +212,26 @@ def test_report_from_a_saved_recipe_folder(recipe_out, tmp_path, capsys):
     assert (copy / "s2" / "report" / "curves" / "s2.png").is_file()
     assert json.loads((copy / "s2" / "report" / "correspondences.json").read_text())["estimators"][0]["query"][
         "index"] == 3
+
+
+def test_teacher_files_and_run_configs_store_canonical_paths(recipe_out, tmp_path, monkeypatch):
+    from soundsift.config import load_config
+    from soundsift.correspondences import TeacherEmbeddings
+    from soundsift.training.run import prepare
+    from soundsift.training.teachers import make_teacher
+
+    monkeypatch.chdir(recipe_out.parent)
+    meta = TeacherEmbeddings.load(make_teacher("out/a/model.pt", "./synth/", tmp_path / "t.safetensors",
+                                               progress=False)).meta
+    assert meta["data_root"] == str((recipe_out.parent / "synth").resolve())
+    assert meta["model_path"] == str((recipe_out / "a" / "model.pt").resolve())
+    out_dir = os.path.relpath(tmp_path / "run")
+    prepare(load_config("demo/stage2.yaml", [*TINY, "data.root=synth/", f"out_dir={out_dir}", "init_from=out/a/model.pt",
+                                             "teachers=[out/teachers/ta.safetensors]"]), progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["out_dir"] == str((tmp_path / "run").resolve())
+    assert saved["data"]["root"] == meta["data_root"] and saved["init_from"] == meta["model_path"]
+    assert saved["teachers"] == [str((recipe_out / "teachers" / "ta.safetensors").resolve())]
 
 
 def test_report_without_matplotlib_is_one_line(recipe_out, tmp_path, capsys, monkeypatch):

@@ -29,6 +29,7 @@ from soundsift.config import dump_config
 from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
 from soundsift.data.records import SplitData
 from soundsift.errors import ConfigError, DatasetError
+from soundsift.training.paths import canonical_config
 from soundsift.training.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def prepare(
     state = check_run_dir(out_dir, overwrite, resume)
     if splits is None:
         check_data_roots(config)
-    config = resolve_model_config(config)
+    config = canonical_config(resolve_model_config(config))  # config.yaml means the same from any directory
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
@@ -303,7 +304,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
     if module.late_problems:
         write_problems(out_dir / "problems.txt", splits, module.late_problems)
-    model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": str(out_dir)})
+    model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": run.config["out_dir"]})
     metrics: dict[str, Any] = {"best_epoch": None, "val": None, "val_history": validation.history}
     if validation.history:
         best = max(validation.history, key=lambda h: h["mAP@10"])
