@@ -247,7 +247,7 @@ def fit(run: PreparedRun, progress: bool = True):
     """
     import lightning as L
 
-    from soundsift.training.module import ValidationCallback
+    from soundsift.training.module import ValidationCallback, progress_bar
     from soundsift.training.resume import (
         AtomicCheckpointIO,
         LastCheckpoint,
@@ -272,6 +272,9 @@ def fit(run: PreparedRun, progress: bool = True):
         validation, ResumeState(run.loader.sampler, run.loader.dataset),
         checkpoint, LastCheckpoint(last, int(tr["checkpoint_every_n_steps"])),  # in this order, after validation
     ]
+    show_bar = bool(tr["progress_bar"]) and progress
+    if show_bar:
+        callbacks.append(progress_bar())  # "Epoch 2/2", not Lightning's "Epoch 1/1"
     trainer = L.Trainer(
         max_epochs=int(config["optim"]["epochs"]),
         accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=int(tr["num_nodes"]),
@@ -280,7 +283,7 @@ def fit(run: PreparedRun, progress: bool = True):
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # EpochSampler splits the epoch between processes itself
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
-        enable_progress_bar=bool(tr["progress_bar"]) and progress,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(int(tr["log_every_n_steps"]), len(run.loader))),
         limit_val_batches=0,
