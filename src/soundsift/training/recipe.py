@@ -44,7 +44,7 @@ import yaml
 from soundsift.atomic import atomic_write
 from soundsift.config import load_config, resolve_config_path
 from soundsift.errors import ConfigError
-from soundsift.training.paths import canonical_config
+from soundsift.training.paths import canonical, canonical_config
 from soundsift.training.results import refs, write_results, yaml_value
 
 KINDS = ("train", "teachers", "evaluate", "sweep")
@@ -288,7 +288,7 @@ class Runner:
         as those versions did. A run rewrites such a record with the canonical hash (``run_one``).
         """
         if not self._spellings:
-            out, root = self.out.resolve(), str(Path(self.data_root).resolve())
+            out, root = Path(canonical(self.out)), canonical(self.data_root)
             spelled = ((out, root), (self.out, self.data_root), (Path(os.path.relpath(out)), os.path.relpath(root)))
             self._spellings = [self.respelled(*paths) for paths in dict.fromkeys(spelled)]
         return self._spellings
