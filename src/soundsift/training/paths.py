@@ -26,14 +26,15 @@ def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
     how a run uses and saves it (``config.yaml``), so the file means the same from any directory."""
     from soundsift.checkpoints.load import PUBLISHED
 
-    data, init = config["data"], config["init_from"]
+    data, init = config.get("data") or {}, config.get("init_from")  # tolerant: also configs saved long ago
     return {
         **config,
-        "out_dir": canonical(config["out_dir"]),
-        "data": {**data, "root": data["root"] and canonical(data["root"]),
-                 "extra_train": [{**e, "root": canonical(e["root"])} if e.get("root") else e for e in data["extra_train"]]},
+        "out_dir": config.get("out_dir") and canonical(config["out_dir"]),
+        "data": {**data, "root": data.get("root") and canonical(data["root"]),
+                 "extra_train": [{**e, "root": canonical(e["root"])} if e.get("root") else e
+                                 for e in data.get("extra_train") or []]},
         "init_from": init and canonical_ref(init, PUBLISHED),
-        "teachers": [canonical(t) for t in config["teachers"]],
+        "teachers": [canonical(t) for t in config.get("teachers") or []],
     }
 
 
