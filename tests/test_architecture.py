@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import http.server
+import os
 import subprocess
 import sys
 import threading
@@ -238,3 +239,27 @@ def test_console_script_prints_one_line(dataset, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"soundsift: error: {tmp_path / 'nope.pt'}: model file not found")
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path):
+    """``soundsift reproduce demo --dry-run | head -2``: the reader has gone before the lines come (the read
+    end is closed first, so this does not depend on timing). Exit 141 as `yes | head`, no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "soundsift.cli.main", "reproduce", "demo", "--data-root", "d",
+                                 "--out", str(tmp_path), "--dry-run"], stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == ""
+
+
+def test_another_broken_pipe_keeps_its_traceback(monkeypatch):
+    from soundsift.cli import data
+
+    def broken(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr(data, "synth_main", broken)
+    with pytest.raises(BrokenPipeError):  # stdout is fine: a bug, not a reader that went away
+        main(["synth"])

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,45 @@ def test_two_process_training_gathers_the_global_batch(data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["val_history"]) == 1 and "test" in metrics
     assert run.stdout.count('"model"') == 1
+
+
+def bar_text(bar) -> str:
+    """The training bar's description: rich's task, or tqdm's (which ends in ': ')."""
+    if hasattr(bar, "train_progress_bar_id"):
+        return next(t.description for t in bar.progress.tasks if t.id == bar.train_progress_bar_id).strip()
+    return bar.train_progress_bar.desc.removesuffix(": ")
+
+
+@pytest.mark.parametrize("kind", ["rich", "tqdm"])
+def test_the_progress_bar_counts_epochs_from_one_of_the_total(kind, tmp_path):
+    import lightning as L
+    import torch
+
+    from soundsift.training.module import EpochRichProgressBar, EpochTQDMProgressBar, progress_bar
+
+    if kind == "rich":
+        pytest.importorskip("rich")
+    assert isinstance(progress_bar(), EpochRichProgressBar if find_spec("rich") else EpochTQDMProgressBar)
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch).pow(2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    seen = []
+
+    class Look(L.Callback):
+        def on_train_epoch_end(self, trainer, module) -> None:
+            seen.append(bar_text(trainer.progress_bar_callback))
+
+    bar = EpochRichProgressBar() if kind == "rich" else EpochTQDMProgressBar()
+    trainer = L.Trainer(max_epochs=2, callbacks=[bar, Look()], accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(torch.ones(4, 1), batch_size=2))
+    assert seen == ["Epoch 1/2", "Epoch 2/2"]  # Lightning's own: "Epoch 0/1", "Epoch 1/1" (rich), "Epoch 1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -211,6 +212,53 @@ def test_report_from_a_saved_recipe_folder(recipe_out, tmp_path, capsys):
     assert (copy / "s2" / "report" / "curves" / "s2.png").is_file()
     assert json.loads((copy / "s2" / "report" / "correspondences.json").read_text())["estimators"][0]["query"][
         "index"] == 3
+
+
+def test_report_from_another_directory_of_files_with_relative_paths(recipe_out, tmp_path, monkeypatch, capsys):
+    """Older versions stored data roots as typed, relative to where training ran (unknown now): the
+    report looks for them from the folders above the teacher file and the runs, and names the path it
+    looked for when the ground truth is nowhere."""
+    from soundsift.correspondences import TeacherEmbeddings
+
+    work = tmp_path / "work"
+    shutil.copytree(recipe_out, work / "runs/x")
+    shutil.copytree(recipe_out.parent / "synth", work / "synth")
+    teacher = TeacherEmbeddings.load(work / "runs/x/teachers/ta.safetensors")
+    teacher.meta["data_root"] = "synth"  # as `cd work && soundsift teachers --data-root synth` wrote it
+    teacher.save(work / "runs/x/teachers/ta.safetensors")
+    for run in ("a", "s2"):
+        config = yaml.safe_load((work / "runs/x" / run / "config.yaml").read_text())
+        config["data"]["root"] = "synth"
+        (work / "runs/x" / run / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "work/runs/x"]) == 0
+    check_png_and_svg(work / "runs/x/report/correspondences/ta")
+    assert "Not drawn" not in (work / "runs/x/report/index.md").read_text()
+
+    shutil.rmtree(work / "synth")
+    assert main(["report", "work/runs/x", "--out", str(tmp_path / "r2")]) == 0
+    assert "ta: no synth ground truth for split development: synth/synth_ground_truth_development.npz not found" \
+        in capsys.readouterr().err
+
+
+def test_teacher_files_and_run_configs_store_canonical_paths(recipe_out, tmp_path, monkeypatch):
+    from soundsift.config import load_config
+    from soundsift.correspondences import TeacherEmbeddings
+    from soundsift.training.run import prepare
+    from soundsift.training.teachers import make_teacher
+
+    monkeypatch.chdir(recipe_out.parent)
+    meta = TeacherEmbeddings.load(make_teacher("out/a/model.pt", "./synth/", tmp_path / "t.safetensors",
+                                               progress=False)).meta
+    assert meta["data_root"] == str((recipe_out.parent / "synth").resolve())
+    assert meta["model_path"] == str((recipe_out / "a" / "model.pt").resolve())
+    out_dir = os.path.relpath(tmp_path / "run")
+    prepare(load_config("demo/stage2.yaml", [*TINY, "data.root=synth/", f"out_dir={out_dir}", "init_from=out/a/model.pt",
+                                             "teachers=[out/teachers/ta.safetensors]"]), progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["out_dir"] == str((tmp_path / "run").resolve())
+    assert saved["data"]["root"] == meta["data_root"] and saved["init_from"] == meta["model_path"]
+    assert saved["teachers"] == [str((recipe_out / "teachers" / "ta.safetensors").resolve())]
 
 
 def test_report_without_matplotlib_is_one_line(recipe_out, tmp_path, capsys, monkeypatch):

@@ -15,7 +15,7 @@ import yaml
 
 from soundsift.cli.main import main
 from soundsift.errors import ConfigError
-from soundsift.training.recipe import Runner, load_recipe
+from soundsift.training.recipe import Runner, _digest, _stable, load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +164,69 @@ def test_slurm_launcher_runs_each_step_as_a_job(data, tmp_path):
         json.loads((tmp_path / "direct" / "results.json").read_text())
     assert sorted(p.name for p in (tmp_path / "jobs" / ".reproduce").glob("*.json")) == \
         ["a.json", "b.json", "s2.json", "ta.json", "tb.json"]
+
+
+# ------------------------------------------------------------------ the spelling of paths (fast: no training)
+def fake_steps(monkeypatch) -> None:
+    """Steps that finish at once: what the runner records and skips is all these tests look at."""
+    monkeypatch.setattr(Runner, "execute", lambda self, step, sid, config, fresh: {"metrics": {}})
+
+
+def spellings(base: Path) -> list[tuple[str, str]]:
+    """(--data-root, --out) of one folder, spelled four ways."""
+    return [("runs/x/data", "runs/x"), ("runs/x/data/", "runs/x/"), ("./runs/x/data", "./runs/x"),
+            (str(base / "runs/x/data"), str(base / "runs/x"))]
+
+
+def dry_run(recipe: Path, data: str, out: str, capsys) -> list[str]:
+    assert main(["reproduce", str(recipe), "--data-root", data, "--out", out, "--dry-run", *TINY]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_finished_steps_are_done_however_the_paths_are_spelled(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/x/data").mkdir(parents=True)
+    recipe = write_recipe(tmp_path / "r.yaml")
+    fake_steps(monkeypatch)
+    for data, out in spellings(tmp_path):
+        assert dry_run(recipe, data, out, capsys)[0] == "a: train: to run"
+    Runner(load_recipe(recipe), "runs/x", "runs/x/data", overrides=TINY, log=lambda m: None).run()
+    for data, out in spellings(tmp_path):
+        lines = dry_run(recipe, data, out, capsys)
+        assert len(lines) == 7 and all(line.endswith(": done") for line in lines), (data, out, lines)
+
+
+def write_old_records(runner: Runner) -> None:
+    """Records as soundsift wrote them before paths were hashed canonical: over the paths as typed."""
+    hashes: dict[str, str] = {}
+    for step in runner.selected():
+        spec = step.spec.get("sweep", step.spec)
+        points = runner.points(step) if step.kind == "sweep" else []
+        if step.kind in ("train", "sweep"):
+            what = _stable(runner.train_config(step.id, spec)) if step.kind == "train" else \
+                [(pid, _stable(runner.train_config(pid, spec, values))) for pid, values in points]
+        else:
+            what = {"data_root": runner.data_root, "format": "clotho", **step.spec[step.kind]}
+        hashes[step.id] = _digest({"kind": step.kind, "what": what, "deps": {n: hashes[n] for n in step.needs}})
+        records = [(pid, _digest({"point": runner.train_config(pid, spec, values), "deps": hashes[step.id]}))
+                   for pid, values in points] if points else [(step.id, hashes[step.id])]
+        for sid, digest in records:
+            runner.record(sid, digest, {"metrics": {}})
+
+
+def test_records_of_older_versions_still_count_and_are_made_canonical(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/x/data").mkdir(parents=True)
+    recipe = write_recipe(tmp_path / "r.yaml")
+    write_old_records(Runner(load_recipe(recipe), "runs/x", "runs/x/data", overrides=TINY))
+    for data, out in spellings(tmp_path):
+        lines = dry_run(recipe, data, out, capsys)
+        assert all(line.endswith(": done") for line in lines), (data, out, lines)
+
+    monkeypatch.setattr(Runner, "execute", lambda *args: pytest.fail("a finished step ran again"))
+    base = tmp_path / "runs/x"
+    assert main(["-q", "reproduce", str(recipe), "--data-root", str(base / "data"), "--out", str(base), *TINY]) == 0
+    assert capsys.readouterr().err.count("done, skipped") == 8  # 6 steps and the sweep's 2 points
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the old spelling means nothing here: records are canonical now
+    assert all(line.endswith(": done") for line in dry_run(recipe, str(base / "data"), str(base), capsys))

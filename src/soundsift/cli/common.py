@@ -1,8 +1,10 @@
-"""Argument types and option groups several command modules share."""
+"""Argument types and option groups several command modules share; the state of standard output."""
 
 from __future__ import annotations
 
 import argparse
+import select
+import sys
 
 
 def positive_int(text: str) -> int:
@@ -31,3 +33,13 @@ def dataset_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--split", default=split, help="split to read (train/val/test and the dataset's own names)")
     p.add_argument("--max-seconds", type=float, default=None, help="cut clips to this length (seconds)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="clips embedded at once")
+
+
+def stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (``soundsift ... | head -2``)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file (tests)
+        return False

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
 from soundsift.cli import data, models, report, search, train
+from soundsift.cli.common import stdout_reader_gone
 from soundsift.errors import SoundsiftError
 from soundsift.version import __version__
 
@@ -113,7 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`| head -2`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise  # another pipe broke: a bug, with its traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left goes nowhere at exit
+        return 141  # quietly, as `yes | head` ends: 128 + SIGPIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -34,6 +34,7 @@ from soundsift.data.records import SplitData
 from soundsift.errors import ConfigError
 from soundsift.estimators import caption_mean_embeddings, column_softmax_mass, combine_embeddings
 from soundsift.registry import Registry
+from soundsift.training.paths import canonical, canonical_ref
 
 ESTIMATORS = Registry("correspondence estimator")
 
@@ -117,6 +118,7 @@ def caption_similarity(inp: EstimatorInput) -> TeacherEnsemble:
 
 def model_teacher(inp: EstimatorInput) -> TeacherEnsemble:
     from soundsift.checkpoints import load_model
+    from soundsift.checkpoints.load import PUBLISHED
     from soundsift.training.embed import embed_split
 
     if not inp.model:
@@ -128,7 +130,7 @@ def model_teacher(inp: EstimatorInput) -> TeacherEnsemble:
     emb = embed_split(model, inp.split, store, inp.max_seconds, inp.batch_size, inp.progress)
     teacher = TeacherEmbeddings(emb.clip_ids, emb.audio, emb.caption_texts, emb.caption_clip, emb.captions,
                                 meta={"estimator": "model", "model_identity": model.identity,
-                                      "model_path": str(inp.model)})
+                                      "model_path": canonical_ref(inp.model, PUBLISHED)})
     return TeacherEnsemble([teacher])
 
 
@@ -157,7 +159,8 @@ def as_teacher(targets: TeacherEnsemble, meta: dict[str, Any] | None = None) -> 
     parts = [t.meta.get("model_identity") or t.source or f"teacher {m}" for m, t in enumerate(targets.teachers)]
     return TeacherEmbeddings(first.clip_ids, audio, first.caption_texts, first.caption_clip, captions,
                              meta={"model_identity": "mix:" + ",".join(str(p) for p in parts),
-                                   "components": [t.source or t.meta.get("model_path") for t in targets.teachers],
+                                   "components": [canonical(t.source) if t.source else t.meta.get("model_path")
+                                                  for t in targets.teachers],
                                    "weights": targets.weights, **(meta or {})})
 
 
@@ -219,7 +222,7 @@ def write_estimate(
             inp.teachers.append(model_teacher(inp).teachers[0])
         inp.model = None
     targets = estimate(estimator, inp)
-    meta = {"estimator": estimator, "data_format": data_format, "data_root": str(data_root), "split": split}
+    meta = {"estimator": estimator, "data_format": data_format, "data_root": canonical(data_root), "split": split}
     if estimator == "caption-similarity":
         meta["text_model"] = text_model
     return as_teacher(targets, meta).save(out, dtype=torch.float16 if half else None)

@@ -1,4 +1,5 @@
-"""The Lightning pieces of training: the module (loss, optimiser, schedule) and the validation callback.
+"""The Lightning pieces of training: the module (loss, optimiser, schedule), the validation callback and
+the progress bar.
 
 Both are module-level classes, importable and subclassable. Stage 1 and stage 2 differ only in config:
 loss = loss_weight * L_sup + distill_weight * L_dist, where L_dist's targets are the teachers' C_hat.
@@ -13,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from soundsift.atomic import atomic_write
 from soundsift.correspondences import TeacherEnsemble
@@ -210,3 +212,33 @@ class ValidationCallback(L.Callback):
             self.write_history(Path(self.config["out_dir"]) / "history.json")
         for key, value in metrics.items():
             pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)
+
+
+def epoch_text(epoch: int, epochs: int | None) -> str:
+    """``Epoch 2/2`` for the second (``epoch`` 1) of two: counted from 1, of the total. Lightning's own
+    bars count from 0 (``Epoch 1/1`` or ``Epoch 1`` there)."""
+    return f"Epoch {epoch + 1}/{epochs}" if epochs is not None and epochs > 0 else f"Epoch {epoch + 1}"
+
+
+class EpochRichProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, epochs as :func:`epoch_text` writes them."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = epoch_text(current_epoch, self.trainer.max_epochs)
+        return f"{text:{len(self.validation_description)}}"  # padded as Lightning pads it
+
+
+class EpochTQDMProgressBar(TQDMProgressBar):
+    """Lightning's tqdm progress bar, epochs as :func:`epoch_text` writes them."""
+
+    def on_train_epoch_start(self, trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(epoch_text(trainer.current_epoch, trainer.max_epochs))
+
+
+def progress_bar() -> L.Callback:
+    """The bar Lightning would choose (rich when it is installed, else tqdm), counting epochs from 1."""
+    try:
+        return EpochRichProgressBar()
+    except ModuleNotFoundError:  # rich is not installed
+        return EpochTQDMProgressBar()

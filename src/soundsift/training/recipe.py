@@ -11,7 +11,8 @@ A recipe (YAML, ``recipes/``) lists steps; each is one of
 - ``sweep: {train: CONFIG, grid: {key: [values]}, ...}``: a train step per grid point, the best on
   validation mAP@10 selected, the grid reported.
 
-A step's hash covers its resolved settings and the hashes of the steps it uses. Finished steps are
+A step's hash covers its resolved settings, with its paths canonical (``runs/x``, ``./runs/x/`` and
+``/abs/runs/x`` hash alike), and the hashes of the steps it uses. Finished steps are
 recorded in ``{out}/.reproduce/{id}.json``; a step whose record has the current hash is skipped, a
 killed train step resumes from its last checkpoint, and a changed step runs again from scratch, and so
 does everything that depends on it. Outputs made by the plain commands of ``--print`` are adopted when
@@ -25,9 +26,11 @@ against the benchmark's ground truth, and each stage-2 row gets its estimate's A
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
+import os
 import shlex
 import sys
 import time
@@ -41,8 +44,8 @@ import yaml
 from soundsift.atomic import atomic_write
 from soundsift.config import load_config, resolve_config_path
 from soundsift.errors import ConfigError
-from soundsift.training.results import COLUMNS, format_results, results_table, yaml_value
-from soundsift.training.tables import write_table
+from soundsift.training.paths import canonical, canonical_config
+from soundsift.training.results import refs, write_results, yaml_value
 
 KINDS = ("train", "teachers", "evaluate", "sweep")
 ESTIMATOR_KEYS = ("estimator", "teachers", "weights", "text_model")
@@ -84,10 +87,6 @@ def resolve_recipe_path(name: str | Path) -> Path:
     raise ConfigError(f"{name}: recipe not found; packaged recipes: {known}")
 
 
-def _refs(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value or [])
-
-
 def load_recipe(name: str | Path) -> Recipe:
     """Read and check a recipe; steps come back in an order where every step follows what it needs."""
     path = resolve_recipe_path(name)
@@ -106,8 +105,8 @@ def load_recipe(name: str | Path) -> Recipe:
             raise ConfigError(f"{path}: step id {sid!r} appears twice")
         spec = {k: v for k, v in raw.items() if k not in ("id", "optional", "expected", "row")}
         body = spec[kind] if isinstance(spec[kind], dict) else {}
-        needs = _refs(spec.get("init_from")) + _refs(spec.get("teachers") if kind != "teachers" else None)
-        needs += _refs(body.get("model")) + _refs(body.get("init_from")) + _refs(body.get("teachers"))
+        needs = refs(spec.get("init_from")) + refs(spec.get("teachers") if kind != "teachers" else None)
+        needs += refs(body.get("model")) + refs(body.get("init_from")) + refs(body.get("teachers"))
         for values in (body.get("grid") or {}).values() if kind == "sweep" else ():
             for value in values:
                 needs += [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
@@ -193,7 +192,8 @@ class Runner:
             raise ConfigError(f"--only {', '.join(unknown)}: not steps of {recipe.name}; steps: {', '.join(self.steps)}")
         self.only = set(only)
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        self.hashes: dict[str, str] = {}
+        self.hashes: dict[str, str] = {}  # as this runner spells its paths (see spellings)
+        self._spellings: list[Runner] = []
         self.results: dict[str, dict[str, Any]] = {}
         self.data_cache: dict = {}
 
@@ -243,7 +243,7 @@ class Runner:
             values["init_from"] = str(self.model_path(spec["init_from"]))
         teachers = values.pop("teachers", spec.get("teachers"))
         if teachers is not None:
-            values["teachers"] = [str(self.teacher_path(t)) for t in _refs(teachers)]
+            values["teachers"] = [str(self.teacher_path(t)) for t in refs(teachers)]
         return load_config(spec["train"], [*(f"{k}={yaml_value(v)}" for k, v in values.items()), *self.overrides])
 
     def points(self, step: Step) -> list[tuple[str, dict[str, Any]]]:
@@ -257,7 +257,8 @@ class Runner:
                 for i, combo in enumerate(itertools.product(*axes))]
 
     def step_hash(self, step: Step) -> str:
-        deps = {need: self.hashes[need] for need in step.needs}
+        """A step's settings and the hashes of the steps it uses, with the paths as this runner spells them."""
+        deps = {need: self.hash_of(need) for need in step.needs}
         if step.kind == "train":
             what: Any = _stable(self.train_config(step.id, step.spec))
         elif step.kind == "sweep":
@@ -265,6 +266,48 @@ class Runner:
         else:
             what = {"data_root": self.data_root, "format": self.recipe.data_format, **step.spec[step.kind]}
         return _digest({"kind": step.kind, "what": what, "deps": deps})
+
+    def hash_of(self, sid: str, point: tuple[str, dict[str, Any]] | None = None) -> str:
+        """The hash of step ``sid``, or of a sweep ``sid``'s ``point`` (its id and values)."""
+        if point is not None:
+            return _digest({"point": self.train_config(point[0], self.steps[sid].spec["sweep"], point[1]),
+                            "deps": self.hash_of(sid)})
+        if sid not in self.hashes:
+            self.hashes[sid] = self.step_hash(self.recipe.steps[sid])
+        return self.hashes[sid]
+
+    def spellings(self) -> list[Runner]:
+        """This runner hashing its paths canonical (absolute, symlinks resolved), then spelled the two ways
+        that records of older versions may have hashed them.
+
+        Records are written with the canonical hash: every spelling of a folder, from any directory, gives
+        it. Older versions hashed the paths as typed; rather than invalidate finished tables, a record
+        also counts when its hash is that of this runner's own spelling, or of the paths relative to the
+        working directory, how they are usually typed (a table recorded as ``runs/demo/data`` is done when
+        ``/abs/runs/demo/data/`` is given now). Each spelling hashes the steps a step uses spelled alike,
+        as those versions did. A run rewrites such a record with the canonical hash (``run_one``).
+        """
+        if not self._spellings:
+            out, root = Path(canonical(self.out)), canonical(self.data_root)
+            spelled = ((out, root), (self.out, self.data_root), (Path(os.path.relpath(out)), os.path.relpath(root)))
+            self._spellings = [self.respelled(*paths) for paths in dict.fromkeys(spelled)]
+        return self._spellings
+
+    def respelled(self, out: Path, data_root: str) -> Runner:
+        """This runner with its paths spelled otherwise, hashing afresh (only to hash)."""
+        if (out, data_root) == (self.out, self.data_root):
+            return self
+        view = copy.copy(self)
+        view.out, view.data_root, view.hashes, view._spellings = out, data_root, {}, []
+        return view
+
+    def digest(self, sid: str, point: tuple[str, dict[str, Any]] | None = None) -> str:
+        """The hash a finished step (or sweep point) is recorded with: over canonical paths."""
+        return self.spellings()[0].hash_of(sid, point)
+
+    def is_done(self, record: dict[str, Any] | None, sid: str, point: tuple[str, dict[str, Any]] | None = None) -> bool:
+        """Whether ``record`` is of the step's current settings, however its paths were spelled."""
+        return record is not None and any(record.get("hash") == view.hash_of(sid, point) for view in self.spellings())
 
     # -------------------------------------------------------------------------------- records
 
@@ -289,8 +332,8 @@ class Runner:
             if not (metrics.is_file() and saved.is_file() and (Path(config["out_dir"]) / "model.pt").is_file()):
                 return None
             written = yaml.safe_load(saved.read_text(encoding="utf-8"))
-            if {k: v for k, v in _stable(written).items() if k != "model"} != \
-                    {k: v for k, v in _stable(config).items() if k != "model"}:
+            if {k: v for k, v in _stable(canonical_config(written)).items() if k != "model"} != \
+                    {k: v for k, v in _stable(canonical_config(config)).items() if k != "model"}:
                 return None
             return {"metrics": json.loads(metrics.read_text(encoding="utf-8"))}
         if step.kind == "teachers":
@@ -307,25 +350,27 @@ class Runner:
         """Run every selected step (skipping finished ones); returns each step's result."""
         self.ensure_data()
         for step in self.selected():
-            digest = self.step_hash(step)
-            self.hashes[step.id] = digest
             if step.kind == "sweep":
-                self.results[step.id] = self.run_sweep(step, digest)
+                self.results[step.id] = self.run_sweep(step)
             else:
                 config = self.train_config(step.id, step.spec) if step.kind == "train" else None
-                self.results[step.id] = self.run_one(step, step.id, digest, config)
+                self.results[step.id] = self.run_one(step, step.id, config)
         return self.results
 
-    def run_one(self, step: Step, sid: str, digest: str, config: dict[str, Any] | None) -> dict[str, Any]:
-        previous = self.recorded(sid)
-        if previous is not None and previous.get("hash") == digest:
+    def run_one(self, step: Step, sid: str, config: dict[str, Any] | None,
+                point: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Run step ``sid`` (a sweep's ``point``: its id and values) unless its record is current."""
+        previous, digest = self.recorded(sid), self.digest(step.id, point)
+        if self.is_done(previous, step.id, point):
+            if previous["hash"] != digest:  # recorded by an older version: now canonical
+                self.record(sid, digest, {k: v for k, v in previous.items() if k != "hash"})
             self.log(f"reproduce: {sid}: done, skipped")
             return previous
         if previous is None and (adopted := self.adoptable(step, sid, config)) is not None:
             self.log(f"reproduce: {sid}: finished outputs found, adopted")
             self.record(sid, digest, adopted)
             return adopted
-        self.log(f"reproduce: {sid}: running ({step.kind})")
+        self.log(f"reproduce: {sid}: running ({'train' if point else step.kind})")
         result = self.execute(step, sid, config, fresh=previous is not None)
         self.record(sid, digest, result)
         return result
@@ -349,7 +394,7 @@ class Runner:
 
                 write_estimate(spec.get("estimator", "ensemble"), self.data_root, self.teacher_path(sid), fmt, split,
                                [self.model_ref(spec["model"])] if spec.get("model") else [],
-                               [self.teacher_path(t) for t in _refs(spec.get("teachers"))], spec.get("weights"),
+                               [self.teacher_path(t) for t in refs(spec.get("teachers"))], spec.get("weights"),
                                self.model_ref(spec.get("text_model", "minilm")), max_seconds, batch_size,
                                bool(spec.get("half", False)), progress=self.progress)
             else:
@@ -383,13 +428,12 @@ class Runner:
         self.log(f"reproduce: {sid}: AUC {scores['auc']:.3f}, softmax mass {scores['softmax_mass']:.3f}")
         return {"correspondences": scores}
 
-    def run_sweep(self, step: Step, digest: str) -> dict[str, Any]:
+    def run_sweep(self, step: Step) -> dict[str, Any]:
         sweep = step.spec["sweep"]
         grid = []
         for pid, values in self.points(step):
             config = self.train_config(pid, sweep, values)
-            point = Step(pid, "train", {"train": sweep["train"]}, step.needs)
-            result = self.run_one(point, pid, _digest({"point": config, "deps": digest}), config)
+            result = self.run_one(step, pid, config, (pid, values))
             metrics = result["metrics"]
             grid.append({"point": pid, "values": values, "val": metrics.get("val") or {},
                          "test": metrics.get("test") or {}})
@@ -431,7 +475,7 @@ class Runner:
                 if "estimator" in spec:
                     extra += ["--estimator", q(spec["estimator"])]
                 if spec.get("teachers"):
-                    extra += ["--teachers", *(q(str(self.teacher_path(t))) for t in _refs(spec["teachers"]))]
+                    extra += ["--teachers", *(q(str(self.teacher_path(t))) for t in refs(spec["teachers"]))]
                 if spec.get("weights") is not None:
                     extra += ["--weights", *(q(str(w)) for w in spec["weights"])]
                 if "text_model" in spec:
@@ -450,66 +494,9 @@ class Runner:
                          "--out", q(str(self.out)), *(f"--include {q(i)}" for i in sorted(self.include)),
                          *(q(o) for o in self.overrides)])
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per step with test metrics: ours (percent) next to the paper's and the difference; a
-        step that starts from another (``init_from``) also gets ``vs_init``, its paired mAP@10 gain over
-        that step with 95% intervals (training.compare)."""
-        rows = []
-        for sid, result in self.results.items():
-            test = (result.get("metrics") or {}).get("test")
-            if not test:
-                continue
-            row = {"step": sid, **self.steps[sid].row, **{c: round(100 * float(test[c]), 2) for c in COLUMNS if c in test}}
-            for source, numbers in self.steps[sid].expected.items():
-                row[source] = {c: numbers[c] for c in COLUMNS if c in numbers}
-                row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in COLUMNS if c in numbers and c in row}
-            if (gain := self.gain_over_init(sid, result)) is not None:
-                row["vs_init"] = gain
-            if self.recipe.measure is not None:
-                row.update(self.measured(sid, row))
-            rows.append(row)
-        return rows
-
-    def measured(self, sid: str, row: dict[str, Any]) -> dict[str, Any]:
-        """A stage-2 row's estimate (the scores of its one teachers step, percent) and, where the paired
-        gain (vs_init) is missing, its plain gain in test mAP@10 over the model it started from."""
-        spec, out = self.steps[sid].spec, {}
-        if self.steps[sid].kind != "train":
-            return out
-        teachers = _refs(spec.get("teachers") if "teachers" in spec else (spec.get("set") or {}).get("teachers"))
-        scores = (self.results.get(teachers[0]) or {}).get("correspondences") if len(teachers) == 1 else None
-        if scores:
-            out.update({k: round(100 * float(scores[s]), 2) for k, s in
-                        (("AUC", "auc"), ("softmax_mass", "softmax_mass"), ("other_mass", "other_mass"))})
-        base = ((self.results.get(spec.get("init_from") or "") or {}).get("metrics") or {}).get("test") or {}
-        if "vs_init" not in row and "mAP@10" in base and "mAP@10" in row:
-            out["gain"] = round(row["mAP@10"] - 100 * float(base["mAP@10"]), 2)
-        return out
-
-    def gain_over_init(self, sid: str, result: dict[str, Any]) -> dict[str, Any] | None:
-        """The paired difference in test mAP@10 (percentage points) of a train step or a sweep's best
-        point over the step it was initialised from, when both saved per-query results."""
-        from soundsift.training.compare import gain_percent
-
-        step = self.steps[sid]
-        spec = step.spec["sweep"] if step.kind == "sweep" else step.spec
-        init = spec.get("init_from") if step.kind in ("train", "sweep") else None
-        if not isinstance(init, str):
-            return None
-        gain = gain_percent(self.out / init, self.out / str(result.get("best", sid)))
-        return None if gain is None else {"step": init, **gain}
-
     def write_results(self) -> dict[str, Any]:
-        rows = self.rows()
-        summary = {"recipe": self.recipe.name, "rows": rows,
-                   "sweeps": {sid: r["grid"] for sid, r in self.results.items() if "grid" in r}}
-        text = json.dumps(summary, indent=2)
-        atomic_write(self.out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        md = format_results(self.recipe, rows, summary["sweeps"])
-        atomic_write(self.out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
-        write_table(results_table(rows, self.recipe.title or self.recipe.name), self.out / "results", ("csv", "tex"))
-        return summary
-
+        """``results.json``, ``.md``, ``.csv`` and ``.tex`` from the steps' results (training.results)."""
+        return write_results(self)
 
 def check_train_configs(recipe: Recipe) -> None:
     """Every train config a recipe names exists (before anything runs)."""
@@ -523,9 +510,11 @@ def plan(recipe: Recipe, runner: Runner) -> list[str]:
     """One line per selected step: what it is and whether it would run or be skipped."""
     lines = []
     for step in runner.selected():
-        runner.hashes[step.id] = digest = runner.step_hash(step)
-        previous = runner.recorded(step.id)
-        state = "done" if previous and previous.get("hash") == digest else "to run"
+        if step.kind == "sweep":  # done when all its points are
+            done = all(runner.is_done(runner.recorded(pid), step.id, (pid, values)) for pid, values in runner.points(step))
+        else:
+            done = runner.is_done(runner.recorded(step.id), step.id)
+        state = "done" if done else "to run"
         needs = f" (needs {', '.join(step.needs)})" if step.needs else ""
         lines.append(f"{step.id}: {step.kind}{needs}: {state}")
     return lines

@@ -39,6 +39,7 @@ from soundsift.training.figures import (
     overview_figure,
     save_figure,
 )
+from soundsift.training.paths import locate
 from soundsift.training.tables import Column, Table, to_markdown, write_table
 
 MAX_PAIRS = 50_000_000  # (clip, caption) pairs above which the correspondence figures are skipped
@@ -140,14 +141,23 @@ def find_estimators(runs: list[Run], roots: list[Path]) -> tuple[list[tuple[str,
     return out, notes
 
 
-def _truth_for(teacher, roots: list[str], cache: dict) -> tuple[np.ndarray | None, str]:
-    """The generated benchmark's ``holds`` laid out like the teacher's C_hat, (n_clips, n_captions)."""
+def _truth_for(teacher, roots: list[tuple[str, Path]], cache: dict) -> tuple[np.ndarray | None, str]:
+    """The generated benchmark's ``holds`` laid out like the teacher's C_hat, (n_clips, n_captions).
+
+    Its data root is the teacher file's, else one of ``roots`` (a run's, with the run's folder); a
+    relative one, stored by older versions, is looked for from here and from above that file or folder.
+    """
     from soundsift.data.synth.benchmark import load_ground_truth
 
     split = str(teacher.meta.get("split", "development"))
-    for root in [teacher.meta.get("data_root"), *roots]:
-        if not root or not (Path(root) / f"synth_ground_truth_{split}.npz").is_file():
+    name = f"synth_ground_truth_{split}.npz"
+    stored = [(teacher.meta.get("data_root"), Path(teacher.source or ".").parent), *roots]
+    looked = list(dict.fromkeys(str(Path(r) / name) for r, _ in stored if r))
+    for stored_root, anchor in stored:
+        found = locate(Path(stored_root) / name, [anchor]) if stored_root else None
+        if found is None:
             continue
+        root = found.parent
         key = (str(Path(root).resolve()), split)
         if key not in cache:
             cache[key] = load_ground_truth(root, split)
@@ -162,7 +172,10 @@ def _truth_for(teacher, roots: list[str], cache: dict) -> tuple[np.ndarray | Non
         if None in clips or None in captions:
             return None, f"{root}: its ground truth does not cover the teacher's clips and captions"
         return gt["holds"][np.ix_(captions, clips)].T.copy(), f"{root} ({split})"
-    return None, f"no synth ground truth found for split {split} (only the generated benchmark has one)"
+    where = f"{', '.join(looked)} not found" if looked else "the teacher file and the runs record no data root"
+    if any(not Path(p).is_absolute() for p in looked):
+        where += " (a relative path: looked for from here and from the folders above the teacher file and the runs)"
+    return None, f"no synth ground truth for split {split}: {where}; only the generated benchmark has one"
 
 
 def choose_query(holds: np.ndarray) -> int:
@@ -174,7 +187,7 @@ def choose_query(holds: np.ndarray) -> int:
     return int(np.argmax(np.where(ok, n_rel, -1))) if ok.any() else int(np.argmax(n_rel))
 
 
-def analyse_estimators(estimators: list[tuple[str, list[Path]]], roots: list[str], tau: float,
+def analyse_estimators(estimators: list[tuple[str, list[Path]]], roots: list[tuple[str, Path]], tau: float,
                        query: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     """C_hat of each estimator against the ground truth: AUC, calibration bins, p_hat mass on truly
     relevant clips; the arrays the figures need ride along under ``_`` keys."""
@@ -304,8 +317,7 @@ def report(run_dirs: list[str | Path], out: str | Path, query: int | None = None
     estimators, missing = find_estimators(runs, roots)
     notes += missing
     tau = float(next((r.config.get("loss", {}).get("tau") for r in runs if r.config.get("loss")), 0.05))
-    data_roots = list(dict.fromkeys(str(r.config.get("data", {}).get("root")) for r in runs
-                                    if (r.config.get("data") or {}).get("root")))
+    data_roots = [(str(r.config["data"]["root"]), r.dir) for r in runs if (r.config.get("data") or {}).get("root")]
     estimates, skipped = analyse_estimators(estimators, data_roots, tau, query)
     notes += skipped
     if estimates:

@@ -1,19 +1,27 @@
 """The results of a recipe as tables: our test metrics per step beside the paper's, the paired gain over
 the model a step started from, an estimators recipe's measures, and a sweep's grid
-(``results.md``, ``.csv``, ``.tex``; ``training.recipe`` writes them, ``training.report`` redraws them)."""
+(``results.json``, ``.md``, ``.csv``, ``.tex``; a ``training.recipe`` runner writes them from its steps'
+results, ``training.report`` redraws them)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 
-from soundsift.training.tables import Column, Table, to_markdown
+from soundsift.atomic import atomic_write
+from soundsift.training.tables import Column, Table, to_markdown, write_table
 
 COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
 #: Columns of a ``measure`` recipe's stage-2 rows (percent): the estimate against the ground truth, and
 #: the plain gain in test mAP@10 over init_from where the paired one (vs_init) is not available.
 MEASURE_COLUMNS = ("AUC", "softmax_mass", "other_mass", "gain")
+
+
+def refs(value: Any) -> list[str]:
+    """A recipe's reference to steps, one id or a list of them, as a list."""
+    return [value] if isinstance(value, str) else list(value or [])
 
 
 def yaml_value(value: Any) -> str:
@@ -71,3 +79,69 @@ def format_results(recipe: Any, rows: list[dict[str, Any]], sweeps: dict[str, li
             lines.append(f"| {g['point']} | {yaml_value(g['values'])} | "
                          f"{'' if val is None else f'{100 * val:.2f}'} | {'' if test is None else f'{100 * test:.2f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def recipe_rows(runner: Any) -> list[dict[str, Any]]:
+    """One row per step of ``runner`` (a ``training.recipe.Runner`` that ran) with test metrics: ours
+    (percent) next to the paper's and the difference; a step that starts from another (``init_from``)
+    also gets ``vs_init``, its paired mAP@10 gain over that step with 95% intervals (training.compare)."""
+    rows = []
+    for sid, result in runner.results.items():
+        test = (result.get("metrics") or {}).get("test")
+        if not test:
+            continue
+        step = runner.steps[sid]
+        row = {"step": sid, **step.row, **{c: round(100 * float(test[c]), 2) for c in COLUMNS if c in test}}
+        for source, numbers in step.expected.items():
+            row[source] = {c: numbers[c] for c in COLUMNS if c in numbers}
+            row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in COLUMNS if c in numbers and c in row}
+        if (gain := gain_over_init(runner, sid, result)) is not None:
+            row["vs_init"] = gain
+        if runner.recipe.measure is not None:
+            row.update(measured(runner, sid, row))
+        rows.append(row)
+    return rows
+
+
+def measured(runner: Any, sid: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A stage-2 row's estimate (the scores of its one teachers step, percent) and, where the paired
+    gain (vs_init) is missing, its plain gain in test mAP@10 over the model it started from."""
+    spec, out = runner.steps[sid].spec, {}
+    if runner.steps[sid].kind != "train":
+        return out
+    teachers = refs(spec.get("teachers") if "teachers" in spec else (spec.get("set") or {}).get("teachers"))
+    scores = (runner.results.get(teachers[0]) or {}).get("correspondences") if len(teachers) == 1 else None
+    if scores:
+        out.update({k: round(100 * float(scores[s]), 2) for k, s in
+                    (("AUC", "auc"), ("softmax_mass", "softmax_mass"), ("other_mass", "other_mass"))})
+    base = ((runner.results.get(spec.get("init_from") or "") or {}).get("metrics") or {}).get("test") or {}
+    if "vs_init" not in row and "mAP@10" in base and "mAP@10" in row:
+        out["gain"] = round(row["mAP@10"] - 100 * float(base["mAP@10"]), 2)
+    return out
+
+
+def gain_over_init(runner: Any, sid: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The paired difference in test mAP@10 (percentage points) of a train step or a sweep's best
+    point over the step it was initialised from, when both saved per-query results."""
+    from soundsift.training.compare import gain_percent
+
+    step = runner.steps[sid]
+    spec = step.spec["sweep"] if step.kind == "sweep" else step.spec
+    init = spec.get("init_from") if step.kind in ("train", "sweep") else None
+    if not isinstance(init, str):
+        return None
+    gain = gain_percent(runner.out / init, runner.out / str(result.get("best", sid)))
+    return None if gain is None else {"step": init, **gain}
+
+
+def write_results(runner: Any) -> dict[str, Any]:
+    """``results.json``, ``.md``, ``.csv`` and ``.tex`` of a runner's steps in its ``out`` folder."""
+    rows = recipe_rows(runner)
+    summary = {"recipe": runner.recipe.name, "rows": rows,
+               "sweeps": {sid: r["grid"] for sid, r in runner.results.items() if "grid" in r}}
+    text = json.dumps(summary, indent=2)
+    atomic_write(runner.out / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    md = format_results(runner.recipe, rows, summary["sweeps"])
+    atomic_write(runner.out / "results.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
+    write_table(results_table(rows, runner.recipe.title or runner.recipe.name), runner.out / "results", ("csv", "tex"))
+    return summary

@@ -29,6 +29,7 @@ from soundsift.config import dump_config
 from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
 from soundsift.data.records import SplitData
 from soundsift.errors import ConfigError, DatasetError
+from soundsift.training.paths import canonical_config
 from soundsift.training.sampling import EpochSampler
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def prepare(
     state = check_run_dir(out_dir, overwrite, resume)
     if splits is None:
         check_data_roots(config)
-    config = resolve_model_config(config)
+    config = canonical_config(resolve_model_config(config))  # config.yaml means the same from any directory
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
@@ -248,7 +249,7 @@ def fit(run: PreparedRun, progress: bool = True):
     """
     import lightning as L
 
-    from soundsift.training.module import ValidationCallback
+    from soundsift.training.module import ValidationCallback, progress_bar
     from soundsift.training.resume import (
         AtomicCheckpointIO,
         LastCheckpoint,
@@ -273,6 +274,9 @@ def fit(run: PreparedRun, progress: bool = True):
         validation, ResumeState(run.loader.sampler, run.loader.dataset),
         checkpoint, LastCheckpoint(last, int(tr["checkpoint_every_n_steps"])),  # in this order, after validation
     ]
+    show_bar = bool(tr["progress_bar"]) and progress
+    if show_bar:
+        callbacks.append(progress_bar())  # "Epoch 2/2", not Lightning's "Epoch 1/1"
     trainer = L.Trainer(
         max_epochs=int(config["optim"]["epochs"]),
         accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=int(tr["num_nodes"]),
@@ -281,7 +285,7 @@ def fit(run: PreparedRun, progress: bool = True):
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # EpochSampler splits the epoch between processes itself
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
-        enable_progress_bar=bool(tr["progress_bar"]) and progress,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(int(tr["log_every_n_steps"]), len(run.loader))),
         limit_val_batches=0,
@@ -305,7 +309,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
     if module.late_problems:
         write_problems(out_dir / "problems.txt", splits, module.late_problems)
-    model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": str(out_dir)})
+    model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": run.config["out_dir"]})
     metrics: dict[str, Any] = {"best_epoch": None, "val": None, "val_history": validation.history}
     if validation.history:
         best = max(validation.history, key=lambda h: h["mAP@10"])

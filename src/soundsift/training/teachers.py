@@ -15,10 +15,12 @@ import torch
 import torch.distributed as dist
 
 from soundsift.checkpoints import load_model
+from soundsift.checkpoints.load import PUBLISHED
 from soundsift.correspondences import TeacherEmbeddings
 from soundsift.data.dataset import flatten_captions
 from soundsift.data.records import SplitData
 from soundsift.training.embed import SplitEmbeddings, embed_split, gather_rows
+from soundsift.training.paths import canonical, canonical_ref
 
 
 def make_teacher(
@@ -55,7 +57,8 @@ def make_teacher(
         )
     else:
         emb = embed_split(model, data, store, max_seconds, batch_size, progress)
-    meta = {"model_path": str(model_path), "data_format": data_format, "data_root": str(data_root), "split": split}
+    meta = {"model_path": canonical_ref(model_path, PUBLISHED), "data_format": data_format,
+            "data_root": canonical(data_root), "split": split}  # readable from any directory (report)
     path = Path(out)
     if rank == 0:
         path = save_teacher(emb, model.identity, out, meta, half)
