@@ -146,9 +146,9 @@ def build_index(
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
-    ``model`` is a model file path, a published name, a list of those (a system ensemble: the mean of
-    their similarities, ``ModelEnsemble``) or a loaded model (then pass ``model_path`` so searches can
-    find it).
+    ``model`` is a model file path, a published name (default ``"zero-shot"``: offline), a list of
+    those (a system ensemble: the mean of their similarities, ``ModelEnsemble``) or a loaded model (then
+    pass ``model_path`` so searches can find it).
     Decoded audio is embedded in chunks of at most ``chunk_files`` files or ``chunk_samples`` samples
     (default: ten minutes of audio), which bounds memory on libraries of long recordings. ``workers``
     decode ahead of the model: threads, or worker processes with ``processes=True`` (``"auto"``: when
