@@ -459,8 +459,8 @@ def test_index_built_with_faiss_is_searched_with_it(lib, model_path, tmp_path):
 
 def test_auto_backend_switches_to_stored_faiss_above_the_limit(lib, model_path, tmp_path, monkeypatch):
     pytest.importorskip("faiss", reason="the faiss extra is not installed")
-    import soundsift.search.build as ib
     import soundsift.search.index as si
+    import soundsift.search.version as ib  # the version writer decides on FAISS
 
     monkeypatch.setattr(si, "EXACT_LIMIT", 3)
     monkeypatch.setattr(ib, "EXACT_LIMIT", 3)

@@ -43,7 +43,8 @@ def readme_python_blocks() -> list[str]:
 
 
 def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
-    """Every ```python block of the README, run in a folder holding the files it names (a tiny model)."""
+    """Every ```python block of the README, run in a folder holding the files it names (tiny models, audio
+    files in their folders: an index of such a folder is built by the block itself)."""
     import torch
 
     from soundsift import DualEncoder, save_model
@@ -55,12 +56,18 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
         for name in re.findall(r"\"([\w./-]+\.pt)\"", block):  # model files the snippet loads
             torch.manual_seed(0)
             save_model(DualEncoder({"name": "cnn", "size": "tiny"}, "tiny-bert", embed_dim=16), name)
-        for name in re.findall(r"\"([\w./-]+\.wav)\"", block):
-            sf.write(name, (0.1 * np.sin(np.arange(16000) / 5)).astype("float32"), 16000)
+        for i, name in enumerate(re.findall(r"\"([\w./-]+\.wav)\"", block)):  # audio files: distinct tones
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(name, (0.1 * np.sin(np.arange(16000) / (5 + 3 * i))).astype("float32"), 16000)
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
         if "score" in namespace:
             assert isinstance(namespace["score"], float) and -1.0 <= namespace["score"] <= 1.0
+        if "metrics" in namespace:  # computed from the block's own embeddings
+            assert 0.5 <= namespace["metrics"]["mAP@10"] <= 1.0 and namespace["metrics"]["R@1"] in (0.0, 0.5, 1.0)
+        folder = re.search(r"build_index\(\"([^\"]+)\"", block)
+        if folder and "hit" in namespace:  # a search result names a file of the folder the block indexed
+            assert (Path(folder.group(1)) / namespace["hit"].path).is_file()
 
 
 # ------------------------------------------------------------------- 2. no run replaces another

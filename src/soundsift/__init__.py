@@ -3,9 +3,12 @@
 The public API, importable from here (each name loads its module on first use, so ``import soundsift``
 stays fast and imports neither torch models, Lightning nor transformers)::
 
-    model = soundsift.load_model("model.pt")            # soundsift file, HF-layout folder, salsa checkpoint
-    audio = model.embed_waveforms([waveform])           # mono float32 at model.sample_rate
-    text = model.embed_texts(["a dog barks"])
+    soundsift.list_models()                             # published models, with what they are
+    model = soundsift.load_model("model.pt")            # a file, a folder, a published name, or a list
+    audio = model.embed_audio(["dog.wav", waveform])    # files and/or mono waveforms at model.sample_rate
+    text = model.embed_text(["a dog barks"])            # (n, D) unit vectors
+    soundsift.build_index("sounds/", "sounds.idx", model="model.pt")
+    hits = soundsift.open_index("sounds.idx").search(text="a dog barks", k=5)   # rank, id, path, score
 
 See docs/architecture.md for the layout of the package.
 """
@@ -22,6 +25,11 @@ from soundsift.version import __version__
 _API = {
     "DualEncoder": "soundsift.model",
     "load_model": "soundsift.checkpoints.load",
+    "list_models": "soundsift.checkpoints.load",
+    "ModelEnsemble": "soundsift.checkpoints.ensemble",
+    "build_index": "soundsift.search.build",
+    "open_index": "soundsift.search.api",
+    "Hit": "soundsift.search.index",
     "save_model": "soundsift.checkpoints.format",
     "save_pretrained": "soundsift.checkpoints.hub",
     "from_pretrained": "soundsift.checkpoints.hub",

@@ -40,6 +40,25 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def as_waveforms(audio, sample_rate: int) -> list[np.ndarray]:
+    """What ``embed_audio`` takes, as mono float32 waveforms at ``sample_rate``: file paths (loaded with
+    ``load_audio``) and/or waveforms already at that rate (NumPy arrays or tensors), mixed freely. One
+    path or one 1-D waveform is a list of one; a 2-D array is a batch of rows."""
+    if isinstance(audio, (str, Path)) or getattr(audio, "ndim", None) == 1:
+        audio = [audio]
+    out = []
+    for i, item in enumerate(audio):
+        if isinstance(item, (str, Path)):
+            out.append(load_audio(item, sample_rate))
+            continue
+        wave = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
+        if wave.ndim != 1 or not wave.size:
+            raise ValueError(f"audio item {i}: expected a file path or a non-empty mono (1-D) waveform, "
+                             f"got shape {wave.shape}")
+        out.append(wave)
+    return out
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file's header says: frames and rate as stored, and the channel count."""

@@ -169,6 +169,17 @@ class DualEncoder(nn.Module):
             self.train(was_training)
         return np.concatenate(parts) if parts else np.zeros((0, self.embed_dim), np.float32)
 
+    def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:
+        """Audio files and/or mono waveforms at ``sample_rate`` (``audio.as_waveforms``) -> (N, D)
+        float32 unit vectors in input order: batched and deterministic, as ``embed_waveforms``."""
+        from soundsift.audio import as_waveforms
+
+        return self.embed_waveforms(as_waveforms(audio, self.sample_rate), batch_size)
+
+    def embed_text(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """A caption or captions -> (N, D) float32 unit vectors (``embed_texts``)."""
+        return self.embed_texts([texts] if isinstance(texts, str) else list(texts), batch_size)
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict without frozen pretrained sub-modules (rebuilt from their source on load)."""
         skip = [name + "." for name, m in self.named_modules() if getattr(m, "frozen_pretrained", False)]

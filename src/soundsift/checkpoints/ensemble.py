@@ -76,3 +76,14 @@ class ModelEnsemble:
         """Captions -> (N, sum of dims) unit vectors."""
         parts = [m.embed_texts(texts, batch_size) for m in self.members]
         return np.concatenate(parts, axis=1).astype(np.float32) * np.float32(self.scale)
+
+    def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:
+        """Audio files and/or mono waveforms at ``sample_rate`` -> (N, sum of dims) unit vectors: the
+        members' embeddings concatenated and scaled, as ``embed_waveforms`` (and an index) makes them."""
+        from soundsift.audio import as_waveforms
+
+        return self.embed_waveforms(as_waveforms(audio, self.sample_rate), batch_size)
+
+    def embed_text(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """A caption or captions -> (N, sum of dims) unit vectors (``embed_texts``)."""
+        return self.embed_texts([texts] if isinstance(texts, str) else list(texts), batch_size)

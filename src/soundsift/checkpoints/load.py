@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -115,3 +116,23 @@ def detect_format(path: str | Path) -> str:
         ):
             return "salsa"
     return "unknown"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A published model, as ``list_models`` and ``soundsift models`` describe it."""
+
+    name: str
+    description: str
+    trained_on: str
+    size: str
+    source: str
+    available_offline: bool
+
+
+def list_models() -> list[ModelInfo]:
+    """The published models ``load_model`` (and every ``--model``) accepts by name, with what they are
+    (as timm's ``list_pretrained``); ``available_offline``: loadable here without the network."""
+    return [ModelInfo(name=name, description=ABOUT[name]["what"], trained_on=ABOUT[name]["trained_on"],
+                      size=ABOUT[name]["size"], source=ABOUT[name]["source"], available_offline=available_offline(name))
+            for name in PUBLISHED]

@@ -7,9 +7,10 @@ import json
 
 
 def models_main(args: argparse.Namespace) -> int:
-    from soundsift.checkpoints.load import ABOUT, PUBLISHED, available_offline
+    from soundsift.checkpoints.load import list_models
 
-    rows = [{"name": name, **ABOUT.get(name, {}), "available_offline": available_offline(name)} for name in PUBLISHED]
+    rows = [{"name": m.name, "what": m.description, "trained_on": m.trained_on, "size": m.size, "source": m.source,
+             "available_offline": m.available_offline} for m in list_models()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -81,22 +81,19 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
 def search_main(args: argparse.Namespace) -> int:
     from soundsift.audio import audio_file_path
     from soundsift.errors import ConfigError
-    from soundsift.search.index import load_searcher
+    from soundsift.search.api import open_index
 
     if args.query is None and args.like is None:
         raise ConfigError("give a text query, --like FILE, or both")
     if args.like is not None:
-        audio_file_path(args.like)  # a typo fails before the model loads
-    searcher = load_searcher(args.index, args.model, backend=args.backend)
-    like = exclude = None
-    if args.like is not None:  # an indexed example is left out of its results, as the server's like=ID is
-        like, exclude = searcher.embed_file(args.like), searcher.index.find_file(args.like)
-    hits = searcher.search(args.query, args.k, like=like, exclude=exclude)
+        audio_file_path(args.like)  # a typo fails before the index opens and the model loads
+    index = open_index(args.index, model=args.model, backend=args.backend)
+    hits = index.search(text=args.query, like=args.like, k=args.k)  # an indexed --like example is left out
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
     if not hits:
-        print("no results" if len(searcher.index) else "no results (the index is empty)")
+        print("no results" if len(index) else "no results (the index is empty)")
     for h in hits:
         print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}")
     return 0

@@ -18,32 +18,29 @@ import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soundsift.audio import load_audio
-from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
-from soundsift.search.backends import FAISS_KINDS, FaissIndex, faiss_available
-from soundsift.search.index import (
-    AUTO_FAISS_KIND,
-    EMBEDDINGS,
-    EXACT_LIMIT,
-    INDEX_FORMAT,
-    INDEX_VERSION,
-    MANIFEST,
-    REPORT,
-    SKIPPED,
-    THUMBNAILS,
-    IndexEntry,
-    version_dir,
+from soundsift.data.records import Problem
+from soundsift.errors import ConfigError, ModelMismatchError
+from soundsift.search.backends import FAISS_KINDS
+from soundsift.search.index import IndexEntry
+from soundsift.search.scan import (
+    Decoded,
+    Known,
+    decode_file,
+    decoder_pool,
+    relative_reason,
+    safe_sha,
+    scan_audio_files,
 )
-from soundsift.search.scan import decode_file, decoder_pool, relative_reason, safe_sha, scan_audio_files
-from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous, write_json
+from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
+from soundsift.search.version import BuildReport, VersionContents, previous_thumbnails, write_version
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
 #: From this many files to decode on, ``processes="auto"`` decodes in worker processes (below it,
@@ -51,35 +48,26 @@ FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside 
 PROCESS_THRESHOLD = 50
 
 
-@dataclass
-class BuildReport:
-    """What a build did; saved as ``report.json`` in the index version it wrote."""
+@dataclass(frozen=True)
+class BuildOptions:
+    """How ``build_index`` works (see its docstring); the outcome does not depend on them, except
+    ``faiss`` and ``rebuild``."""
 
-    index: str
-    version: str
-    audio_root: str
-    files: int = 0  # audio files indexed in this version
-    embedded: int = 0  # decoded and embedded in this build
-    unchanged: int = 0  # same path, size and mtime as before: embedding kept
-    reused: int = 0  # new or changed path, same content as an indexed file: embedding kept
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    thumbnails: int = 0  # thumbnails drawn in this build (the rest are kept or reused)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        return (
-            f"indexed {self.files} files in {self.index} ({self.version}): {self.added} added, "
-            f"{self.updated} updated, {self.removed} removed, {self.unchanged} unchanged; embedded "
-            f"{self.embedded}, reused {self.reused} by content; skipped {len(self.skipped)}; "
-            f"{self.seconds:.1f} s"
-        )
+    batch_size: int = 16
+    chunk_files: int = 32
+    chunk_samples: int | None = None
+    workers: int = 2
+    processes: bool | str = "auto"
+    checksum: bool = False
+    faiss: str = "auto"
+    progress: bool = True
+    rebuild: bool = False
 
 
 @dataclass
 class _Candidate:
+    """A file to decode and embed (new or changed)."""
+
     path: str  # relative, POSIX
     size: int
     mtime_ns: int
@@ -87,15 +75,30 @@ class _Candidate:
     status: str  # "added" | "updated"
 
 
-def _previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndarray | None:
-    """The thumbnails of the live version (read in full: publishing deletes it), or None."""
-    if (manifest.get("thumbnails") or {}).get("file") != THUMBNAILS:
-        return None  # built before thumbnails existed: they are drawn for every file
-    try:
-        thumbs = np.load(version_dir(out) / THUMBNAILS, allow_pickle=False)
-    except (SearchIndexError, OSError, ValueError):
-        return None
-    return thumbs if thumbs.shape == (n, THUMB_HEIGHT, THUMB_WIDTH) and thumbs.dtype == np.uint8 else None
+@dataclass
+class _Previous:
+    """What the live version offers a build: ids to keep, and rows whose embeddings may be reused."""
+
+    entries: list[IndexEntry] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+    thumbnails: np.ndarray | None = None
+    ids: dict[str, int] = field(default_factory=dict)  # path -> id: stable while the audio root is the same
+    rows: dict[str, int] = field(default_factory=dict)  # path -> row: embedding reusable if unchanged
+    by_sha: dict[str, int] = field(default_factory=dict)  # content -> row: embedding reusable
+    next_id: int = 0
+    build_no: int = 1
+
+
+@dataclass
+class _Version:
+    """The version being assembled: path -> (entry, embedding), path -> thumbnail, skipped files."""
+
+    kept: dict[str, tuple[IndexEntry, np.ndarray]] = field(default_factory=dict)
+    thumbs: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list[Problem] = field(default_factory=list)
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append(Problem(file=path, row=None, message=reason))
 
 
 def _load_model(model, model_path):
@@ -128,7 +131,7 @@ def _load_model(model, model_path):
 def build_index(
     audio_dir: str | Path,
     out: str | Path,
-    model,
+    model: Any = "zero-shot",
     *,
     model_path: str | Path | None = None,
     batch_size: int = 16,
@@ -143,9 +146,9 @@ def build_index(
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
-    ``model`` is a model file path, a published name, a list of those (a system ensemble: the mean of
-    their similarities, ``ModelEnsemble``) or a loaded model (then pass ``model_path`` so searches can
-    find it).
+    ``model`` is a model file path, a published name (default ``"zero-shot"``: offline), a list of
+    those (a system ensemble: the mean of their similarities, ``ModelEnsemble``) or a loaded model (then
+    pass ``model_path`` so searches can find it).
     Decoded audio is embedded in chunks of at most ``chunk_files`` files or ``chunk_samples`` samples
     (default: ten minutes of audio), which bounds memory on libraries of long recordings. ``workers``
     decode ahead of the model: threads, or worker processes with ``processes=True`` (``"auto"``: when
@@ -162,6 +165,8 @@ def build_index(
     from soundsift.search.scan import check_library
 
     t0 = time.perf_counter()
+    options = BuildOptions(batch_size, chunk_files, chunk_samples, workers, processes, checksum, faiss,
+                           progress, rebuild)
     root, out = Path(audio_dir).resolve(), Path(out).absolute()
     check_library(root, audio_dir, exclude=out)
     if faiss not in FAISS_CHOICES:
@@ -170,153 +175,206 @@ def build_index(
     model, recorded_model = _load_model(model, model_path)
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):
-        return _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples,
-                             workers, processes, checksum, faiss, progress, t0, rebuild)
+        return _Build(root, out, model, recorded_model, options, t0).run()
 
 
-def _build_locked(root, out, model, recorded_model, batch_size, chunk_files, chunk_samples, workers,
-                  processes, checksum, faiss, progress, t0, rebuild=False) -> BuildReport:
-    from tqdm.auto import tqdm
+class _Build:
+    """One build under the index's lock, in named steps: read what the live version offers, plan the
+    changes, decode and embed what is new, reuse what is unchanged, assemble and publish the version."""
 
-    prev = read_previous(out)
-    prev_ids: dict[str, int] = {}  # path -> id: ids stay stable while the audio root is the same
-    prev_rows: dict[str, tuple[int, IndexEntry]] = {}  # path -> (row, entry): embeddings reusable
-    prev_by_sha: dict[str, int] = {}
-    next_id, build_no, prev_emb, prev_list, prev_thumbs = 0, 1, None, [], None
-    if prev is not None:
-        manifest, prev_list, prev_emb = prev
-        prev_thumbs = _previous_thumbnails(out, manifest, len(prev_list))
-        next_id = int(manifest.get("next_id", max((e.id for e in prev_list), default=-1) + 1))
-        build_no = int(manifest.get("build", 0)) + 1
-        if manifest["audio_root"] == str(root):
-            prev_ids = {e.path: e.id for e in prev_list}
-        same_model = manifest["model"].get("identity") == model.identity
-        if not same_model and not rebuild:
+    def __init__(self, root: Path, out: Path, model: Any, recorded_model: Any, options: BuildOptions,
+                 t0: float) -> None:
+        self.root, self.out, self.model, self.recorded_model = root, out, model, recorded_model
+        self.options, self.t0 = options, t0
+        self.prev = _Previous()
+        self.version = _Version()
+        self.report = BuildReport(index=str(out), version="", audio_root=str(root))
+
+    def run(self) -> BuildReport:
+        self.prev = self.read_live_version()
+        self.report.version = name = f"v{self.prev.build_no:06d}-{uuid.uuid4().hex[:8]}"
+        todo, no_thumb = self.plan()
+        self.decode_and_embed(todo)
+        self.draw_thumbnails(no_thumb)
+        contents = self.assemble()
+        publish_version(self.out, name, lambda tmp: write_version(tmp, contents, self.report, self.t0))
+        return self.report
+
+    def read_live_version(self) -> _Previous:
+        """What the live version (if any) offers; refuses one built with another model unless ``rebuild``."""
+        found = read_previous(self.out)
+        if found is None:
+            return _Previous()
+        manifest, entries, emb = found
+        prev = _Previous(entries=entries, embeddings=emb,
+                         thumbnails=previous_thumbnails(self.out, manifest, len(entries)),
+                         next_id=int(manifest.get("next_id", max((e.id for e in entries), default=-1) + 1)),
+                         build_no=int(manifest.get("build", 0)) + 1)
+        if manifest["audio_root"] == str(self.root):
+            prev.ids = {e.path: e.id for e in entries}
+        same_model = manifest["model"].get("identity") == self.model.identity
+        if not same_model and not self.options.rebuild:
             built_with = manifest["model"].get("path") or f"sha256 {str(manifest['model'].get('identity'))[:12]}"
             raise ModelMismatchError(
-                f"{out} was built with another model ({built_with}): pass --rebuild to re-embed every file "
+                f"{self.out} was built with another model ({built_with}): pass --rebuild to re-embed every file "
                 "with this one, or choose another --out"
             )
-        if same_model and int(manifest["embed_dim"]) == model.embed_dim:
-            prev_by_sha = {e.sha256: row for row, e in enumerate(prev_list) if e.sha256}
-            if prev_ids:
-                prev_rows = {e.path: (row, e) for row, e in enumerate(prev_list)}
-    name = f"v{build_no:06d}-{uuid.uuid4().hex[:8]}"
-    report = BuildReport(index=str(out), version=name, audio_root=str(root))
+        if same_model and int(manifest["embed_dim"]) == self.model.embed_dim:
+            prev.by_sha = {e.sha256: row for row, e in enumerate(entries) if e.sha256}
+            if prev.ids:
+                prev.rows = {e.path: row for row, e in enumerate(entries)}
+        return prev
 
-    kept: dict[str, tuple[IndexEntry, np.ndarray]] = {}
-    thumbs: dict[str, np.ndarray] = {}  # path -> thumbnail
-    no_thumb: list[str] = []  # unchanged files whose previous version has no thumbnail
-    todo: list[_Candidate] = []
-    seen: set[str] = set()
-    for rel, st in scan_audio_files(root, exclude=out):
-        seen.add(rel)
-        if isinstance(st, Exception):
-            report.skipped.append({"path": rel, "reason": str(st)})
-            continue
-        old = prev_rows.get(rel)
-        if old is not None:
-            row, e = old
-            unchanged = e.size == st.st_size and e.mtime_ns == st.st_mtime_ns
-            if unchanged and (not checksum or safe_sha(root / rel) == e.sha256):
-                kept[rel] = (e, prev_emb[row])
-                if prev_thumbs is not None:
-                    thumbs[rel] = prev_thumbs[row]
+    def plan(self) -> tuple[list[_Candidate], list[str]]:
+        """Keep the unchanged files; (files to decode, kept files that still need a thumbnail)."""
+        prev, version, report = self.prev, self.version, self.report
+        todo: list[_Candidate] = []
+        no_thumb: list[str] = []  # unchanged files whose previous version has no thumbnail
+        seen: set[str] = set()
+        for rel, st in scan_audio_files(self.root, exclude=self.out):
+            seen.add(rel)
+            if isinstance(st, Exception):
+                version.skip(rel, str(st))
+                continue
+            row = prev.rows.get(rel)
+            if row is not None and self._unchanged(prev.entries[row], st):
+                version.kept[rel] = (prev.entries[row], prev.embeddings[row])
+                if prev.thumbnails is not None:
+                    version.thumbs[rel] = prev.thumbnails[row]
                 else:
                     no_thumb.append(rel)
                 report.unchanged += 1
                 continue
-        if rel in prev_ids:
-            todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, prev_ids[rel], "updated"))
-        else:
-            todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, -1, "added"))  # id assigned at the end
-    report.removed = len(prev_list) - len(set(prev_ids) & seen)
+            status, old_id = ("updated", prev.ids[rel]) if rel in prev.ids else ("added", -1)  # new: id at the end
+            todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, old_id, status))
+        report.removed = len(prev.entries) - len(set(prev.ids) & seen)
+        return todo, no_thumb
 
-    def thumbnail(rel: str) -> np.ndarray:
-        """The thumbnail of a file whose embedding is kept (decoded for it alone; blank if that fails)."""
-        try:
-            wave = load_audio(root / rel, model.sample_rate)
+    def _unchanged(self, entry: IndexEntry, st: os.stat_result) -> bool:
+        same = entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns
+        return same and (not self.options.checksum or safe_sha(self.root / entry.path) == entry.sha256)
+
+    def decode_and_embed(self, todo: list[_Candidate]) -> None:
+        """Decode a few files ahead (threads or processes); embed in chunks bounded by file count and
+        samples; reuse the embedding of a content already indexed; skip what fails."""
+        from tqdm.auto import tqdm
+
+        opts, rate = self.options, self.model.sample_rate
+        max_samples = opts.chunk_samples or 600 * rate
+        workers = max(1, int(opts.workers))
+        processes = opts.processes
+        if processes == "auto":
+            processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
+        known = frozenset(self.prev.by_sha)
+        with tqdm(total=len(todo), desc="embedding", unit="file", disable=not opts.progress,
+                  dynamic_ncols=True) as bar, decoder_pool(workers, bool(processes), known) as pool:
+            ahead = workers * (4 if processes else 2)
+
+            def submit(c: _Candidate):
+                path = self.root / c.path
+                return pool.submit(decode_file, path, rate) if processes else \
+                    pool.submit(decode_file, path, rate, known)
+
+            futures = [submit(c) for c in todo[:ahead]]
+            waves: list[tuple[_Candidate, Decoded]] = []
+            for i, c in enumerate(todo):
+                result = futures[i].result()
+                futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
+                if i + ahead < len(todo):
+                    futures.append(submit(todo[i + ahead]))
+                if isinstance(result, Decoded):
+                    self.version.thumbs[c.path] = result.thumbnail
+                    self.report.thumbnails += 1
+                    waves.append((c, result))
+                    if len(waves) >= opts.chunk_files or sum(len(d.wave) for _, d in waves) >= max_samples:
+                        self.embed(waves, bar)
+                    continue
+                if isinstance(result, Known):
+                    self.reuse(c, result.sha256)
+                else:
+                    self.version.skip(c.path, relative_reason(result.reason, self.root, c.path))
+                bar.update(1)
+            self.embed(waves, bar)
+
+    def reuse(self, c: _Candidate, sha: str) -> None:
+        """A new or changed file with the content of an indexed one: its embedding and thumbnail kept."""
+        row = self.prev.by_sha[sha]
+        self.version.kept[c.path] = (_entry(c, sha, self.prev.entries[row].duration), self.prev.embeddings[row])
+        self.version.thumbs[c.path] = (self.prev.thumbnails[row] if self.prev.thumbnails is not None
+                                       else self.thumbnail(c.path))
+        self.report.reused += 1
+        _count(self.report, c)
+
+    def embed(self, waves: list[tuple[_Candidate, Decoded]], bar) -> None:
+        """Embed a chunk of decoded files; if the model fails on it, retry file by file and skip the
+        files that fail. Empties ``waves``."""
+        if not waves:
+            return
+        done = [0]  # files the bar was advanced by before a failure (they are redone one by one)
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.update(n)
+
+        batch_size, model = self.options.batch_size, self.model
+        try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
+            vectors: list[np.ndarray | None] = list(
+                model.embed_waveforms([d.wave for _, d in waves], batch_size, progress=advance))
         except Exception:
-            return np.zeros((THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
-        return make_thumbnail(wave, model.sample_rate)
-
-    def load(c: _Candidate, sha: str, wave: Any, error: Any, thumb: Any) -> tuple[str, Any, Any, np.ndarray | None]:
-        """(sha256, waveform or None, reused row or error, thumbnail) of a decoded file."""
-        if error is None and wave is None and sha in prev_by_sha:
-            row = prev_by_sha[sha]
-            return sha, None, row, (prev_thumbs[row] if prev_thumbs is not None else thumbnail(c.path))
-        return sha, wave, error, thumb
-
-    def flush(waves: list[tuple[_Candidate, str, np.ndarray]]) -> None:
-        for (c, sha, wave), vec in zip(waves, _embed(model, waves, batch_size, report, bar)):
+            bar.update(-done[0])
+            vectors = []
+            for c, d in waves:
+                try:
+                    vectors.append(model.embed_waveforms([d.wave], 1)[0])
+                except Exception as exc:
+                    self.version.skip(c.path, f"the model cannot embed it: {exc}")
+                    vectors.append(None)
+                bar.update(1)
+        for (c, d), vec in zip(waves, vectors):
             if vec is not None:
-                kept[c.path] = (_entry(c, sha, len(wave) / model.sample_rate), vec)
-                report.embedded += 1
-                _count(report, c)
+                self.version.kept[c.path] = (_entry(c, d.sha256, len(d.wave) / model.sample_rate), vec)
+                self.report.embedded += 1
+                _count(self.report, c)
         waves.clear()
 
-    # Decode a few files ahead (threads or processes); embed in chunks bounded by file count and samples.
-    max_samples = chunk_samples or 600 * model.sample_rate
-    workers = max(1, int(workers))
-    if processes == "auto":
-        processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
-    known = frozenset(prev_by_sha)
-    with tqdm(total=len(todo), desc="embedding", unit="file", disable=not progress, dynamic_ncols=True) as bar, \
-            decoder_pool(workers, bool(processes), known) as pool:
-        ahead = workers * (4 if processes else 2)
+    def thumbnail(self, rel: str) -> np.ndarray:
+        """The thumbnail of a file whose embedding is kept (decoded for it alone; blank if that fails)."""
+        try:
+            wave = load_audio(self.root / rel, self.model.sample_rate)
+        except Exception:
+            return np.zeros((THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
+        return make_thumbnail(wave, self.model.sample_rate)
 
-        def submit(c: _Candidate):
-            path = root / c.path
-            if processes:
-                return pool.submit(decode_file, path, model.sample_rate)
-            return pool.submit(decode_file, path, model.sample_rate, known)
+    def draw_thumbnails(self, paths: list[str]) -> None:
+        """Thumbnails of kept files whose previous version had none (built before thumbnails existed)."""
+        if not paths:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, int(self.options.workers))) as threads:
+            for rel, thumb in zip(paths, threads.map(self.thumbnail, paths)):
+                self.version.thumbs[rel] = thumb
+                self.report.thumbnails += 1
 
-        futures = [submit(c) for c in todo[:ahead]]
-        waves: list[tuple[_Candidate, str, np.ndarray]] = []
-        for i, c in enumerate(todo):
-            sha, wave, extra, thumb = load(c, *futures[i].result())
-            futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
-            if i + ahead < len(todo):
-                futures.append(submit(todo[i + ahead]))
-            if isinstance(extra, str):
-                report.skipped.append({"path": c.path, "reason": relative_reason(extra, root, c.path)})
-                bar.update(1)
-            elif wave is None:
-                kept[c.path] = (_entry(c, sha, prev_list[extra].duration), prev_emb[extra])
-                thumbs[c.path] = thumb
-                report.reused += 1
-                _count(report, c)
-                bar.update(1)
-            else:
-                thumbs[c.path] = thumb
-                report.thumbnails += 1
-                waves.append((c, sha, wave))
-                if len(waves) >= chunk_files or sum(len(w) for _, _, w in waves) >= max_samples:
-                    flush(waves)
-        flush(waves)
-    if no_thumb:
-        with ThreadPoolExecutor(max_workers=workers) as threads:
-            for rel, thumb in zip(no_thumb, threads.map(thumbnail, no_thumb)):
-                thumbs[rel] = thumb
-                report.thumbnails += 1
-
-    paths = sorted(kept)
-    entries = []
-    for p in paths:  # new files get fresh ids in path order; ids of deleted files are never reused
-        e = kept[p][0]
-        if e.id < 0:
-            e = replace(e, id=next_id)
-            next_id += 1
-        entries.append(e)
-    emb = np.stack([kept[p][1] for p in paths]).astype(np.float32) if paths else \
-        np.zeros((0, model.embed_dim), np.float32)
-    thumb_array = np.stack([thumbs[p] for p in paths]).astype(np.uint8) if paths else \
-        np.zeros((0, THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
-    report.files = len(entries)
-    report.skipped.sort(key=lambda s: s["path"])
-    publish_version(out, name, lambda tmp: _fill_version(tmp, root, model, recorded_model, entries, emb,
-                                                         thumb_array, next_id, build_no, faiss, report, t0))
-    return report
+    def assemble(self) -> VersionContents:
+        """The version's contents in path order; new files get fresh ids in path
+        order, and ids of deleted files are never reused. Fills the report's file count and skips."""
+        kept, next_id = self.version.kept, self.prev.next_id
+        paths = sorted(kept)
+        entries = []
+        for p in paths:
+            e = kept[p][0]
+            if e.id < 0:
+                e = replace(e, id=next_id)
+                next_id += 1
+            entries.append(e)
+        emb = np.stack([kept[p][1] for p in paths]).astype(np.float32) if paths else \
+            np.zeros((0, self.model.embed_dim), np.float32)
+        thumbs = np.stack([self.version.thumbs[p] for p in paths]).astype(np.uint8) if paths else \
+            np.zeros((0, THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
+        self.report.files = len(entries)
+        self.report.skipped = [{"path": p.file, "reason": p.message}
+                               for p in sorted(self.version.skipped, key=lambda p: p.file)]
+        return VersionContents(self.model, self.recorded_model, self.root, entries, emb, thumbs, next_id,
+                               self.prev.build_no, self.options.faiss)
 
 
 def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:
@@ -329,70 +387,3 @@ def _count(report: BuildReport, c: _Candidate) -> None:
         report.added += 1
     else:
         report.updated += 1
-
-
-def _embed(model, waves, batch_size: int, report: BuildReport, bar) -> list[np.ndarray | None]:
-    """Embed a chunk; if the model fails on it, retry file by file and skip the files that fail."""
-    if not waves:
-        return []
-    done = [0]  # files the bar was advanced by before a failure (they are redone one by one)
-
-    def advance(n: int) -> None:
-        done[0] += n
-        bar.update(n)
-
-    try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
-        return list(model.embed_waveforms([w for _, _, w in waves], batch_size, progress=advance))
-    except Exception:
-        if done[0]:
-            bar.update(-done[0])
-    out: list[np.ndarray | None] = []
-    for c, _, w in waves:
-        try:
-            out.append(model.embed_waveforms([w], 1)[0])
-        except Exception as exc:
-            report.skipped.append({"path": c.path, "reason": f"the model cannot embed it: {exc}"})
-            out.append(None)
-        bar.update(1)
-    return out
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fill_version(tmp: Path, root: Path, model, recorded_model: str | None, entries: list[IndexEntry],
-                  emb: np.ndarray, thumbs: np.ndarray, next_id: int, build_no: int, faiss: str,
-                  report: BuildReport, t0: float) -> None:
-    """Write the files of one index version into the (temporary) directory ``tmp``."""
-    _save_npy(tmp / EMBEDDINGS, emb)
-    _save_npy(tmp / THUMBNAILS, thumbs)
-    faiss_info = None
-    big = len(entries) > EXACT_LIMIT and faiss_available()
-    want = faiss if faiss != "auto" else (AUTO_FAISS_KIND if big else "none")
-    if want != "none" and len(entries):
-        index = FaissIndex(emb, want)
-        index.save(tmp / f"faiss-{want}.index")
-        faiss_info = {**index.params, "file": f"faiss-{want}.index"}
-    manifest = {
-        "format": INDEX_FORMAT,
-        "version": INDEX_VERSION,
-        "build": build_no,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"identity": model.identity, "path": recorded_model, "embed_dim": model.embed_dim,
-                  "sample_rate": model.sample_rate, "config": getattr(model, "config", None)},
-        "audio_root": str(root),
-        "embed_dim": model.embed_dim,
-        "next_id": next_id,
-        "faiss": faiss_info,
-        "thumbnails": {"file": THUMBNAILS, "height": THUMB_HEIGHT, "width": THUMB_WIDTH, "kind": "spectrogram"},
-        "entries": [asdict(e) for e in entries],
-    }
-    write_json(tmp / MANIFEST, manifest)
-    with open(tmp / SKIPPED, "w", encoding="utf-8", errors="backslashreplace") as f:
-        f.writelines(f"{s['path']}\t{s['reason']}\n" for s in report.skipped)
-    report.seconds = round(time.perf_counter() - t0, 3)
-    write_json(tmp / REPORT, asdict(report))

@@ -3,8 +3,9 @@
 ``scan_audio_files`` walks the library and says why a file cannot be used (``check_library`` refuses
 a library with no audio at all); ``decode_file`` hashes, decodes
 and draws the thumbnail of one file, in a thread or in a spawned worker process (``decoder_pool``),
-and returns errors as text so that they cross process boundaries; ``relative_reason`` words an error
-for the build report (paths relative to the library).
+and says what it found as a typed, picklable result (``Decoded``, ``Known``: content already indexed,
+``Failed``: the reason as text, so that it crosses process boundaries); ``relative_reason`` words an
+error for the build report (paths relative to the library).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from soundsift.audio import AUDIO_EXTENSIONS, load_audio
 from soundsift.downloader import file_digest
@@ -87,21 +90,47 @@ def _init_decoder(known: frozenset[str]) -> None:
         pass
 
 
-def decode_file(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> tuple[str, Any, str | None, Any]:
-    """(sha256, waveform, error message, thumbnail) of one file; a content in ``known`` (default: the
-    process's ``_KNOWN_SHAS``) is hashed only: ``(sha, None, None, None)``. Module level, so that it
-    runs in a worker process as well as in a thread (errors come back as text: always picklable)."""
+@dataclass(frozen=True)
+class Decoded:
+    """A file decoded for embedding: its content hash, waveform and spectrogram thumbnail."""
+
+    sha256: str
+    wave: np.ndarray
+    thumbnail: np.ndarray
+
+
+@dataclass(frozen=True)
+class Known:
+    """A file whose content (``sha256``) is already indexed: hashed only, its embedding is reused."""
+
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A file that cannot be read or decoded; ``reason`` is the error message."""
+
+    reason: str
+    sha256: str = ""
+
+
+DecodeResult = Decoded | Known | Failed
+
+
+def decode_file(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> DecodeResult:
+    """Hash and decode one file; a content in ``known`` (default: the process's ``_KNOWN_SHAS``) is
+    hashed only (``Known``). Module level, so that it runs in a worker process as well as in a thread."""
     try:
         sha = file_digest(path)
     except OSError as exc:
-        return "", None, f"cannot read: {exc.strerror or exc}", None
+        return Failed(f"cannot read: {exc.strerror or exc}")
     if sha in (_KNOWN_SHAS if known is None else known):
-        return sha, None, None, None
+        return Known(sha)
     try:
         wave = load_audio(path, sample_rate)
     except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
-        return sha, None, str(exc) or type(exc).__name__, None
-    return sha, wave, None, make_thumbnail(wave, sample_rate)
+        return Failed(str(exc) or type(exc).__name__, sha)
+    return Decoded(sha, wave, make_thumbnail(wave, sample_rate))
 
 
 def decoder_pool(workers: int, processes: bool, known: frozenset[str]) -> Executor:
