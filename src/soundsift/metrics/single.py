@@ -19,6 +19,7 @@ from soundsift.metrics._common import (
     _similarity,
     _targets,
 )
+from soundsift.names import MAP_AT_10
 
 
 # ----------------------------------------------------------------------------------- text to audio
@@ -44,7 +45,7 @@ def metrics_from_ranks(ranks: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[st
     r = torch.as_tensor(ranks)
     if r.numel() == 0:
         raise ValueError("no queries to evaluate")
-    out = {"mAP@10": float(ap_at_k_from_ranks(r, 10).mean())}
+    out = {MAP_AT_10: float(ap_at_k_from_ranks(r, 10).mean())}
     for k in ks:
         out[f"R@{k}"] = float((r <= k).double().mean())
     return out

@@ -20,6 +20,7 @@ from soundsift.data.dataset import AudioStore
 from soundsift.data.records import SplitData
 from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
 from soundsift.model import DualEncoder
+from soundsift.names import MAP_AT_10, MONITOR
 from soundsift.training.embed import embed_split
 from soundsift.training.metric import RetrievalMetrics
 
@@ -178,7 +179,7 @@ class ValidationCallback(L.Callback):
         learning rate of each parameter group at the epoch's end, and the validation metrics."""
         val = {h["epoch"]: {k: v for k, v in h.items() if k != "epoch"} for h in self.history}
         epochs = [{**e, "val": val.get(e["epoch"], {})} for e in self.losses]
-        text = json.dumps({"monitor": "val/mAP@10", "epochs": epochs}, indent=1)
+        text = json.dumps({"monitor": MONITOR, "epochs": epochs}, indent=1)
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @staticmethod
@@ -206,4 +207,4 @@ class ValidationCallback(L.Callback):
         if trainer.is_global_zero and self.config.get("out_dir"):
             self.write_history(Path(self.config["out_dir"]) / "history.json")
         for key, value in metrics.items():
-            pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)
+            pl_module.log(f"val/{key}", value, prog_bar=key == MAP_AT_10, sync_dist=False)

@@ -30,6 +30,7 @@ import numpy as np
 
 from soundsift.atomic import atomic_write
 from soundsift.errors import ConfigError, require
+from soundsift.names import DCASE_COLUMNS, TRAIN_SPLIT
 from soundsift.training.figures import (
     PLOTS,
     calibration_bins,
@@ -144,7 +145,7 @@ def _truth_for(teacher, roots: list[str], cache: dict) -> tuple[np.ndarray | Non
     """The generated benchmark's ``holds`` laid out like the teacher's C_hat, (n_clips, n_captions)."""
     from soundsift.data.synth.benchmark import load_ground_truth
 
-    split = str(teacher.meta.get("split", "development"))
+    split = str(teacher.meta.get("split", TRAIN_SPLIT))
     for root in [teacher.meta.get("data_root"), *roots]:
         if not root or not (Path(root) / f"synth_ground_truth_{split}.npz").is_file():
             continue
@@ -228,7 +229,7 @@ def runs_table(runs: list[Run]) -> Table:
         init = init_run(run, runs)
         gain = gain_percent(init.dir, run.dir) if init is not None else None
         test, val = run.metrics.get("test") or {}, run.metrics.get("val") or {}
-        pct = [None if test.get(c) is None else round(100 * test[c], 2) for c in ("mAP@10", "R@1", "R@5", "R@10")]
+        pct = [None if test.get(c) is None else round(100 * test[c], 2) for c in DCASE_COLUMNS]
         best = run.metrics.get("best_epoch")
         table.add(run.name, init.name if init else Path(str(run.config.get("init_from") or "")).name,
                   len(run.config.get("teachers") or []) or None, None if best is None else best + 1,
