@@ -143,11 +143,25 @@ def test_import_soundsift_is_cheap():
 
 
 def test_public_api():
-    import soundsift
+    """Every exported name is the object its home module defines, and the API does what it says."""
+    import importlib
+    import re
 
-    for name in soundsift.__all__:
-        assert getattr(soundsift, name) is not None
-    with pytest.raises(AttributeError):
+    import torch
+
+    import soundsift
+    from soundsift.errors import SoundsiftError
+
+    assert dir(soundsift) == sorted(soundsift.__all__)
+    for name, module in soundsift._API.items():  # loaded on first use: the same object, not a copy
+        assert getattr(soundsift, name) is getattr(importlib.import_module(module), name), name
+    assert set(soundsift._API) | {"SoundsiftError", "__version__"} == set(soundsift.__all__)
+    assert soundsift.SoundsiftError is SoundsiftError and issubclass(SoundsiftError, Exception)
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", soundsift.__version__)
+    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.7], [0.1, 0.3, 0.6]])  # caption 2 ranks its audio 2nd
+    assert soundsift.text_to_audio_metrics(similarity, [0, 1, 2]) == pytest.approx(
+        {"mAP@10": (1 + 1 + 0.5) / 3, "R@1": 2 / 3, "R@5": 1.0, "R@10": 1.0})
+    with pytest.raises(AttributeError, match="nothing_here"):
         soundsift.nothing_here  # noqa: B018
 
 
