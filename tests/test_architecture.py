@@ -21,8 +21,8 @@ PACKAGE = SRC / "soundsift"
 # Lower layers never import higher ones; modules of one layer import each other only within their
 # own package (encoders/ never imports data/, training/ never imports search/). docs/architecture.md.
 LAYERS = [
-    {"errors", "version"},
-    {"atomic", "registry"},
+    {"errors", "version", "names"},
+    {"atomic", "registry", "string_table"},
     {"downloader", "audio", "config", "teacher_store"},
     {"losses", "metrics", "correspondences", "estimators", "encoders", "data"},
     {"model"},
@@ -118,11 +118,20 @@ def test_imports_point_down_the_layers():
     assert not wrong, "imports that point up or sideways: " + ", ".join(sorted(wrong))
 
 
+MATH = ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences", "soundsift.estimators")
+
+
 def test_math_modules_know_tensors_not_models_or_files():
-    for name in ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences", "soundsift.estimators"):
-        # the teacher store is files of arrays (split out of correspondences), no models either
-        assert GRAPH[name] <= {"soundsift.atomic", "soundsift.errors", "soundsift.version",
-                               "soundsift.teacher_store"}, name
+    """A math module (or package: its submodules may import each other) imports only these."""
+    checked = 0
+    for math in MATH:
+        for name in (n for n in GRAPH if n == math or n.startswith(math + ".")):
+            # the teacher store is files of arrays (split out of correspondences), no models either
+            outside = {t for t in GRAPH[name] if t != math and not t.startswith(math + ".")}
+            assert outside <= {"soundsift.atomic", "soundsift.errors", "soundsift.version", "soundsift.names",
+                                "soundsift.string_table", "soundsift.teacher_store"}, name
+            checked += 1
+    assert checked > len(MATH)  # the walk saw the metrics package's submodules too
 
 
 def test_import_soundsift_is_cheap():
@@ -135,11 +144,25 @@ def test_import_soundsift_is_cheap():
 
 
 def test_public_api():
-    import soundsift
+    """Every exported name is the object its home module defines, and the API does what it says."""
+    import importlib
+    import re
 
-    for name in soundsift.__all__:
-        assert getattr(soundsift, name) is not None
-    with pytest.raises(AttributeError):
+    import torch
+
+    import soundsift
+    from soundsift.errors import SoundsiftError
+
+    assert dir(soundsift) == sorted(soundsift.__all__)
+    for name, module in soundsift._API.items():  # loaded on first use: the same object, not a copy
+        assert getattr(soundsift, name) is getattr(importlib.import_module(module), name), name
+    assert set(soundsift._API) | {"SoundsiftError", "__version__"} == set(soundsift.__all__)
+    assert soundsift.SoundsiftError is SoundsiftError and issubclass(SoundsiftError, Exception)
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", soundsift.__version__)
+    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.7], [0.1, 0.3, 0.6]])  # caption 2 ranks its audio 2nd
+    assert soundsift.text_to_audio_metrics(similarity, [0, 1, 2]) == pytest.approx(
+        {"mAP@10": (1 + 1 + 0.5) / 3, "R@1": 2 / 3, "R@5": 1.0, "R@10": 1.0})
+    with pytest.raises(AttributeError, match="nothing_here"):
         soundsift.nothing_here  # noqa: B018
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from soundsift.cli.common import dataset_args, quiet
+from soundsift.names import TEST_SPLIT, TRAIN_SPLIT
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -119,7 +120,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--text-model", default="minilm",
                    help="caption-similarity: a text encoder name (minilm) or a soundsift model (its text tower)")
     p.add_argument("--out", required=True, help="output .safetensors file (any other path: a teacher store)")
-    dataset_args(p, "development")
+    dataset_args(p, TRAIN_SPLIT)
     p.add_argument("--half", action="store_true", help="store float16 embeddings")
     p.set_defaults(func=teachers_main)
 
@@ -127,7 +128,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, action="append",
                    help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released "
                         "model); repeat it for an ensemble (mean cosine similarity; reports each member and the gain)")
-    dataset_args(p, "evaluation")
+    dataset_args(p, TEST_SPLIT)
     p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
     p.add_argument("--relevance", default=None, metavar="FILE",
                    help="a multi-relevance CSV (DCASE 2025 query,audio_filenames or query,file pairs): adds "

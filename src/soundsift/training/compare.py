@@ -19,6 +19,7 @@ import numpy as np
 
 from soundsift.atomic import atomic_write
 from soundsift.errors import ComparisonError
+from soundsift.names import TEST_SPLIT
 
 FILE = "test_queries.json"  # in a run folder
 FORMAT, VERSION = "soundsift-per-query", 1
@@ -90,7 +91,7 @@ def read_per_query(path: str | Path) -> PerQuery:
 
 
 def per_query_of_model(
-    model_path: str | Path, data_root: str | Path, data_format: str = "clotho", split: str = "evaluation",
+    model_path: str | Path, data_root: str | Path, data_format: str = "clotho", split: str = TEST_SPLIT,
     max_seconds: float | None = None, batch_size: int = 32, progress: bool = True,
 ) -> PerQuery:
     """Evaluate a model file on a split and return its per-query results (nothing is written)."""
@@ -128,7 +129,7 @@ def load_results(
         if not root:
             raise ComparisonError(f"{path}: no {FILE} and no data.root in its config.yaml: pass --data-root")
         result = per_query_of_model(path / "model.pt", root, data_format or data.get("format", "clotho"),
-                                    split or data.get("test_split") or "evaluation",
+                                    split or data.get("test_split") or TEST_SPLIT,
                                     max_seconds if max_seconds is not None else data.get("max_seconds"),
                                     batch_size, progress)
         result.source = str(path)
@@ -137,7 +138,7 @@ def load_results(
         return read_per_query(path)
     if data_root is None:
         raise ComparisonError(f"{source}: a model file is evaluated first: pass --data-root (and --split)")
-    return per_query_of_model(source, data_root, data_format or "clotho", split or "evaluation", max_seconds,
+    return per_query_of_model(source, data_root, data_format or "clotho", split or TEST_SPLIT, max_seconds,
                               batch_size, progress)
 
 

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from soundsift.names import DCASE_COLUMNS, TRAIN_SPLIT
 from soundsift.training.compare import gain_percent
 from soundsift.training.tables import Column, Table, to_markdown
 
 ENCODERS = ("cnn", "patchformer", "crnn")
 VARIANTS = ("stage1", "stage2-ensemble", "stage2-self")
-COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
+COLUMNS = DCASE_COLUMNS
 
 
 def demo_table(rows: list[dict[str, Any]], title: str = "") -> Table:
@@ -52,7 +53,7 @@ def teacher_auc(data_root: Path, teachers: dict[str, Path]) -> dict[str, float] 
     from soundsift.data.synth.benchmark import load_ground_truth
 
     loaded = {name: TeacherEmbeddings.load(path) for name, path in teachers.items()}
-    truth = load_ground_truth(data_root, "development")
+    truth = load_ground_truth(data_root, TRAIN_SPLIT)
     first = next(iter(loaded.values()))
     if first.clip_ids != [str(f) for f in truth["file_names"]] or len(first.caption_texts) != truth["holds"].shape[0]:
         return None  # some clips were skipped: the orders differ

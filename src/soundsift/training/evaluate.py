@@ -15,6 +15,7 @@ import torch
 
 from soundsift.checkpoints import load_model
 from soundsift.errors import ConfigError, DatasetError
+from soundsift.names import TEST_SPLIT
 from soundsift.training.embed import embed_dataset
 
 
@@ -29,7 +30,7 @@ def evaluate(
     model_path: str | Path | Sequence[str | Path],
     data_root: str | Path,
     data_format: str = "clotho",
-    split: str = "evaluation",
+    split: str = TEST_SPLIT,
     max_seconds: float | None = None,
     batch_size: int = 32,
     submission: str | Path | None = None,

@@ -21,9 +21,10 @@ from soundsift.correspondences import TeacherEnsemble
 from soundsift.data.dataset import AudioStore
 from soundsift.data.records import SplitData
 from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
-from soundsift.metrics import text_to_audio_metrics_from_embeddings
 from soundsift.model import DualEncoder
-from soundsift.training.embed import embed_split, gather_rows
+from soundsift.names import MAP_AT_10, MONITOR
+from soundsift.training.embed import embed_split
+from soundsift.training.metric import RetrievalMetrics
 
 LOSS_KEY = "soundsift_epoch_losses"  # the checkpoint entry of the current epoch's loss sums
 
@@ -157,7 +158,7 @@ class ValidationCallback(L.Callback):
 
     It runs at train-epoch end (before ModelCheckpoint, which Lightning orders last), so embedding is
     the same deterministic path as evaluation and teacher estimation. With several processes each
-    embeds its block of the clips and the blocks are gathered (not repeated on every rank). ``history``
+    embeds its block of the clips and a RetrievalMetrics object gathers the blocks (not repeated on every rank). ``history``
     (validation metrics) and ``losses`` (the epoch's mean loss terms and learning rates) are kept in
     checkpoints, so a resumed run keeps them; rank 0 rewrites ``history.json`` (both, per epoch) in the
     run folder after every epoch.
@@ -180,7 +181,7 @@ class ValidationCallback(L.Callback):
         learning rate of each parameter group at the epoch's end, and the validation metrics."""
         val = {h["epoch"]: {k: v for k, v in h.items() if k != "epoch"} for h in self.history}
         epochs = [{**e, "val": val.get(e["epoch"], {})} for e in self.losses]
-        text = json.dumps({"monitor": "val/mAP@10", "epochs": epochs}, indent=1)
+        text = json.dumps({"monitor": MONITOR, "epochs": epochs}, indent=1)
         atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @staticmethod
@@ -196,13 +197,10 @@ class ValidationCallback(L.Callback):
             pl_module.model, part, self.store, self.config["data"]["max_seconds"],
             self.config["trainer"]["eval_batch_size"], progress=False,
         )
-        audio, captions, caption_clip = emb.audio, emb.captions, emb.caption_clip
-        if world > 1:  # each rank embedded its block; every rank gets the whole split back, in order
-            offset = rank * -(-len(self.split.clips) // world)
-            audio = gather_rows(audio)
-            captions = gather_rows(captions)
-            caption_clip = gather_rows(caption_clip + offset)
-        metrics = text_to_audio_metrics_from_embeddings(audio, captions, caption_clip)
+        offset = rank * -(-len(self.split.clips) // world) if world > 1 else 0  # this block's first clip
+        metric = RetrievalMetrics().to(pl_module.device)  # compute() gathers every rank's block
+        metric.update(emb.audio, emb.captions, offset + torch.arange(emb.audio.shape[0]), emb.caption_clip + offset)
+        metrics = metric.compute()
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         take = getattr(pl_module, "take_epoch_losses", dict)
         lrs = {g.get("name", str(i)): float(g["lr"]) for o in trainer.optimizers for i, g in enumerate(o.param_groups)}
@@ -211,7 +209,7 @@ class ValidationCallback(L.Callback):
         if trainer.is_global_zero and self.config.get("out_dir"):
             self.write_history(Path(self.config["out_dir"]) / "history.json")
         for key, value in metrics.items():
-            pl_module.log(f"val/{key}", value, prog_bar=key == "mAP@10", sync_dist=False)
+            pl_module.log(f"val/{key}", value, prog_bar=key == MAP_AT_10, sync_dist=False)
 
 
 def epoch_text(epoch: int, epochs: int | None) -> str:

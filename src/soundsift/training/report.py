@@ -30,6 +30,7 @@ import numpy as np
 
 from soundsift.atomic import atomic_write
 from soundsift.errors import ConfigError, require
+from soundsift.names import DCASE_COLUMNS, TRAIN_SPLIT
 from soundsift.training.figures import (
     PLOTS,
     calibration_bins,
@@ -149,7 +150,7 @@ def _truth_for(teacher, roots: list[tuple[str, Path]], cache: dict) -> tuple[np.
     """
     from soundsift.data.synth.benchmark import load_ground_truth
 
-    split = str(teacher.meta.get("split", "development"))
+    split = str(teacher.meta.get("split", TRAIN_SPLIT))
     name = f"synth_ground_truth_{split}.npz"
     stored = [(teacher.meta.get("data_root"), Path(teacher.source or ".").parent), *roots]
     looked = list(dict.fromkeys(str(Path(r) / name) for r, _ in stored if r))
@@ -241,7 +242,7 @@ def runs_table(runs: list[Run]) -> Table:
         init = init_run(run, runs)
         gain = gain_percent(init.dir, run.dir) if init is not None else None
         test, val = run.metrics.get("test") or {}, run.metrics.get("val") or {}
-        pct = [None if test.get(c) is None else round(100 * test[c], 2) for c in ("mAP@10", "R@1", "R@5", "R@10")]
+        pct = [None if test.get(c) is None else round(100 * test[c], 2) for c in DCASE_COLUMNS]
         best = run.metrics.get("best_epoch")
         table.add(run.name, init.name if init else Path(str(run.config.get("init_from") or "")).name,
                   len(run.config.get("teachers") or []) or None, None if best is None else best + 1,

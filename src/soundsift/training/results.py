@@ -11,9 +11,10 @@ from typing import Any
 import yaml
 
 from soundsift.atomic import atomic_write
+from soundsift.names import DCASE_COLUMNS
 from soundsift.training.tables import Column, Table, to_markdown, write_table
 
-COLUMNS = ("mAP@10", "R@1", "R@5", "R@10")
+COLUMNS = DCASE_COLUMNS
 #: Columns of a ``measure`` recipe's stage-2 rows (percent): the estimate against the ground truth, and
 #: the plain gain in test mAP@10 over init_from where the paired one (vs_init) is not available.
 MEASURE_COLUMNS = ("AUC", "softmax_mass", "other_mass", "gain")

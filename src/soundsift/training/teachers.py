@@ -19,6 +19,7 @@ from soundsift.checkpoints.load import PUBLISHED
 from soundsift.correspondences import TeacherEmbeddings
 from soundsift.data.dataset import flatten_captions
 from soundsift.data.records import SplitData
+from soundsift.names import TRAIN_SPLIT
 from soundsift.training.embed import SplitEmbeddings, embed_split, gather_rows
 from soundsift.training.paths import canonical, canonical_ref
 
@@ -28,7 +29,7 @@ def make_teacher(
     data_root: str | Path,
     out: str | Path,
     data_format: str = "clotho",
-    split: str = "development",
+    split: str = TRAIN_SPLIT,
     max_seconds: float | None = None,
     batch_size: int = 32,
     half: bool = False,

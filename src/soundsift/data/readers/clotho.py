@@ -28,8 +28,8 @@ from soundsift.data.readers.common import (
     read_csv_table,
 )
 from soundsift.data.records import Clip, Problem, SplitData
+from soundsift.names import SPLITS
 
-SPLITS = ("development", "validation", "evaluation")
 _CAPTION_COLUMN = re.compile(r"caption_(\d+)$")
 
 

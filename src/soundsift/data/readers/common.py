@@ -9,6 +9,7 @@ from pathlib import Path
 
 from soundsift.audio import AUDIO_EXTENSIONS
 from soundsift.errors import ConfigError, DatasetError
+from soundsift.names import TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 
 def nfc(text: str) -> str:
@@ -134,9 +135,9 @@ def columns_error(path: Path, expected: str, found: list[str]) -> DatasetError:
 
 #: Synonyms of the three split roles, in (train, val, test) order; each dataset names them its own way.
 SPLIT_SYNONYMS = (
-    ("train", "training", "development", "dev"),
-    ("val", "validation", "valid"),
-    ("test", "testing", "evaluation", "eval"),
+    ("train", "training", TRAIN_SPLIT, "dev"),
+    ("val", VAL_SPLIT, "valid"),
+    ("test", "testing", TEST_SPLIT, "eval"),
 )
 ROLES = ("train", "val", "test")
 

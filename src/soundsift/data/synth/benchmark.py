@@ -52,6 +52,7 @@ from soundsift.data.synth.facts import (
 )
 from soundsift.data.synth.text import CAPTIONS_PER_CLIP, MAX_ASSERTIONS, Caption, make_captions
 from soundsift.errors import ConfigError
+from soundsift.names import TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 __all__ = [
     "CLASSES",
@@ -72,8 +73,8 @@ FORMAT_VERSION = 1
 RELEVANCE_FILE = "relevance_evaluation.csv"  # the name `soundsift download dcase2025` gives the real one
 DENSE_LIMIT = 64_000_000  # store holds/fraction densely up to this many (caption, clip) pairs
 CSV_HEADER = ("file_name", *(f"caption_{k}" for k in range(1, CAPTIONS_PER_CLIP + 1)))
-_ALIASES = {"train": "development", "dev": "development", "val": "validation", "valid": "validation",
-            "test": "evaluation", "eval": "evaluation"}
+_ALIASES = {"train": TRAIN_SPLIT, "dev": TRAIN_SPLIT, "val": VAL_SPLIT, "valid": VAL_SPLIT,
+            "test": TEST_SPLIT, "eval": TEST_SPLIT}
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def _split_info(split: SynthSplit, dense: bool) -> dict[str, Any]:
         "captions": len(split.clips) * CAPTIONS_PER_CLIP,
         "events": int(per_class.sum()),
         "events_per_class": dict(zip(CLASSES, (int(v) for v in per_class))),
-        "held_out_phrasings": split.name == "evaluation",
+        "held_out_phrasings": split.name == TEST_SPLIT,
         "ground_truth_dense": dense,
     }
 
@@ -348,7 +349,7 @@ def generate(out_dir: str | Path, preset: str | Preset = "small", seed: int = 0,
         dense = len(split.clips) ** 2 * CAPTIONS_PER_CLIP <= DENSE_LIMIT
         gt = ground_truth(split, dense=dense)
         _write_npz(out / f"synth_ground_truth_{split_name}.npz", gt)
-        if split_name == "evaluation":
+        if split_name == TEST_SPLIT:
             write_relevance(out / RELEVANCE_FILE, relevance_queries(gt))
         info["splits"][split_name] = _split_info(split, dense)
     data = (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

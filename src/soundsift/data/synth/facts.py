@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soundsift.errors import ConfigError
+from soundsift.names import SPLITS
 
 CLASSES: tuple[str, ...] = (
     "dog_bark",
@@ -58,7 +59,6 @@ RATES = ("slow", "fast")
 POSITIONS = ("start", "end", "throughout")
 NONE = -1
 VALUE_NAMES = {"level": LEVELS, "pitch": PITCHES, "rate": RATES, "pos": POSITIONS}
-SPLITS = ("development", "validation", "evaluation")
 
 # Event placements as fractions of the clip: (onset range, offset range). Chosen so that the derived
 # position and order facts are never borderline (see position()).

@@ -27,6 +27,7 @@ from soundsift.data.synth.facts import (
     position,
     rng_for,
 )
+from soundsift.names import TEST_SPLIT
 
 CAPTIONS_PER_CLIP = 5
 MIN_WORDS, MAX_WORDS = 5, 20
@@ -241,5 +242,5 @@ def make_captions(facts: ClipFacts, seed: int, split: str, index: int) -> list[C
     rng = rng_for(seed, split, index, STREAM_CAPTIONS)
     roles = [ROLES[i] for i in rng.permutation(len(ROLES))]
     taken: set[str] = set()
-    held = split == "evaluation"
+    held = split == TEST_SPLIT
     return [_caption(facts, role, rng, held, taken) for role in roles]

@@ -1,32 +1,9 @@
-"""Estimated audio-caption correspondences (the paper's contribution, section 3).
-
-Stage-1 models ("teachers") embed every clip and caption of the training split once; the embeddings
-are stored as :class:`TeacherEmbeddings`. In stage 2, :class:`TeacherEnsemble` turns them into the
-estimated correspondences ``C_hat = mean_m C^m`` for each batch, which :func:`soundsift.losses.
-distillation_loss` uses as targets. Matrices are laid out ``(n_audio, n_caption)``.
-
-Two on-disk forms, chosen by :meth:`TeacherEmbeddings.save` from the path:
-
-- ``X.safetensors``: one file, read whole into memory (the original format; fine for ClothoV2).
-- any other path: a *teacher store*, a directory of ``.npy`` files (float16 embeddings, UTF-8 string
-  buffers with end offsets, the caption->clip index) and ``manifest.json`` (format tag and version,
-  model identity, split identity as sha256 digests, counts, dim, dtype, size and sha256 of every file).
-  It is published atomically (a temporary directory renamed into place) and opened lazily: opening
-  reads the manifest and stats the files; the arrays are memory-mapped on first use, and a batch
-  lookup touches only its own rows. Plain ``.npy`` (not one safetensors file) because a ``.npy`` can be
-  written chunk by chunk with its checksum computed on the way (safetensors' writer needs every tensor
-  in memory: 30 GB at WavCaps size), is memory-mapped by ``numpy.load(mmap_mode=...)`` with no custom
-  offset arithmetic, and every file is checked on its own (a truncated file is named).
-
-Clip ids and caption texts are kept as :class:`StringTable` (one UTF-8 buffer plus end offsets, decoded
-one string at a time), so two million captions cost their bytes, not two million Python objects, and
-alignment checks compare digests or bytes.
-"""
+"""One stage-1 model's embeddings of one training split (:class:`TeacherEmbeddings`) and its two
+file forms: one ``.safetensors`` file, or a teacher store (:mod:`soundsift.teacher_store`)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -39,78 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from soundsift.atomic import atomic_write
-from soundsift.errors import AlignmentError, ConfigError, TeacherFileError
-from soundsift.teacher_store import (
-    STORE_FORMAT,
-    STORE_VERSION,
-    StringTable,
-    _first_int_difference,
-    _first_string_difference,
-    _Ints,
-    _open_store,
-    _Store,
-    write_teacher_store,
-)
-
-__all__ = [
-    "AlignmentError",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "STORE_FORMAT",
-    "STORE_VERSION",
-    "StringTable",
-    "TeacherEmbeddings",
-    "TeacherEnsemble",
-    "TeacherFileError",
-    "correspondence_auc",
-    "ensemble_similarity",
-    "write_teacher_store",
-]
+from soundsift.correspondences.similarity import ensemble_similarity
+from soundsift.errors import AlignmentError, TeacherFileError
+from soundsift.string_table import StringTable, _first_int_difference, _first_string_difference, _Ints
+from soundsift.teacher_store import _open_store, _Store, write_teacher_store
 
 FORMAT_NAME = "soundsift.teacher_embeddings"
 FORMAT_VERSION = 1
 
-
-def ensemble_similarity(
-    audio_embs: Sequence[Tensor], caption_embs: Sequence[Tensor], weights: Sequence[float] | None = None
-) -> Tensor:
-    """``C_hat = 1/M sum_m normalise(audio_m) @ normalise(caption_m).T``, float32 ``(n_audio, n_caption)``.
-
-    Teachers may have different embedding sizes; each pair ``(audio_m, caption_m)`` shares one. With
-    ``weights`` (one per teacher, > 0) the mean is weighted: ``sum_m w_m C^m / sum_m w_m``.
-    """
-    if len(audio_embs) != len(caption_embs) or len(audio_embs) == 0:
-        raise ValueError(
-            f"need one caption matrix per audio matrix and at least one teacher, got {len(audio_embs)} "
-            f"audio and {len(caption_embs)} caption matrices"
-        )
-    if weights is not None:
-        weights = _checked_weights(weights, len(audio_embs))
-    shape = (audio_embs[0].shape[0], caption_embs[0].shape[0])
-    total: Tensor | None = None
-    for m, (a, c) in enumerate(zip(audio_embs, caption_embs)):
-        if a.dim() != 2 or c.dim() != 2 or a.shape[1] != c.shape[1]:
-            raise ValueError(
-                f"teacher {m}: audio {tuple(a.shape)} and captions {tuple(c.shape)} must be (n, D)"
-            )
-        if (a.shape[0], c.shape[0]) != shape:
-            raise ValueError(
-                f"teacher {m} gives a {(a.shape[0], c.shape[0])} matrix, teacher 0 gives {shape}"
-            )
-        dtype = torch.promote_types(a.dtype, torch.float32)
-        sim = F.normalize(a.to(dtype), dim=1) @ F.normalize(c.to(device=a.device, dtype=dtype), dim=1).T
-        if weights is not None:
-            sim = sim * weights[m]
-        total = sim if total is None else total + sim.to(total.device)
-    assert total is not None
-    return total / (len(audio_embs) if weights is None else sum(weights))
-
-
-def _checked_weights(weights: Sequence[float], n: int) -> list[float]:
-    values = [float(w) for w in weights]
-    if len(values) != n or not all(math.isfinite(w) and w > 0 for w in values):
-        raise ConfigError(f"ensemble weights must be {n} finite numbers > 0 (one per teacher), got {values}")
-    return values
 
 # --------------------------------------------------------------------------------------- a teacher
 class TeacherEmbeddings:
@@ -432,89 +345,3 @@ def _normalised(x: Tensor) -> Tensor:
     if x.numel() == 0 or float((wide.norm(dim=1) - 1).abs().max()) <= 1e-4:
         return x
     return F.normalize(wide, dim=1).to(x.dtype)
-
-
-class TeacherEnsemble:
-    """M aligned teachers; gives ``C_hat`` for any set of clips and captions of the split: their mean
-    similarity (the paper), or with ``weights`` (one per teacher, > 0) their weighted mean."""
-
-    def __init__(self, teachers: Sequence[TeacherEmbeddings], weights: Sequence[float] | None = None) -> None:
-        if len(teachers) == 0:
-            raise ValueError("TeacherEnsemble needs at least one teacher")
-        self.teachers = list(teachers)
-        self.weights = None if weights is None else _checked_weights(weights, len(self.teachers))
-        first = self.teachers[0]
-        for t in self.teachers[1:]:
-            try:
-                t.check_alignment(first.clip_ids, first.caption_texts, first._caption_clip_ref())
-            except AlignmentError as err:
-                raise AlignmentError(f"{err} (compared with {first.source or 'teacher 0'})") from None
-
-    @property
-    def clip_ids(self) -> StringTable:
-        return self.teachers[0].clip_ids
-
-    @property
-    def caption_texts(self) -> StringTable:
-        return self.teachers[0].caption_texts
-
-    @property
-    def caption_clip(self) -> Tensor:
-        return self.teachers[0].caption_clip
-
-    def __len__(self) -> int:
-        return len(self.teachers)
-
-    def batch_similarity(
-        self, clip_index: Tensor, caption_index: Tensor, device: torch.device | str | None = None
-    ) -> Tensor:
-        """``C_hat`` for a batch, float32 ``(len(clip_index), len(caption_index))`` on ``device``.
-
-        For a batch of B pairs pass each pair's clip index and caption index (global indices in the
-        split): row i is the audio of pair i, column j the caption of pair j.
-        """
-        clips = _index(clip_index, len(self.clip_ids), "clip_index")
-        caps = _index(caption_index, len(self.caption_texts), "caption_index")
-        audio = [t.rows("audio", clips).to(device) for t in self.teachers]
-        captions = [t.rows("captions", caps).to(device) for t in self.teachers]
-        return ensemble_similarity(audio, captions, self.weights)
-
-    def full_similarity(self, device: torch.device | str | None = None) -> Tensor:
-        """``C_hat`` over the whole split, ``(n_clips, n_captions)`` float32 (for small splits)."""
-        return ensemble_similarity(
-            [t.audio.to(device) for t in self.teachers], [t.captions.to(device) for t in self.teachers], self.weights
-        )
-
-
-def _index(index: Tensor | Sequence[int], n: int, name: str) -> Tensor:
-    idx = torch.as_tensor(index)
-    if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool:
-        raise ValueError(f"{name} must be a 1-D integer tensor, got {idx.dtype} {tuple(idx.shape)}")
-    idx = idx.long()
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise ValueError(f"{name} has values outside [0, {n})")
-    return idx
-
-
-def correspondence_auc(similarity: Tensor, holds: Tensor) -> float:
-    """ROC AUC of ``similarity`` as a score for the bool ground truth ``holds`` (same shape).
-
-    Pooled over all entries, rank based: the probability that a random true pair scores higher than a
-    random false pair, ties counting one half.
-    """
-    scores = torch.as_tensor(similarity).detach().reshape(-1).cpu().double()
-    truth = torch.as_tensor(holds).reshape(-1).cpu().bool()
-    if scores.numel() != truth.numel():
-        raise ValueError(f"similarity has {scores.numel()} entries, holds has {truth.numel()}")
-    if bool(torch.isnan(scores).any()):
-        raise ValueError("similarity contains NaN")
-    n_pos = int(truth.sum())
-    n_neg = truth.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"AUC needs true and false pairs, got {n_pos} true and {n_neg} false")
-    _, group, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
-    pos = torch.bincount(group, weights=truth.double(), minlength=counts.numel())
-    neg = counts.double() - pos
-    neg_below = torch.cumsum(neg, 0) - neg  # false pairs with a strictly lower score
-    wins = (pos * neg_below).sum() + 0.5 * (pos * neg).sum()
-    return float(wins / (float(n_pos) * float(n_neg)))
