@@ -76,9 +76,7 @@ def step_times(stage: int, batch: PairBatch, steps: int, ensemble: TeacherEnsemb
     if stage == 2:
         overrides += ["loss.loss_weight=1", "loss.distill_weight=1", "teachers=[unused]"]
     torch.manual_seed(0)
-    module = RetrievalModule(load_config("demo/stage1.yaml", overrides))
-    if stage == 2:
-        module.teachers = ensemble
+    module = RetrievalModule.from_config(load_config("demo/stage1.yaml", overrides), ensemble if stage == 2 else None)
     timer = Timer()
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],

@@ -21,19 +21,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from stage2_overhead import Steps, Timer, make_batch, teachers  # noqa: E402
 
-from soundsift.config import load_config  # noqa: E402
-from soundsift.training.dry_run import _without_pretrained  # noqa: E402
+from soundsift.config import Config, LossConfig, load_config  # noqa: E402
+from soundsift.training.dry_run import offline_model  # noqa: E402
 from soundsift.training.module import RetrievalModule  # noqa: E402
 
 
-def run(config: dict, stage: int, batch, steps: int, accelerator: str) -> tuple[float, float]:
+def run(config: Config, stage: int, batch, steps: int, accelerator: str) -> tuple[float, float]:
     if stage == 2:
-        config = {**config, "teachers": ["unused"], "loss": {**config["loss"], "loss_weight": 0.0, "distill_weight": 1.0}}
-    module = RetrievalModule(config)
-    if stage == 2:
-        module.teachers = teachers(3)
+        config = config.replace(teachers=["unused"], loss=LossConfig(tau=config.loss.tau, loss_weight=0.0,
+                                                                     distill_weight=1.0))
+    module = RetrievalModule.from_config(config, teachers(3) if stage == 2 else None)
     timer = Timer()
-    precision = config["trainer"]["precision"] if accelerator == "gpu" else "32-true"
+    precision = config.trainer.precision if accelerator == "gpu" else "32-true"
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps, max_epochs=1,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
@@ -57,15 +56,11 @@ def main() -> None:
         overrides += ["model.audio_encoder={name: passt, size: tiny, pretrained: false}",
                       "model.text_encoder={name: tiny-bert}", "model.embed_dim=16"]
     config = load_config(args.config, overrides)
-    model = config["model"]
-    from soundsift.encoders.registry import AUDIO_ENCODERS, TEXT_ENCODERS
-
-    model["audio_encoder"] = _without_pretrained(model["audio_encoder"], AUDIO_ENCODERS.get(model["audio_encoder"]["name"]))
-    model["text_encoder"] = _without_pretrained(model["text_encoder"], TEXT_ENCODERS.get(model["text_encoder"]["name"]))
+    config = config.replace(model=offline_model(config.model))
     accelerator = "gpu" if torch.cuda.is_available() and not args.tiny else "cpu"
     batch = make_batch(args.batch if not args.tiny else 4, 10.0 if not args.tiny else 2.0, 32000)
     print(f"{args.config}: {'tiny, ' if args.tiny else ''}{accelerator}, batch {len(batch.texts)}, "
-          f"precision {config['trainer']['precision'] if accelerator == 'gpu' else '32-true'}")
+          f"precision {config.trainer.precision if accelerator == 'gpu' else '32-true'}")
     for stage in (1, 2):
         started = time.time()
         rate, peak = run(config, stage, batch, args.steps, accelerator)

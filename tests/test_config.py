@@ -23,8 +23,8 @@ def test_encoder_spec_is_replaced_not_merged():
 
 
 def test_packaged_demo_configs_load_and_stage2_inherits_stage1(tmp_path):
-    s1 = load_config("demo/stage1.yaml")
-    s2 = load_config("demo/stage2.yaml")
+    s1 = load_config("demo/stage1.yaml").to_dict()
+    s2 = load_config("demo/stage2.yaml").to_dict()
     assert s1["loss"]["distill_weight"] == 0 and s1["loss"]["loss_weight"] == 1
     assert s2["loss"]["distill_weight"] == 1 and s2["loss"]["loss_weight"] == 0
     assert len(s2["teachers"]) == 3

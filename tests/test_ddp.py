@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from soundsift.config import load_config
+from soundsift.config import Config, load_config
 from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble
 from soundsift.data.dataset import PairBatch
 from soundsift.training.module import RetrievalModule, ValidationCallback
@@ -29,7 +29,7 @@ N_CLIPS, N_CAPTIONS, DIM = 6, 12, 8
 PAIRS = [(0, 0), (1, 2), (3, 6), (4, 8), (0, 1), (2, 4), (3, 7), (5, 10)]
 
 
-def make_config(stage: int) -> dict:
+def make_config(stage: int) -> Config:
     overrides = [
         # no randomness in the forward pass (dropout, patchout), LayerNorm only: the step is a
         # deterministic function of the batch
@@ -109,10 +109,8 @@ class NoGather(RetrievalModule):
 
 def one_step(stage: int, devices: int, out: Path, initial: dict, cls=RetrievalModule) -> dict:
     config = make_config(stage)
-    module = cls(config)
+    module = cls.from_config(config, teachers() if stage == 2 else None)
     module.model.load_state_dict(initial)
-    if stage == 2:
-        module.teachers = teachers()
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=1,
         max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -132,7 +130,7 @@ def close(x: torch.Tensor, y: torch.Tensor, rel: float, floor: float) -> bool:
 @pytest.fixture(scope="module")
 def initial() -> dict:
     torch.manual_seed(0)
-    return copy.deepcopy(RetrievalModule(make_config(2)).model.state_dict())
+    return copy.deepcopy(RetrievalModule.from_config(make_config(2), teachers()).model.state_dict())
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -164,7 +162,7 @@ class CountingValidation(ValidationCallback):
     """Records, per rank, how many clips the rank embedded and the metrics it logged."""
 
     def __init__(self, split, store, config, out: Path) -> None:
-        super().__init__(split, store, config)
+        super().__init__(split, store, config.data.max_seconds, config.trainer.eval_batch_size, config.out_dir)
         self.out = out
 
     def shard(self, split, rank, world):
@@ -186,7 +184,7 @@ def validate(devices: int, out: Path, initial: dict, data: Path) -> dict:
     config = make_config(1)
     store = AudioStore(8000, preload=False)
     split = store.readable(read_split("clotho", data, "validation"), progress=False)
-    module = RetrievalModule(config)
+    module = RetrievalModule.from_config(config)
     module.model.load_state_dict(initial)
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", max_epochs=1,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from soundsift.cli.main import main
-from soundsift.config import DEFAULTS, load_config
+from soundsift.config import DEFAULTS, EstimatorConfig, load_config, unregister_estimator
 from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble
 from soundsift.data.dataset import flatten_captions
 from soundsift.data.readers import read_split
@@ -135,15 +135,15 @@ def test_measure_over_random_batches_against_a_naive_loop(split):
 def test_ensemble_is_the_old_teacher_ensemble_path(split, data, tmp_path):
     paths = [random_teacher(split, d, s).save(tmp_path / f"t{s}.safetensors") for s, d in ((0, 8), (1, 5), (2, 8))]
     old = TeacherEnsemble([TeacherEmbeddings.load(p) for p in paths])
-    new = est.stage2_targets([str(p) for p in paths], split, dict(DEFAULTS["estimator"]))
+    new = est.stage2_targets([str(p) for p in paths], split, EstimatorConfig(**DEFAULTS["estimator"]))
     clips, caps = torch.tensor([3, 0, 7, 7]), torch.tensor([5, 1, 30, 2])
     assert torch.equal(new.batch_similarity(clips, caps), old.batch_similarity(clips, caps))
-    one = est.write_estimate("ensemble", data, tmp_path / "ens.safetensors", teachers=paths,
-                             progress=False)
+    one = est.write_estimate("ensemble", est.EstimateOptions(data, tmp_path / "ens.safetensors", teachers=paths,
+                                                             progress=False))
     stored = TeacherEmbeddings.load(one)
     assert stored.dim == 21 and stored.meta["estimator"] == "ensemble"
     assert torch.allclose(stored.similarity(), old.full_similarity(), atol=1e-5)
-    mixed = est.stage2_targets([str(p) for p in paths], split, {"name": "mix", "weights": [2, 1, 1]})
+    mixed = est.stage2_targets([str(p) for p in paths], split, EstimatorConfig(name="mix", weights=(2, 1, 1)))
     by_hand = (2 * old.teachers[0].similarity() + old.teachers[1].similarity() + old.teachers[2].similarity()) / 4
     assert torch.allclose(mixed.full_similarity(), by_hand, atol=1e-6)
 
@@ -173,23 +173,25 @@ def test_model_estimator_with_a_tiny_random_model(split, data, tmp_path):
     assert torch.allclose(targets.full_similarity(), emb.audio @ emb.captions.T, atol=1e-5)
     assert targets.teachers[0].meta["model_identity"] == model.identity
     # the CLI's model estimator is `soundsift teachers --model M`: the same file either way
-    a = est.write_estimate("model", data, tmp_path / "a.safetensors", models=[str(path)], progress=False)
+    a = est.write_estimate("model", est.EstimateOptions(data, tmp_path / "a.safetensors", models=[str(path)],
+                                                        progress=False))
     assert torch.allclose(TeacherEmbeddings.load(a).similarity(), targets.full_similarity(), atol=1e-5)
     with pytest.raises(ConfigError, match="exactly one --model"):
-        est.write_estimate("model", data, tmp_path / "b.safetensors", models=[str(path)] * 2, progress=False)
+        est.write_estimate("model", est.EstimateOptions(data, tmp_path / "b.safetensors", models=[str(path)] * 2,
+                                                        progress=False))
 
 
 # ------------------------------------------------------------------------------- config and command line
 def test_config_selects_an_estimator_and_names_the_known_ones(data):
     base = ["loss.distill_weight=1", "loss.loss_weight=0"]
-    cfg = load_config("demo/stage2.yaml", [])
+    cfg = load_config("demo/stage2.yaml", []).to_dict()
     assert cfg["estimator"] == DEFAULTS["estimator"] and cfg["estimator"]["name"] == "ensemble"
     with pytest.raises(ConfigError) as err:
         load_config("demo/stage1.yaml", ["estimator.name=nope"])
     assert str(err.value) == ("estimator.name: unknown correspondence estimator 'nope'; known: caption-similarity, "
                               "ensemble, mix, model") and "\n" not in str(err.value)
-    assert load_config("demo/stage1.yaml", [*base, "estimator=caption-similarity"])["estimator"]["text_model"] == "minilm"
-    cfg = load_config("demo/stage2.yaml", ["estimator.name=mix", "estimator.weights=[1, 1, 2]"])
+    assert load_config("demo/stage1.yaml", [*base, "estimator=caption-similarity"]).to_dict()["estimator"]["text_model"] == "minilm"
+    cfg = load_config("demo/stage2.yaml", ["estimator.name=mix", "estimator.weights=[1, 1, 2]"]).to_dict()
     assert cfg["estimator"]["weights"] == [1, 1, 2]
     for overrides, message in ((["estimator.name=mix"], "needs estimator.weights: 3 numbers"),
                                (["estimator.name=mix", "estimator.weights=[1, 2]"], "3 numbers > 0"),
@@ -230,7 +232,7 @@ def test_stage2_computes_caption_similarity_from_the_config(data, split):
 
     config = load_config("demo/stage2.yaml", ["teachers=[]", "estimator.name=caption-similarity",
                                               "estimator.text_model=tiny-bert"])
-    targets = load_teachers(config["teachers"], split, config)
+    targets = load_teachers(config.teachers, split, config)
     direct = est.estimate("caption-similarity", est.EstimatorInput(split, text_model="tiny-bert"))
     assert torch.allclose(targets.full_similarity(), direct.full_similarity())
 
@@ -267,8 +269,6 @@ def test_estimators_recipe_orders_its_steps_and_prints_their_commands(capsys, tm
 
 
 def test_a_registered_estimator_is_a_plug_in(split):
-    from soundsift import config as config_module
-
     def constant(inp: est.EstimatorInput) -> TeacherEnsemble:
         texts, clip_of = flatten_captions(inp.split)
         return TeacherEnsemble([TeacherEmbeddings([c.clip_id for c in inp.split.clips], torch.ones(len(inp.split.clips), 1),
@@ -277,11 +277,10 @@ def test_a_registered_estimator_is_a_plug_in(split):
     est.register_estimator("constant", constant, reads_teachers=False)
     try:
         config = load_config("demo/stage2.yaml", ["teachers=[]", "estimator.name=constant"])
-        targets = est.stage2_targets([], split, config["estimator"])
+        targets = est.stage2_targets([], split, config.estimator)
         assert torch.equal(targets.full_similarity(), torch.ones(len(split.clips), len(targets.caption_texts)))
     finally:
-        est.ESTIMATORS._table.pop("constant")
-        config_module.KNOWN_ESTIMATORS.pop("constant")
+        unregister_estimator("constant")
     with pytest.raises(ConfigError, match="unknown correspondence estimator 'constant'"):
         load_config("demo/stage2.yaml", ["teachers=[]", "estimator.name=constant"])
 

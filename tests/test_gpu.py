@@ -33,7 +33,7 @@ def test_similarities_stay_float32_under_bf16_on_cuda():
 
     config = load_config("demo/stage1.yaml", ["model.audio_encoder={name: cnn, size: tiny}",
                                               "model.text_encoder={name: tiny-bert}", "model.embed_dim=8"])
-    module = RetrievalModule(config).cuda()
+    module = RetrievalModule.from_config(config).cuda()
     audio = torch.nn.functional.normalize(torch.randn(4, 8, device="cuda"), dim=1)
     text = torch.nn.functional.normalize(torch.randn(5, 8, device="cuda"), dim=1)
     with torch.autocast("cuda", dtype=torch.bfloat16):

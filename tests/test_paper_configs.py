@@ -22,7 +22,7 @@ def test_one_config_per_table_row():
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_paper_config_builds_at_tiny_size(name):
-    cfg = load_config(PAPER / name)
+    cfg = load_config(PAPER / name).to_dict()
     assert cfg["loss"]["tau"] == 0.05
     assert cfg["optim"]["lr"] == 2e-5 and cfg["optim"]["min_lr"] == 1e-7
     assert cfg["optim"]["epochs"] == 20 and cfg["optim"]["warmup_epochs"] == 1

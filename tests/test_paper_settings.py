@@ -25,10 +25,11 @@ def naive_lr(epoch_float: float, base: float, low: float, warmup: float, decay_e
 def test_paper_schedule_reaches_min_lr_at_epoch_15_and_stays():
     from soundsift.training.module import lr_schedule
 
-    optim = load_config("paper/table1-passt-stage1.yaml")["optim"]
+    typed = load_config("paper/table1-passt-stage1.yaml").optim
+    optim = typed.model_dump()
     assert optim["decay_epochs"] == 15 and optim["epochs"] == 20
     steps = 200
-    schedule = lr_schedule(optim, steps)
+    schedule = lr_schedule(typed, steps)
     base, low = optim["lr"], optim["min_lr"]
     for epoch in (0, 1, 10, 15, 19):
         got = base * schedule(epoch * steps)
@@ -36,7 +37,7 @@ def test_paper_schedule_reaches_min_lr_at_epoch_15_and_stays():
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12), epoch
     assert base * schedule(15 * steps) == pytest.approx(low) and base * schedule(20 * steps - 1) == pytest.approx(low)
     assert base * schedule(1 * steps) == pytest.approx(base)
-    whole = lr_schedule({**optim, "decay_epochs": None}, steps)  # the paper's text: decay over all epochs
+    whole = lr_schedule(typed.model_copy(update={"decay_epochs": None}), steps)  # the paper's text: decay over all epochs
     assert base * whole(15 * steps) > 10 * low and base * whole(20 * steps) == pytest.approx(low)
 
 
@@ -54,13 +55,12 @@ def test_similarities_are_float32_under_bf16_autocast():
         "model.audio_encoder={name: cnn, size: tiny}", "model.text_encoder={name: tiny-bert}", "model.embed_dim=6",
         "loss.distill_weight=1", "teachers=[x]",
     ])
-    module = RetrievalModule(config)
     gen = torch.Generator().manual_seed(0)
     teacher = TeacherEmbeddings(
         clip_ids=["a", "b", "c"], audio=torch.randn(3, 6, generator=gen), caption_texts=["x", "y", "z", "w"],
         caption_clip=torch.tensor([0, 1, 2, 2]), captions=torch.randn(4, 6, generator=gen),
     )
-    module.teachers = TeacherEnsemble([teacher])
+    module = RetrievalModule.from_config(config, TeacherEnsemble([teacher]))
     audio = torch.nn.functional.normalize(torch.randn(3, 6, generator=gen), dim=1)
     text = torch.nn.functional.normalize(torch.randn(4, 6, generator=gen), dim=1)
     clips, captions = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2, 3])
@@ -80,7 +80,7 @@ def test_dropout_reaches_the_transformers_config():
     assert encoder.backbone.config.attention_probs_dropout_prob == 0.2
     rates = {m.p for m in encoder.backbone.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates == {0.2}
-    assert load_config("paper/clotho-base.yaml")["model"]["text_encoder"]["dropout"] == 0.2
+    assert load_config("paper/clotho-base.yaml").to_dict()["model"]["text_encoder"]["dropout"] == 0.2
 
 
 def test_mn_snippet_average_is_the_mean_of_per_snippet_embeddings():
@@ -102,12 +102,12 @@ def test_mn_snippet_average_is_the_mean_of_per_snippet_embeddings():
             torch.testing.assert_close(out[i], each.mean(0), rtol=1e-5, atol=1e-6)
         one_pass = whole(wav[:1])[0]  # windowing changes the result
         assert (out[0] - one_pass).abs().max() > 1e-3 * one_pass.abs().max()
-    assert load_config("paper/table1-mn-stage1.yaml")["model"]["audio_encoder"]["segment_seconds"] == 10
+    assert load_config("paper/table1-mn-stage1.yaml").to_dict()["model"]["audio_encoder"]["segment_seconds"] == 10
 
 
 def test_paper_configs_follow_salsa():
-    atst = load_config("paper/table1-atst-stage1.yaml")["model"]["audio_encoder"]
+    atst = load_config("paper/table1-atst-stage1.yaml").to_dict()["model"]["audio_encoder"]
     assert atst["freq_warp_max_drop"] == 0.0  # salsa discards the warped spectrogram
     for name in ("table1-passt-stage1", "table1-mn-stage2-self", "table2-passt-stage2-estimated"):
-        config = load_config(f"paper/{name}.yaml")
+        config = load_config(f"paper/{name}.yaml").to_dict()
         assert config["optim"]["decay_epochs"] == 15 and config["model"]["text_encoder"]["dropout"] == 0.2

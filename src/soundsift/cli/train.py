@@ -27,12 +27,12 @@ def train_main(args: argparse.Namespace) -> int:
 
 
 def teachers_main(args: argparse.Namespace) -> int:
-    from soundsift.training.estimators import write_estimate
+    from soundsift.training.estimators import EstimateOptions, write_estimate
 
-    path = write_estimate(
-        args.estimator, args.data_root, args.out, args.format, args.split, args.model, args.teachers, args.weights,
+    path = write_estimate(args.estimator, EstimateOptions(
+        args.data_root, args.out, args.format, args.split, args.model, args.teachers, args.weights,
         args.text_model, args.max_seconds, args.batch_size, args.half, progress=not quiet(args),
-    )
+    ))
     print(f"wrote teacher embeddings of {args.split} ({args.estimator}) to {path}")
     return 0
 
@@ -106,11 +106,11 @@ def add_parsers(sub) -> None:
                        help="out_dir holds a finished run: continue from its last checkpoint (e.g. more optim.epochs)")
     p.set_defaults(func=train_main)
 
-    from soundsift.config import KNOWN_ESTIMATORS
+    from soundsift.config import estimator_names
 
     p = sub.add_parser("teachers", help="estimate a training split's correspondences: teacher data for stage 2")
     p.add_argument("--estimator", default="ensemble", metavar="NAME",
-                   help=f"correspondence estimator: {', '.join(sorted(KNOWN_ESTIMATORS))} (default ensemble: the mean "
+                   help=f"correspondence estimator: {', '.join(estimator_names())} (default ensemble: the mean "
                         "similarity of the teachers; with one --model, that model's embeddings)")
     p.add_argument("--model", action="append", default=[],
                    help="a soundsift model file (model.pt) or published name (zero-shot); repeat it for an ensemble")

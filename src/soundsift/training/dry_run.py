@@ -6,13 +6,14 @@ It tells a user, before a long job, that the config resolves, the weights load (
 
 from __future__ import annotations
 
-import copy
 import inspect
 import time
 from typing import Any
 
 import torch
 import yaml
+
+from soundsift.config import Config, ModelConfig, OptimConfig
 
 
 def _without_pretrained(spec: dict[str, Any], factory) -> dict[str, Any]:
@@ -27,15 +28,23 @@ def _without_pretrained(spec: dict[str, Any], factory) -> dict[str, Any]:
     return spec
 
 
-def format_lr_schedule(optim: dict[str, Any], steps_per_epoch: int = 1000) -> str:
+def offline_model(model: ModelConfig) -> ModelConfig:
+    """The ``model`` section with both towers' "no download" options set (random initialisation)."""
+    from soundsift.encoders.registry import AUDIO_ENCODERS, TEXT_ENCODERS
+
+    specs = {key: _without_pretrained(getattr(model, key).to_dict(), table.get(getattr(model, key).name))
+             for key, table in (("audio_encoder", AUDIO_ENCODERS), ("text_encoder", TEXT_ENCODERS))}
+    return ModelConfig.model_validate({**model.to_dict(), **specs})
+
+
+def format_lr_schedule(optim: OptimConfig, steps_per_epoch: int = 1000) -> str:
     """The learning rate at the start of every epoch (warm-up, decay, and where the decay ends)."""
     from soundsift.training.module import lr_schedule
 
-    schedule, base = lr_schedule(optim, steps_per_epoch), float(optim["lr"])
-    rates = [f"{epoch}: {base * schedule(epoch * steps_per_epoch):.3g}" for epoch in range(int(optim["epochs"]))]
-    decay = optim["decay_epochs"] if optim["decay_epochs"] is not None else optim["epochs"]
-    return (f"# learning rate at the start of each epoch (warm-up {optim['warmup_epochs']} epoch(s), cosine "
-            f"to {float(optim['min_lr']):.3g} at epoch {decay:g}, stepped every batch)\n" + ", ".join(rates))
+    schedule = lr_schedule(optim, steps_per_epoch)
+    rates = [f"{epoch}: {optim.lr * schedule(epoch * steps_per_epoch):.3g}" for epoch in range(optim.epochs)]
+    return (f"# learning rate at the start of each epoch (warm-up {optim.warmup_epochs} epoch(s), cosine "
+            f"to {optim.min_lr:.3g} at epoch {optim.decay_end:g}, stepped every batch)\n" + ", ".join(rates))
 
 
 def count(module: torch.nn.Module) -> tuple[int, int]:
@@ -43,26 +52,31 @@ def count(module: torch.nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def dry_run(config: dict[str, Any], pretrained: bool = True, batch_size: int = 2, seconds: float = 10.0) -> int:
-    from soundsift.encoders.registry import AUDIO_ENCODERS, TEXT_ENCODERS
-    from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
-    from soundsift.model import DualEncoder
+class RandomTargets:
+    """Stand-in teachers for the dry run's stage-2 step: C_hat of random unit embeddings."""
 
-    config = copy.deepcopy(config)
-    model_cfg = config["model"]
+    def batch_similarity(self, clip_index: torch.Tensor, caption_index: torch.Tensor,
+                         device: torch.device | str | None = None) -> torch.Tensor:
+        teacher = torch.nn.functional.normalize(torch.randn(len(clip_index), 8), dim=1)
+        return (teacher @ teacher.T).to(device)
+
+
+def dry_run(config: Config, pretrained: bool = True, batch_size: int = 2, seconds: float = 10.0) -> int:
+    from soundsift.model import DualEncoder
+    from soundsift.training.objective import Objective
+
     if not pretrained:
-        for key, table in (("audio_encoder", AUDIO_ENCODERS), ("text_encoder", TEXT_ENCODERS)):
-            spec = {"name": model_cfg[key]} if isinstance(model_cfg[key], str) else model_cfg[key]
-            model_cfg[key] = _without_pretrained(spec, table.get(spec["name"]))
-    print("# resolved config\n" + yaml.safe_dump(config, sort_keys=False))
-    print(format_lr_schedule(config["optim"]))
+        config = config.model_copy(update={"model": offline_model(config.model)})
+    print("# resolved config\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    print(format_lr_schedule(config.optim))
     started = time.time()
-    model = DualEncoder.from_config(model_cfg)
+    model = DualEncoder.from_config(config.model.to_dict())
     print(f"built in {time.time() - started:.1f} s")
     for name, part in (("audio tower", model.audio), ("text tower", model.text),
                        ("projections", torch.nn.ModuleList([model.audio_proj, model.text_proj]))):
         total, trainable = count(part)
         print(f"{name:12s} {total / 1e6:9.2f} M parameters ({trainable / 1e6:.2f} M trainable)")
+    objective = Objective.from_config(config.loss, RandomTargets() if config.distills else None)
     model.train()
     n = int(seconds * model.sample_rate)
     wav = torch.randn(batch_size, n) * 0.1
@@ -70,11 +84,7 @@ def dry_run(config: dict[str, Any], pretrained: bool = True, batch_size: int = 2
     started = time.time()
     sim = model(wav, torch.full((batch_size,), n), texts)
     ids = torch.arange(batch_size)
-    loss_cfg = config["loss"]
-    loss = float(loss_cfg["loss_weight"]) * contrastive_loss(sim, positives_from_ids(ids, ids), loss_cfg["tau"])
-    if float(loss_cfg["distill_weight"]):
-        teacher = torch.nn.functional.normalize(torch.randn(batch_size, 8), dim=1)
-        loss = loss + float(loss_cfg["distill_weight"]) * distillation_loss(sim, teacher @ teacher.T, loss_cfg["tau"])
+    loss = objective(sim, ids, ids)["total"]
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
     finite = all(torch.isfinite(g).all() for g in grads)

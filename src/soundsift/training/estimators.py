@@ -11,7 +11,8 @@ what it returns, and ``soundsift teachers --estimator NAME`` stores it as one te
   (its text tower, in its joint space);
 - ``model``: any soundsift model (a file, ``zero-shot``, ``salsa``) embedding the split.
 
-``register_estimator(name, fn, reads_teachers)`` adds one (and lets configs name it).
+Each is a record of :mod:`soundsift.config.estimators` (what it reads); ``register_estimator(name, fn,
+reads_teachers)`` adds one (and lets configs name it).
 :func:`measure_correspondences` scores an estimate against the generated benchmark's ground truth:
 ROC AUC over all pairs, and the probability mass the column softmax (stage 2's ``p_hat_a``) puts on
 truly relevant clips in random training batches.
@@ -27,16 +28,14 @@ from typing import Any
 
 import torch
 
-from soundsift import config as config_module
+from soundsift.config import EstimatorConfig, EstimatorRecord, estimator_record
+from soundsift.config import register_estimator as register_record
 from soundsift.correspondences import TeacherEmbeddings, TeacherEnsemble, correspondence_auc
 from soundsift.data.dataset import AudioStore, flatten_captions
 from soundsift.data.records import SplitData
 from soundsift.errors import ConfigError
 from soundsift.estimators import caption_mean_embeddings, column_softmax_mass, combine_embeddings
-from soundsift.registry import Registry
 from soundsift.training.paths import canonical, canonical_ref
-
-ESTIMATORS = Registry("correspondence estimator")
 
 
 @dataclass
@@ -57,11 +56,11 @@ class EstimatorInput:
 
 
 def register_estimator(name: str, target: Callable[[EstimatorInput], TeacherEnsemble] | str,
-                       reads_teachers: bool) -> None:
+                       reads_teachers: bool, **reads: bool) -> EstimatorRecord:
     """Add an estimator; ``reads_teachers``: it combines the ``teachers`` files (else it computes its
-    targets from the split, and a config naming it must leave ``teachers`` empty)."""
-    ESTIMATORS.register(name, target)
-    config_module.KNOWN_ESTIMATORS[name] = reads_teachers
+    targets from the split, and a config naming it must leave ``teachers`` empty); ``reads``: the other
+    fields of :class:`~soundsift.config.EstimatorRecord` (``reads_models``, ``reads_text_model``...)."""
+    return register_record(EstimatorRecord(name, target, reads_teachers, **reads))
 
 
 def _device(device: str | None) -> str:
@@ -134,15 +133,9 @@ def model_teacher(inp: EstimatorInput) -> TeacherEnsemble:
     return TeacherEnsemble([teacher])
 
 
-ESTIMATORS.register("ensemble", ensemble)
-ESTIMATORS.register("mix", mix)
-ESTIMATORS.register("caption-similarity", caption_similarity)
-ESTIMATORS.register("model", model_teacher)
-
-
 def estimate(name: str, inp: EstimatorInput) -> TeacherEnsemble:
     """Run the estimator ``name`` (UnknownNameError, one line, lists the known ones)."""
-    return ESTIMATORS.get(name)(inp)
+    return estimator_record(name).load()(inp)
 
 
 def as_teacher(targets: TeacherEnsemble, meta: dict[str, Any] | None = None) -> TeacherEmbeddings:
@@ -164,68 +157,89 @@ def as_teacher(targets: TeacherEnsemble, meta: dict[str, Any] | None = None) -> 
                                    "weights": targets.weights, **(meta or {})})
 
 
-def stage2_targets(paths: Sequence[str], split: SplitData, estimator: dict[str, Any] | None = None,
+def stage2_targets(paths: Sequence[str], split: SplitData, estimator: EstimatorConfig | None = None,
                    store: AudioStore | None = None, batch_size: int = 32, max_seconds: float | None = None,
                    progress: bool = False) -> TeacherEnsemble:
     """Stage 2's targets as the config's ``estimator`` section names them: the teacher files ``paths``
     (checked against ``split``) combined, or computed from ``split`` itself."""
-    estimator = estimator or {"name": "ensemble"}
+    estimator = estimator or EstimatorConfig()
     texts, _ = flatten_captions(split)
     teachers = [TeacherEmbeddings.load(p) for p in paths]
     for t in teachers:
         t.check_alignment([c.clip_id for c in split.clips], texts)
-    name = estimator.get("name", "ensemble")
-    if name == "ensemble" and estimator.get("weights") is None:
-        return TeacherEnsemble(teachers)  # the paper's path, as before estimators were plug-ins
-    inp = EstimatorInput(split, teachers, store, estimator.get("weights"), estimator.get("text_model") or "minilm",
-                         estimator.get("model"), max_seconds, batch_size, progress)
-    return estimate(name, inp)
+    weights = None if estimator.weights is None else list(estimator.weights)
+    inp = EstimatorInput(split, teachers, store, weights, estimator.text_model or "minilm", estimator.model,
+                         max_seconds, batch_size, progress)
+    return estimate(estimator.name, inp)
 
 
-def write_estimate(
-    estimator: str, data_root: str | Path, out: str | Path, data_format: str = "clotho",
-    split: str = "development", models: Sequence[str] = (), teachers: Sequence[str | Path] = (),
-    weights: Sequence[float] | None = None, text_model: str = "minilm", max_seconds: float | None = None,
-    batch_size: int = 32, half: bool = False, progress: bool = True,
-) -> Path:
-    """``soundsift teachers --estimator NAME``: estimate the correspondences of ``split`` and save them
-    as one teacher file at ``out``. ``models`` are embedded (each a teacher of ensemble/mix; the model of
-    ``model``), ``teachers`` are teacher files. One model alone (ensemble or model) writes exactly what
-    ``soundsift teachers --model M`` always wrote, with its torchrun support."""
+@dataclass(frozen=True)
+class EstimateOptions:
+    """What ``soundsift teachers`` estimates and where it writes it. ``models`` are embedded (each a
+    teacher of an estimator that reads teachers; the model of one that is a model), ``teachers`` are
+    teacher files, ``weights`` one per teacher (mix), ``text_model`` caption-similarity's."""
+
+    data_root: str | Path
+    out: str | Path
+    data_format: str = "clotho"
+    split: str = "development"
+    models: Sequence[str] = ()
+    teachers: Sequence[str | Path] = ()
+    weights: Sequence[float] | None = None
+    text_model: str = "minilm"
+    max_seconds: float | None = None
+    batch_size: int = 32
+    half: bool = False
+    progress: bool = True
+
+
+def _check_inputs(record: EstimatorRecord, models: Sequence[str], teachers: Sequence[str | Path]) -> None:
+    """Refuse inputs the estimator does not read (or lacks), naming the options."""
+    name = record.name
+    if record.one_model and (len(models) != 1 or teachers):
+        raise ConfigError(f"--estimator {name} uses exactly one --model and no --teachers, got {len(models)} "
+                          f"models and {len(teachers)} teacher files")
+    if record.reads_teachers and not (models or teachers):
+        raise ConfigError(f"--estimator {name} combines teachers: give --teachers FILE ... and/or --model M")
+    if (models and not record.reads_models) or (teachers and not record.reads_teachers):
+        takes = "--text-model" if record.reads_text_model else "its own options"
+        raise ConfigError(f"--estimator {name} takes {takes}, not --model or --teachers")
+
+
+def write_estimate(estimator: str, options: EstimateOptions) -> Path:
+    """``soundsift teachers --estimator NAME``: estimate the correspondences of ``options.split`` and
+    save them as one teacher file at ``options.out``. One model alone (an unweighted estimator that
+    reads models) writes exactly what ``soundsift teachers --model M`` always wrote, with its torchrun
+    support."""
     from soundsift.training.embed import read_readable_split
     from soundsift.training.teachers import make_teacher
 
-    ESTIMATORS.get(estimator)  # an unknown name fails before any data is read
-    models, teachers = list(models), list(teachers)
-    if estimator == "model" and (len(models) != 1 or teachers):
-        raise ConfigError(f"--estimator model uses exactly one --model and no --teachers, got {len(models)} "
-                          f"models and {len(teachers)} teacher files")
-    if estimator in ("ensemble", "model") and len(models) == 1 and not teachers and weights is None:
-        return make_teacher(models[0], data_root, out, data_format, split, max_seconds, batch_size, half,
-                            progress=progress)
-    if estimator in ("ensemble", "mix") and not (models or teachers):
-        raise ConfigError(f"--estimator {estimator} combines teachers: give --teachers FILE ... and/or --model M")
-    if estimator == "caption-similarity" and (models or teachers):
-        raise ConfigError("--estimator caption-similarity takes --text-model, not --model or --teachers")
+    o = options
+    record = estimator_record(estimator)  # an unknown name fails before any data is read
+    models, teachers = list(o.models), list(o.teachers)
+    _check_inputs(record, models, teachers)
+    if record.reads_models and not record.weighted and len(models) == 1 and not teachers and o.weights is None:
+        return make_teacher(models[0], o.data_root, o.out, o.data_format, o.split, o.max_seconds, o.batch_size,
+                            o.half, progress=o.progress)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"--estimator {estimator} runs in one process (torchrun serves one --model alone)")
-    data, store = read_readable_split(data_format, data_root, split, 16000, preload=False, progress=progress)
+    data, store = read_readable_split(o.data_format, o.data_root, o.split, 16000, preload=False, progress=o.progress)
     texts, _ = flatten_captions(data)
     loaded = [TeacherEmbeddings.load(p) for p in teachers]
     for t in loaded:
         t.check_alignment([c.clip_id for c in data.clips], texts)
-    inp = EstimatorInput(data, loaded, store, None if weights is None else list(weights), text_model,
-                         models[0] if estimator == "model" else None, max_seconds, batch_size, progress)
-    if estimator != "model":  # each model given is one more teacher, embedded here
+    inp = EstimatorInput(data, loaded, store, None if o.weights is None else list(o.weights), o.text_model,
+                         models[0] if record.one_model else None, o.max_seconds, o.batch_size, o.progress)
+    if record.reads_teachers:  # each model given is one more teacher, embedded here
         for m in models:
             inp.model = m
             inp.teachers.append(model_teacher(inp).teachers[0])
         inp.model = None
-    targets = estimate(estimator, inp)
-    meta = {"estimator": estimator, "data_format": data_format, "data_root": canonical(data_root), "split": split}
-    if estimator == "caption-similarity":
-        meta["text_model"] = text_model
-    return as_teacher(targets, meta).save(out, dtype=torch.float16 if half else None)
+    targets = record.load()(inp)
+    meta = {"estimator": estimator, "data_format": o.data_format, "data_root": canonical(o.data_root), "split": o.split}
+    if record.reads_text_model:
+        meta["text_model"] = o.text_model
+    return as_teacher(targets, meta).save(o.out, dtype=torch.float16 if o.half else None)
 
 
 # ------------------------------------------------------------------------------- measurement

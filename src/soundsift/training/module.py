@@ -1,14 +1,16 @@
 """The Lightning pieces of training: the module (loss, optimiser, schedule), the validation callback and
 the progress bar.
 
-Both are module-level classes, importable and subclassable. Stage 1 and stage 2 differ only in config:
-loss = loss_weight * L_sup + distill_weight * L_dist, where L_dist's targets are the teachers' C_hat.
+Both are module-level classes, importable and subclassable, and take what they use (nanoGPT's style):
+the module a model (or its ``model`` section), the ``optim`` section and an :class:`Objective`; the
+callback the validation split and two numbers. Stage 1 and stage 2 differ only in the objective.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,14 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from soundsift.atomic import atomic_write
-from soundsift.correspondences import TeacherEnsemble
+from soundsift.config import Config, ModelConfig, OptimConfig
 from soundsift.data.dataset import AudioStore
 from soundsift.data.records import SplitData
-from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
 from soundsift.model import DualEncoder
 from soundsift.names import MAP_AT_10, MONITOR
 from soundsift.training.embed import embed_split
 from soundsift.training.metric import RetrievalMetrics
+from soundsift.training.objective import Objective, Targets
 
 LOSS_KEY = "soundsift_epoch_losses"  # the checkpoint entry of the current epoch's loss sums
 
@@ -38,30 +40,61 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def lr_schedule(optim: dict[str, Any], steps_per_epoch: int):
-    """``step -> LR multiplier`` of an ``optim`` config: linear warm-up over ``warmup_epochs``, cosine
+def lr_schedule(optim: OptimConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """``step -> LR multiplier`` of an ``optim`` section: linear warm-up over ``warmup_epochs``, cosine
     decay to ``min_lr`` at the end of ``decay_epochs`` (default: all ``epochs``), then ``min_lr``
     (salsa's ``rampdown_stop``)."""
-    decay = optim["decay_epochs"] if optim.get("decay_epochs") is not None else optim["epochs"]
-    warmup = int(round(float(optim["warmup_epochs"]) * steps_per_epoch))
-    end = int(round(float(decay) * steps_per_epoch))
-    base = float(optim["lr"])
-    ratio = float(optim["min_lr"]) / base if base > 0 else 0.0
+    warmup = int(round(float(optim.warmup_epochs) * steps_per_epoch))
+    end = int(round(optim.decay_end * steps_per_epoch))
+    ratio = optim.min_lr / optim.lr if optim.lr > 0 else 0.0
     return lambda step: warmup_cosine(step, warmup, end, ratio)
 
 
-class RetrievalModule(L.LightningModule):
-    """A DualEncoder trained on (audio, caption) batches; ``teachers`` (stage 2) supply L_dist's targets."""
+def configure_optimizer(model: DualEncoder, optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam(W) over the model's trainable parameters in three groups (audio, text, head), each at its
+    own learning rate (``optim.lr_audio``... else ``optim.lr``)."""
+    groups = []
+    for name, params in (
+        ("audio", model.audio.parameters()),
+        ("text", model.text.parameters()),
+        ("head", [*model.audio_proj.parameters(), *model.text_proj.parameters()]),
+    ):
+        params = [p for p in params if p.requires_grad]
+        if params:
+            groups.append({"name": name, "params": params, "lr": optim.lr_of(name)})
+    cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay)
 
-    def __init__(self, config: dict[str, Any]) -> None:
+
+def student_similarity(audio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """``audio @ text.T`` in float32 whatever the autocast precision (bf16 would round it)."""
+    with torch.autocast(device_type=audio.device.type, enabled=False):
+        return audio.float() @ text.float().T
+
+
+class RetrievalModule(L.LightningModule):
+    """A DualEncoder trained on (audio, caption) batches with an :class:`Objective` (stage 1 or 2: the
+    objective's teachers supply L_dist's targets) and the ``optim`` section's optimiser and schedule."""
+
+    def __init__(self, model: DualEncoder | ModelConfig, optim: OptimConfig, objective: Objective) -> None:
         super().__init__()
-        self.config = config
-        self.model = DualEncoder.from_config(config["model"])
-        self.teachers: TeacherEnsemble | None = None
+        self.model = model if isinstance(model, DualEncoder) else DualEncoder.from_config(model.to_dict())
+        self.optim, self.objective = optim, objective
         self.strict_loading = False  # frozen pretrained towers are not stored in checkpoints
         self.late_problems: set[str] = set()  # clips that failed to decode during training (replaced)
         self.loss_sums: dict[str, float] = {}  # this epoch's loss terms so far (kept in checkpoints)
         self.loss_steps = 0
+
+    @classmethod
+    def from_config(cls, config: Config, teachers: Targets | None = None) -> RetrievalModule:
+        """The module of a whole config (``model``, ``optim``, ``loss``) with stage 2's ``teachers``
+        (ConfigError when the loss distils and there are none)."""
+        return cls(config.model, config.optim, Objective.from_config(config.loss, teachers))
+
+    @property
+    def teachers(self) -> Targets | None:
+        """Stage 2's targets (the objective's)."""
+        return self.objective.teachers
 
     def _gather(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Across processes, every rank sees the whole global batch (gradients flow back)."""
@@ -74,15 +107,9 @@ class RetrievalModule(L.LightningModule):
         """The student's ``audio @ text.T`` and the teachers' C_hat (None without distillation), both
         (n_audio, n_caption) float32 whatever the precision: under bf16 autocast they would be rounded
         to about 3 significant digits before the division by tau = 0.05."""
-        with torch.autocast(device_type=audio.device.type, enabled=False):
-            similarity = audio.float() @ text.float().T
-            target = None
-            if float(self.config["loss"]["distill_weight"]):
-                target = self.teachers.batch_similarity(clip_index, caption_index, device=self.device).float()
-        return similarity, target
+        return student_similarity(audio, text), self.objective.targets(clip_index, caption_index, self.device)
 
     def training_step(self, batch, batch_idx):
-        loss_cfg = self.config["loss"]
         for problem in getattr(batch, "problems", ()):  # "PATH: why; training item I replaced by item J"
             self.late_problems.add(problem.split("; training item", 1)[0])
         audio = self.model.encode_audio(batch.waveform, batch.lengths)
@@ -90,20 +117,12 @@ class RetrievalModule(L.LightningModule):
         audio, text, clip_index, caption_index = self._gather(
             audio, text, batch.clip_index.to(self.device), batch.caption_index.to(self.device)
         )
-        similarity, target = self.similarities(audio, text, clip_index, caption_index)
-        tau = float(loss_cfg["tau"])
-        loss = similarity.new_zeros(())
-        self.last_losses: dict[str, float] = {}  # of the global batch, the same on every rank
-        if float(loss_cfg["loss_weight"]):
-            sup = contrastive_loss(similarity, positives_from_ids(clip_index, clip_index), tau)
-            loss = loss + float(loss_cfg["loss_weight"]) * sup
-            self.last_losses["L_sup"] = float(sup.detach())
-            self.log("train/L_sup", sup, prog_bar=False)
-        if target is not None:
-            dist = distillation_loss(similarity, target, tau)
-            loss = loss + float(loss_cfg["distill_weight"]) * dist
-            self.last_losses["L_dist"] = float(dist.detach())
-            self.log("train/L_dist", dist, prog_bar=False)
+        terms = self.objective(student_similarity(audio, text), clip_index, caption_index)
+        loss = terms.pop("total")
+        # of the global batch, the same on every rank
+        self.last_losses: dict[str, float] = {k: float(v.detach()) for k, v in terms.items()}
+        for key, value in terms.items():
+            self.log(f"train/{key}", value, prog_bar=False)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.texts))
         for key, value in {"loss": float(loss.detach()), **self.last_losses}.items():
             self.loss_sums[key] = self.loss_sums.get(key, 0.0) + value
@@ -122,25 +141,10 @@ class RetrievalModule(L.LightningModule):
             loader.dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
-        opt = self.config["optim"]
-        base = float(opt["lr"])
-        groups = []
-        for name, params, lr in (
-            ("audio", self.model.audio.parameters(), opt["lr_audio"]),
-            ("text", self.model.text.parameters(), opt["lr_text"]),
-            ("head", [*self.model.audio_proj.parameters(), *self.model.text_proj.parameters()], opt["lr_head"]),
-        ):
-            params = [p for p in params if p.requires_grad]
-            if params:
-                groups.append({"name": name, "params": params, "lr": float(lr if lr is not None else base)})
-        cls = torch.optim.AdamW if opt["optimizer"] == "adamw" else torch.optim.Adam
-        optimizer = cls(
-            groups, betas=tuple(opt["betas"]), eps=float(opt["eps"]), weight_decay=float(opt["weight_decay"])
-        )
+        optimizer = configure_optimizer(self.model, self.optim)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs)))
-        schedule = lr_schedule(opt, per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optim, per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -164,8 +168,10 @@ class ValidationCallback(L.Callback):
     run folder after every epoch.
     """
 
-    def __init__(self, split: SplitData, store: AudioStore, config: dict[str, Any]) -> None:
-        self.split, self.store, self.config = split, store, config
+    def __init__(self, split: SplitData, store: AudioStore, max_seconds: float | None = None,
+                 batch_size: int = 32, out_dir: str | Path | None = None) -> None:
+        self.split, self.store, self.max_seconds, self.batch_size = split, store, max_seconds, batch_size
+        self.out_dir = None if out_dir is None else Path(out_dir)
         self.history: list[dict[str, float]] = []
         self.losses: list[dict[str, Any]] = []
 
@@ -193,10 +199,7 @@ class ValidationCallback(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         world, rank = trainer.world_size, trainer.global_rank
         part = self.shard(self.split, rank, world) if world > 1 else self.split
-        emb = embed_split(
-            pl_module.model, part, self.store, self.config["data"]["max_seconds"],
-            self.config["trainer"]["eval_batch_size"], progress=False,
-        )
+        emb = embed_split(pl_module.model, part, self.store, self.max_seconds, self.batch_size, progress=False)
         offset = rank * -(-len(self.split.clips) // world) if world > 1 else 0  # this block's first clip
         metric = RetrievalMetrics().to(pl_module.device)  # compute() gathers every rank's block
         metric.update(emb.audio, emb.captions, offset + torch.arange(emb.audio.shape[0]), emb.caption_clip + offset)
@@ -206,8 +209,8 @@ class ValidationCallback(L.Callback):
         lrs = {g.get("name", str(i)): float(g["lr"]) for o in trainer.optimizers for i, g in enumerate(o.param_groups)}
         self.losses.append({"epoch": trainer.current_epoch, "steps": int(trainer.global_step), "train": take(),
                             "lr": lrs})
-        if trainer.is_global_zero and self.config.get("out_dir"):
-            self.write_history(Path(self.config["out_dir"]) / "history.json")
+        if trainer.is_global_zero and self.out_dir is not None:
+            self.write_history(self.out_dir / "history.json")
         for key, value in metrics.items():
             pl_module.log(f"val/{key}", value, prog_bar=key == MAP_AT_10, sync_dist=False)
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 from collections.abc import Container, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from soundsift.config import Config
 
 
 def canonical(path: str | os.PathLike) -> str:
@@ -21,21 +24,19 @@ def canonical_ref(ref: str | os.PathLike, names: Container[str] = ()) -> str:
     return str(ref) if str(ref) in names or not Path(ref).expanduser().exists() else canonical(ref)
 
 
-def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
+def canonical_config(config: Config) -> Config:
     """A train config with its paths canonical (``out_dir``, the data roots, ``init_from``, ``teachers``):
     how a run uses and saves it (``config.yaml``), so the file means the same from any directory."""
     from soundsift.checkpoints.load import PUBLISHED
 
-    data, init = config.get("data") or {}, config.get("init_from")  # tolerant: also configs saved long ago
-    return {
-        **config,
-        "out_dir": config.get("out_dir") and canonical(config["out_dir"]),
-        "data": {**data, "root": data.get("root") and canonical(data["root"]),
-                 "extra_train": [{**e, "root": canonical(e["root"])} if e.get("root") else e
-                                 for e in data.get("extra_train") or []]},
-        "init_from": init and canonical_ref(init, PUBLISHED),
-        "teachers": [canonical(t) for t in config.get("teachers") or []],
-    }
+    data = config.data
+    extra = tuple(e.model_copy(update={"root": canonical(e.root)}) if e.root else e for e in data.extra_train)
+    return config.replace(
+        out_dir=config.out_dir and canonical(config.out_dir),
+        data=data.model_copy(update={"root": data.root and canonical(data.root), "extra_train": extra}),
+        init_from=config.init_from and canonical_ref(config.init_from, PUBLISHED),
+        teachers=tuple(canonical(t) for t in config.teachers),
+    )
 
 
 def locate(path: str | os.PathLike, anchors: Iterable[str | os.PathLike] = ()) -> Path | None:

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from soundsift.atomic import atomic_write
-from soundsift.config import load_config, resolve_config_path
+from soundsift.config import Config, EstimatorConfig, build_config, load_config, resolve_config_path
 from soundsift.errors import ConfigError
 from soundsift.training.paths import canonical, canonical_config
 from soundsift.training.results import refs, write_results, yaml_value
@@ -150,14 +150,13 @@ def _published(name: str) -> bool:
     return name in PUBLISHED
 
 
-def _stable(config: dict[str, Any]) -> dict[str, Any]:
-    """A train config as hashed and compared: without the ``estimator`` section when it is the default,
-    so that runs recorded before estimators were configurable keep their hashes."""
-    from soundsift.config import DEFAULTS
-
-    if config.get("estimator", DEFAULTS["estimator"]) == DEFAULTS["estimator"]:
-        return {k: v for k, v in config.items() if k != "estimator"}
-    return config
+def _stable(config: Config) -> dict[str, Any]:
+    """A train config as hashed and compared (its file form): without the ``estimator`` section when it
+    is the default, so that runs recorded before estimators were configurable keep their hashes."""
+    written = config.to_dict()
+    if config.estimator == EstimatorConfig():
+        del written["estimator"]
+    return written
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -235,7 +234,7 @@ class Runner:
             generate(self.data_root, preset=synth.get("preset", "small"), seed=int(synth.get("seed", 0)),
                      progress=self.progress)
 
-    def train_config(self, sid: str, spec: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def train_config(self, sid: str, spec: dict[str, Any], extra: dict[str, Any] | None = None) -> Config:
         """The resolved config of a train step (or a sweep point) with paths of the steps it uses."""
         values = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **(extra or {})}
         values["out_dir"] = str(self.out / sid)
@@ -324,14 +323,17 @@ class Runner:
         text = json.dumps({"hash": digest, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **result}, indent=2)
         atomic_write(self.record_path(sid), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    def adoptable(self, step: Step, sid: str, config: dict[str, Any] | None) -> dict[str, Any] | None:
+    def adoptable(self, step: Step, sid: str, config: Config | None) -> dict[str, Any] | None:
         """The result of outputs that a plain command already made for this step, if they match."""
         if config is not None:
-            saved = Path(config["out_dir"]) / "config.yaml"
-            metrics = Path(config["out_dir"]) / "metrics.json"
-            if not (metrics.is_file() and saved.is_file() and (Path(config["out_dir"]) / "model.pt").is_file()):
+            out_dir = Path(config.out_dir)
+            saved, metrics = out_dir / "config.yaml", out_dir / "metrics.json"
+            if not (metrics.is_file() and saved.is_file() and (out_dir / "model.pt").is_file()):
                 return None
-            written = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            try:
+                written = build_config(yaml.safe_load(saved.read_text(encoding="utf-8")))
+            except ConfigError:  # not a config this version writes: train again
+                return None
             if {k: v for k, v in _stable(canonical_config(written)).items() if k != "model"} != \
                     {k: v for k, v in _stable(canonical_config(config)).items() if k != "model"}:
                 return None
@@ -357,7 +359,7 @@ class Runner:
                 self.results[step.id] = self.run_one(step, step.id, config)
         return self.results
 
-    def run_one(self, step: Step, sid: str, config: dict[str, Any] | None,
+    def run_one(self, step: Step, sid: str, config: Config | None,
                 point: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Run step ``sid`` (a sweep's ``point``: its id and values) unless its record is current."""
         previous, digest = self.recorded(sid), self.digest(step.id, point)
@@ -375,11 +377,11 @@ class Runner:
         self.record(sid, digest, result)
         return result
 
-    def execute(self, step: Step, sid: str, config: dict[str, Any] | None, fresh: bool) -> dict[str, Any]:
+    def execute(self, step: Step, sid: str, config: Config | None, fresh: bool) -> dict[str, Any]:
         if config is not None:
             from soundsift.training.run import train
 
-            out_dir = Path(config["out_dir"])
+            out_dir = Path(config.out_dir)
             finished = (out_dir / "model.pt").is_file() and (out_dir / "metrics.json").is_file()
             resumable = (out_dir / "checkpoints" / "last.ckpt").is_file() and not finished
             run = train(config, self.progress, overwrite=fresh or not resumable and out_dir.exists(),
@@ -390,13 +392,14 @@ class Runner:
         if step.kind == "teachers":
             split, max_seconds, batch_size = spec.get("split", "development"), spec.get("max_seconds"), int(spec.get("batch_size", 32))
             if any(key in spec for key in ESTIMATOR_KEYS):
-                from soundsift.training.estimators import write_estimate
+                from soundsift.training.estimators import EstimateOptions, write_estimate
 
-                write_estimate(spec.get("estimator", "ensemble"), self.data_root, self.teacher_path(sid), fmt, split,
-                               [self.model_ref(spec["model"])] if spec.get("model") else [],
-                               [self.teacher_path(t) for t in refs(spec.get("teachers"))], spec.get("weights"),
-                               self.model_ref(spec.get("text_model", "minilm")), max_seconds, batch_size,
-                               bool(spec.get("half", False)), progress=self.progress)
+                write_estimate(spec.get("estimator", "ensemble"), EstimateOptions(
+                    self.data_root, self.teacher_path(sid), fmt, split,
+                    [self.model_ref(spec["model"])] if spec.get("model") else [],
+                    [self.teacher_path(t) for t in refs(spec.get("teachers"))], spec.get("weights"),
+                    self.model_ref(spec.get("text_model", "minilm")), max_seconds, batch_size,
+                    bool(spec.get("half", False)), progress=self.progress))
             else:
                 from soundsift.training.teachers import make_teacher
 
@@ -458,11 +461,12 @@ class Runner:
                 for pid, values in points:
                     config = self.train_config(pid, spec, values)
                     overrides = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **values,
-                                 "out_dir": config["out_dir"]}
+                                 "out_dir": config.out_dir}
                     overrides.pop("teachers", None)
-                    for key in ("init_from", "teachers"):
-                        if config[key]:
-                            overrides[key] = config[key]
+                    if config.init_from:
+                        overrides["init_from"] = config.init_from
+                    if config.teachers:
+                        overrides["teachers"] = list(config.teachers)
                     lines.append(" ".join(["soundsift", "train", "--config", q(str(spec["train"])),
                                            *(q(f"{k}={yaml_value(v)}") for k, v in overrides.items()),
                                            *(q(o) for o in self.overrides)]))

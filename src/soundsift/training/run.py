@@ -17,20 +17,25 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from soundsift.atomic import atomic_write
 from soundsift.checkpoints import load_model, read_model_file, save_model
-from soundsift.config import dump_config
+from soundsift.config import Config, build_config, dump_config
 from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
 from soundsift.data.records import SplitData
 from soundsift.errors import ConfigError, DatasetError
 from soundsift.training.paths import canonical_config
 from soundsift.training.sampling import EpochSampler
+
+if TYPE_CHECKING:
+    from soundsift.config import DataConfig
+    from soundsift.correspondences import TeacherEnsemble
 
 log = logging.getLogger(__name__)
 MONITOR = "val/mAP@10"
@@ -47,7 +52,7 @@ class RunResult:
 class PreparedRun:
     """Everything ``fit`` needs: the resolved config, the module, the data."""
 
-    config: dict[str, Any]
+    config: Config
     out_dir: Path
     module: Any  # RetrievalModule
     splits: dict[str, SplitData]
@@ -56,23 +61,21 @@ class PreparedRun:
     started: float
 
 
-def read_splits(config: dict[str, Any], sample_rate: int, progress: bool) -> tuple[dict[str, SplitData], AudioStore]:
-    """The train/val/test splits of ``config`` with unreadable audio dropped (and reported).
+def read_splits(data: DataConfig, sample_rate: int, progress: bool) -> tuple[dict[str, SplitData], AudioStore]:
+    """The train/val/test splits of the ``data`` section with unreadable audio dropped (and reported).
 
     ``data.extra_train`` datasets are appended to the training split (clip ids prefixed by dataset).
     """
     from soundsift.data.readers import combine, read_split
 
-    data = config["data"]
-    check_data_roots(config)
-    store = AudioStore(sample_rate, data["preload"])
+    check_data_roots(data)
+    store = AudioStore(sample_rate, data.preload)
     splits = {}
-    for role in ("train", "val", "test"):
-        name = data[f"{role}_split"]
+    for role, name in (("train", data.train_split), ("val", data.val_split), ("test", data.test_split)):
         if name:
-            split = read_split(data["format"], data["root"], name)
-            if role == "train" and data["extra_train"]:
-                extra = [read_split(e["format"], e["root"], e.get("split")) for e in data["extra_train"]]
+            split = read_split(data.format, data.root, name)
+            if role == "train" and data.extra_train:
+                extra = [read_split(e.format, e.root, e.split) for e in data.extra_train]
                 split = combine([split, *extra], name="train")
             splits[role] = store.readable(split, progress=progress)
     return splits, store
@@ -89,16 +92,16 @@ def write_problems(path: Path, splits: dict[str, SplitData], late: set[str] = fr
     return len(lines)
 
 
-def load_teachers(paths: list[str], split: SplitData, config: dict[str, Any] | None = None,
-                  store: AudioStore | None = None, progress: bool = False):
-    """Stage 2's targets: the teacher files (checked against ``split``) as ``config["estimator"]``
+def load_teachers(paths: Sequence[str], split: SplitData, config: Config | None = None,
+                  store: AudioStore | None = None, progress: bool = False) -> TeacherEnsemble:
+    """Stage 2's targets: the teacher files (checked against ``split``) as the config's ``estimator``
     combines them, or what that estimator computes from the split (training.estimators)."""
     from soundsift.training.estimators import stage2_targets
 
     if config is None:
         return stage2_targets(paths, split)
-    return stage2_targets(paths, split, config.get("estimator"), store, int(config["trainer"]["eval_batch_size"]),
-                          config["data"]["max_seconds"], progress)
+    return stage2_targets(paths, split, config.estimator, store, config.trainer.eval_batch_size,
+                          config.data.max_seconds, progress)
 
 
 def read_init(init_from: str) -> dict[str, Any]:
@@ -114,14 +117,22 @@ def read_init(init_from: str) -> dict[str, Any]:
     return read_model_file(init_from)
 
 
-def resolve_model_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Stage 2 may leave ``model`` at its defaults: it then takes the stage-1 model's config."""
-    if config["init_from"]:
-        init_cfg = read_init(config["init_from"])["config"]
-        if init_cfg != config["model"]:
-            log.info("model config taken from %s (it differs from the config file's)", config["init_from"])
-        config = {**config, "model": init_cfg}
-    return config
+def resolve_model_config(config: Config, init: dict[str, Any] | None = None) -> Config:
+    """Stage 2 may leave ``model`` at its defaults: it then takes the stage-1 model's config (``init``:
+    what :func:`read_init` returned for ``config.init_from``, read here when not given)."""
+    if not config.init_from:
+        return config
+    init_cfg = (init or read_init(config.init_from))["config"]
+    if init_cfg != config.model.to_dict():
+        log.info("model config taken from %s (it differs from the config file's)", config.init_from)
+    return build_config({**config.to_dict(), "model": init_cfg})
+
+
+def precomputes_captions(encoder: Any) -> bool:
+    """Whether the text ``encoder`` embeds the captions once before training: a frozen encoder that
+    keeps a cache (``cache: false`` trains without one). The one place that reads the capability."""
+    return (callable(getattr(encoder, "precompute", None)) and bool(getattr(encoder, "freeze", False))
+            and bool(getattr(encoder, "use_cache", getattr(getattr(encoder, "sentence", None), "use_cache", True))))
 
 
 def _quiet_lightning() -> None:
@@ -162,63 +173,64 @@ def check_run_dir(out_dir: Path, overwrite: bool = False, resume: bool = False) 
     return "resume" if (out_dir / "checkpoints" / "last.ckpt").is_file() else "new"
 
 
-def check_data_roots(config: dict[str, Any]) -> None:
-    """Every dataset folder the config names exists (checked before any weights are downloaded)."""
-    data = config["data"]
-    if not data["root"]:
+def check_data_roots(data: DataConfig) -> None:
+    """Every dataset folder the ``data`` section names exists (checked before any weights are downloaded)."""
+    if not data.root:
         raise ConfigError("data.root is not set: point it at the dataset folder (data.root=PATH)")
-    for key, root in [("data.root", data["root"])] + [("data.extra_train", e.get("root")) for e in data["extra_train"]]:
+    for key, root in [("data.root", data.root)] + [("data.extra_train", e.root) for e in data.extra_train]:
         if not root or not Path(root).is_dir():
             raise ConfigError(f"{key}: dataset folder {root} not found")
 
 
 def prepare(
-    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None,
+    config: Config, progress: bool = True, splits=None, store: AudioStore | None = None,
     overwrite: bool = False, resume: bool = False, data_cache: dict | None = None,
 ) -> PreparedRun:
-    """Check the run folder and the data, resolve and write the config, seed, build the module, read
-    the data and the teachers."""
+    """Check the run folder and the data, resolve and write the config, seed, build the model, read
+    the data and the teachers, build the module."""
     import lightning as L
 
+    from soundsift.model import DualEncoder
     from soundsift.training.module import RetrievalModule
+    from soundsift.training.objective import Objective
 
     started = time.time()
     _quiet_lightning()
-    out_dir = Path(config["out_dir"])
+    out_dir = Path(config.out_dir)
     state = check_run_dir(out_dir, overwrite, resume)
     if splits is None:
-        check_data_roots(config)
-    config = canonical_config(resolve_model_config(config))  # config.yaml means the same from any directory
+        check_data_roots(config.data)
+    init = read_init(config.init_from) if config.init_from else None  # read once (a published model loads)
+    config = canonical_config(resolve_model_config(config, init))  # config.yaml means the same from any directory
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
-    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    L.seed_everything(config.seed, workers=True, verbose=False)
 
-    module = RetrievalModule(config)
+    model = DualEncoder.from_config(config.model.to_dict())
     if splits is None or store is None:
-        key = (json.dumps(config["data"], sort_keys=True), module.model.sample_rate)
+        key = (config.data.model_dump_json(), model.sample_rate)
         if data_cache is not None and key in data_cache:  # runs of one recipe share their data
             splits, store = data_cache[key]
         else:
-            splits, store = read_splits(config, module.model.sample_rate, progress)
+            splits, store = read_splits(config.data, model.sample_rate, progress)
             if data_cache is not None:
                 data_cache[key] = splits, store
     write_problems(out_dir / "problems.txt", splits)
     train_split = splits["train"]
     if not train_split.clips:
-        raise DatasetError(f"no readable training clips in {config['data']['root']}")
-    if config["teachers"] or float(config["loss"]["distill_weight"]):
-        module.teachers = load_teachers(config["teachers"], train_split, config, store, progress)
-    if config["init_from"]:
-        init = read_init(config["init_from"])
-        module.model.load_trainable_state_dict(init["state_dict"], source=str(config["init_from"]))
-    text_encoder = module.model.text
-    if hasattr(text_encoder, "precompute") and getattr(text_encoder, "freeze", False):
+        raise DatasetError(f"no readable training clips in {config.data.root}")
+    teachers = None
+    if config.teachers or config.distills:
+        teachers = load_teachers(config.teachers, train_split, config, store, progress)
+    module = RetrievalModule(model, config.optim, Objective.from_config(config.loss, teachers))
+    if init is not None:
+        module.model.load_trainable_state_dict(init["state_dict"], source=str(config.init_from))
+    if precomputes_captions(module.model.text):
         texts = [t for s in splits.values() for c in s.clips for t in c.captions]
-        text_encoder.precompute(texts, progress=progress)
+        module.model.text.precompute(texts, progress=progress)
 
-    data = config["data"]
-    seed, batch_size = int(config["seed"]), int(config["optim"]["batch_size"])
-    dataset = PairDataset(train_split, store, data["captions_per_epoch"], data["max_seconds"], seed)
+    data, seed, batch_size = config.data, config.seed, config.optim.batch_size
+    dataset = PairDataset(train_split, store, data.captions_per_epoch, data.max_seconds, seed)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -226,12 +238,12 @@ def prepare(
         sampler=EpochSampler(len(dataset), batch_size, seed),
         drop_last=len(dataset) > batch_size,
         collate_fn=collate_pairs,
-        num_workers=int(data["num_workers"]),  # workers are re-created each epoch, so they see set_epoch
+        num_workers=data.num_workers,  # workers are re-created each epoch, so they see set_epoch
         # the loader's own generator (worker seeds): creating an iterator leaves the global RNG alone
         generator=torch.Generator().manual_seed(seed),
         pin_memory=torch.cuda.is_available(),  # faster host-to-GPU copies
     )
-    if config["trainer"]["compile"]:  # the towers' forward only: parameter names (checkpoints) stay
+    if config.trainer.compile:  # the towers' forward only: parameter names (checkpoints) stay
         for tower in (module.model.audio, module.model.text):
             tower.forward = torch.compile(tower.forward)
     if progress and _main_process():
@@ -263,34 +275,35 @@ def fit(run: PreparedRun, progress: bool = True):
         remove_partial_checkpoints(folder)  # writes a kill interrupted
     # ResumeState makes the loader resumable; Lightning cannot tell and warns on a mid-epoch resume
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
-    validation = ValidationCallback(run.splits["val"], run.store, config)
+    validation = ValidationCallback(run.splits["val"], run.store, config.data.max_seconds,
+                                    config.trainer.eval_batch_size, out_dir)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=folder, monitor=MONITOR, mode="max", save_top_k=1, save_last=False,
         save_on_train_epoch_end=True, filename="best", enable_version_counter=False,
     )
-    tr = config["trainer"]
+    tr = config.trainer
     last = folder / "last.ckpt"
     callbacks = [
         validation, ResumeState(run.loader.sampler, run.loader.dataset),
-        checkpoint, LastCheckpoint(last, int(tr["checkpoint_every_n_steps"])),  # in this order, after validation
+        checkpoint, LastCheckpoint(last, tr.checkpoint_every_n_steps),  # in this order, after validation
     ]
-    show_bar = bool(tr["progress_bar"]) and progress
+    show_bar = tr.progress_bar and progress
     if show_bar:
         callbacks.append(progress_bar())  # "Epoch 2/2", not Lightning's "Epoch 1/1"
     trainer = L.Trainer(
-        max_epochs=int(config["optim"]["epochs"]),
-        accelerator=tr["accelerator"], devices=tr["devices"], num_nodes=int(tr["num_nodes"]),
-        strategy=tr["strategy"], precision=tr["precision"], sync_batchnorm=bool(tr["sync_batchnorm"]),
+        max_epochs=config.optim.epochs,
+        accelerator=tr.accelerator, devices=list(tr.devices) if isinstance(tr.devices, tuple) else tr.devices,
+        num_nodes=tr.num_nodes, strategy=tr.strategy, precision=tr.precision, sync_batchnorm=tr.sync_batchnorm,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # EpochSampler splits the epoch between processes itself
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs", version=""),
         enable_progress_bar=show_bar,
         enable_model_summary=False,
-        log_every_n_steps=max(1, min(int(tr["log_every_n_steps"]), len(run.loader))),
+        log_every_n_steps=max(1, min(tr.log_every_n_steps, len(run.loader))),
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        gradient_clip_val=config["optim"]["grad_clip"],
+        gradient_clip_val=config.optim.grad_clip,
     )
     trainer.fit(run.module, train_dataloaders=run.loader, ckpt_path=str(last) if last.is_file() else None)
     return trainer, checkpoint, validation
@@ -303,7 +316,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
     from soundsift.training.compare import FILE, per_query_doc, write_per_query
     from soundsift.training.embed import embed_split
 
-    out_dir, module, splits, tr = run.out_dir, run.module, run.splits, run.config["trainer"]
+    out_dir, module, splits, tr = run.out_dir, run.module, run.splits, run.config.trainer
     if checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
@@ -316,8 +329,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         metrics["best_epoch"], metrics["val"] = best["epoch"], {k: v for k, v in best.items() if k != "epoch"}
     if "test" in splits and splits["test"].clips:
         model = load_model(model_path)  # evaluate exactly what was saved, on the GPU when there is one
-        max_seconds = run.config["data"]["max_seconds"]
-        emb = embed_split(model, splits["test"], run.store, max_seconds, tr["eval_batch_size"], progress)
+        emb = embed_split(model, splits["test"], run.store, run.config.data.max_seconds, tr.eval_batch_size, progress)
         ranks = text_to_audio_ranks_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
         metrics["test"] = metrics_from_ranks(ranks)
         doc = per_query_doc(splits["test"].name, emb.clip_ids, emb.caption_texts, emb.caption_clip, ranks)
@@ -329,7 +341,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
 
 
 def train(
-    config: dict[str, Any], progress: bool = True, splits=None, store: AudioStore | None = None,
+    config: Config, progress: bool = True, splits=None, store: AudioStore | None = None,
     overwrite: bool = False, resume: bool = False, data_cache: dict | None = None,
 ) -> RunResult:
     """Run one training job described by ``config``; ``splits``/``store`` let callers share loaded data.
