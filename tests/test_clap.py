@@ -116,6 +116,11 @@ def test_a_clap_folder_reproduces_clap_model(model, reference):
     np.testing.assert_array_equal(model.embed_waveforms(waves[1:]), model.embed_waveforms(waves[1:]))
 
 
+def test_the_temperature_is_one_over_claps_audio_logit_scale(model, reference):
+    scale = float(reference[0].logit_scale_a.detach())
+    assert model.tau == pytest.approx(1 / np.exp(scale)) and abs(model.tau - 0.05) > 1e-3
+
+
 def test_a_model_file_holds_only_the_projections(model, clap_folder, tmp_path):
     from soundsift.checkpoints import load_model, save_model
     from soundsift.checkpoints.format import read_model_file

@@ -138,6 +138,15 @@ def test_salsa_checkpoint_reproduces_embeddings(tmp_path, source_model, salsa_st
     assert model.config["text_encoder"]["max_tokens"] == 32 and model.config["text_encoder"]["pooling"] == "cls"
 
 
+def test_salsa_tau_comes_from_the_checkpoint(tmp_path, salsa_state):
+    from soundsift.model import DEFAULT_TAU
+
+    assert _load(_save(tmp_path, {**salsa_state, "tau": torch.tensor([-0.03])})).tau == pytest.approx(0.03)
+    without = {k: v for k, v in salsa_state.items() if k != "tau"}
+    assert _load(_save(tmp_path, without, {**HPARAMS, "initial_tau": 0.04}, "b.ckpt")).tau == pytest.approx(0.04)
+    assert _load(_save(tmp_path, without, {k: v for k, v in HPARAMS.items() if k != "initial_tau"}, "c.ckpt")).tau == DEFAULT_TAU
+
+
 def test_sacred_containers_and_unknown_objects_in_hparams_load_without_their_code(
     tmp_path, monkeypatch, salsa_state
 ):

@@ -3,6 +3,10 @@
 Files are ``soundsift.checkpoints``' business (``save_model``, ``load_model``); the model only says which
 of its parameters are worth saving (``trainable_state_dict``: frozen pretrained sub-modules, those with
 ``frozen_pretrained = True``, are rebuilt from their source).
+
+A model is complete on its own: besides its weights it holds ``tau``, the temperature its similarities
+were trained with (what turns them into probabilities: tagging, ensembles), ``identity`` (set by whoever
+loads it from a file: the sha256 that indexes and teacher files record) and ``meta``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from torch import nn
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
 from soundsift.errors import ConfigError, DownloadError, ModelFileError
+
+#: The similarity temperature of the paper (DESIGN.md section 1), and of model files that do not record one.
+DEFAULT_TAU = 0.05
 
 
 def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -64,8 +71,17 @@ class DualEncoder(nn.Module):
         embed_dim: int = 1024,
         audio_projection: str = "linear",
         text_projection: str = "linear",
+        tau: float = DEFAULT_TAU,
     ) -> None:
         super().__init__()
+        if not float(tau) > 0:
+            raise ConfigError(f"model tau must be > 0, got {tau!r}")
+        #: The temperature: ``softmax(similarity / tau)`` is what the model was trained to predict.
+        self.tau = float(tau)
+        #: What identifies the model's weights (the sha256 of its file); None until loaded or saved.
+        self.identity: str | None = None
+        #: What its file says about it (the run that trained it, its source, ...).
+        self.meta: dict[str, Any] = {}
         audio_spec, text_spec = _spec(audio_encoder), _spec(text_encoder)
         self.config = {
             "audio_encoder": audio_spec,
@@ -80,8 +96,9 @@ class DualEncoder(nn.Module):
         self.text_proj = _projection(text_projection, self.text.out_dim, embed_dim)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> DualEncoder:
-        return cls(**copy.deepcopy(config))
+    def from_config(cls, config: dict[str, Any], tau: float = DEFAULT_TAU) -> DualEncoder:
+        """The model a ``config`` (as in ``model.config``) describes, at temperature ``tau``."""
+        return cls(**copy.deepcopy(config), tau=tau)
 
     @property
     def sample_rate(self) -> int:

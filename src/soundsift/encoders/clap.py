@@ -283,6 +283,22 @@ def laion_clap_identity(config: dict[str, Any], source: str, revision: str | Non
     return hashlib.sha256(f"soundsift laion-clap {text} {' '.join(tags)}".encode()).hexdigest()
 
 
+def laion_clap_tau(source: str, revision: str | None = None) -> float | None:
+    """The temperature of a CLAP checkpoint, ``1 / exp(logit_scale_a)`` (its audio-side logit scale), read
+    from its weights file; None when the weights hold none."""
+    for path in _weights_files(source, revision):
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                scale = f.get_tensor("logit_scale_a") if "logit_scale_a" in f.keys() else None
+        else:
+            scale = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("logit_scale_a")
+        if scale is not None:
+            return float(torch.exp(-scale.double().reshape(-1)[0]))
+    return None
+
+
 def is_cached(model: str = DEFAULT_MODEL, revision: str | None = None) -> bool:
     """Whether a hub CLAP checkpoint is complete in the local Hugging Face cache (loads offline)."""
     if Path(model).expanduser().is_dir():
@@ -299,7 +315,7 @@ def laion_clap_model(build: Callable[[dict[str, Any]], nn.Module], device: str |
                      model: str | Path | None = None, revision: str | None = None):
     """The published ``"laion-clap"`` model (or the CLAP checkpoint ``model``: hub id or local folder) as a
     DualEncoder built by ``build`` (``DualEncoder.from_config``; the model class sits above encoders), with
-    its identity set, in eval mode on ``device``. An unreachable download is one ``WeightsUnavailableError``
+    its identity and temperature (``laion_clap_tau``) set, in eval mode on ``device``. An unreachable download is one ``WeightsUnavailableError``
     saying how to use a local folder instead."""
     source = str(model or DEFAULT_MODEL)
     try:
@@ -317,6 +333,9 @@ def laion_clap_model(build: Callable[[dict[str, Any]], nn.Module], device: str |
         error.option = "model"
         raise error from exc
     dual.identity = laion_clap_identity(config, source, revision)
+    tau = laion_clap_tau(source, revision)
+    if tau is not None:
+        dual.tau = tau
     dual.meta = {"published": "laion-clap", "source": source}
     return dual.to(device).eval()
 

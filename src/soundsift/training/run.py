@@ -303,6 +303,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
     if module.late_problems:
         write_problems(out_dir / "problems.txt", splits, module.late_problems)
+    module.model.tau = float(run.config["loss"]["tau"])  # the model file records the temperature it was trained at
     model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": str(out_dir)})
     metrics: dict[str, Any] = {"best_epoch": None, "val": None, "val_history": validation.history}
     if validation.history:
