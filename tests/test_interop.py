@@ -29,7 +29,7 @@ from soundsift.checkpoints.salsa import (
     read_lightning_checkpoint,
     salsa_config,
 )
-from soundsift.encoders import register_text_encoder
+from soundsift.encoders import TextEncoder, register_text_encoder
 from soundsift.encoders.pretrained import load_state_dict_checked
 from soundsift.errors import ModelFileError, StateDictError
 from soundsift.model import DualEncoder
@@ -349,7 +349,7 @@ def test_pretrained_refuses_other_versions_and_mismatched_files(tmp_path, source
         from_pretrained(out)
 
 
-class _FrozenText(nn.Module):
+class _FrozenText(TextEncoder):
     """A frozen 'pretrained' text tower, rebuilt from its seed: save_pretrained must not store it."""
 
     out_dim, frozen_pretrained = 6, True

@@ -154,7 +154,7 @@ class DualEncoder(nn.Module):
         out = np.zeros((len(waveforms), self.embed_dim), dtype=np.float32)
         device = self.device
         sizes = [len(w) for w in waveforms]
-        invariant = bool(getattr(self.audio, "batch_invariant", False))
+        invariant = bool(self.audio.batch_invariant)
         batches = length_grouped_batches(sizes, batch_size, self.EMBED_MAX_PADDING if invariant else None)
         try:
             for chunk in batches:
@@ -194,11 +194,10 @@ class DualEncoder(nn.Module):
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
         """Load a state dict saved by ``trainable_state_dict``; refuses any key or shape mismatch.
 
-        Sub-modules with an ``upgrade_state_dict(state_dict, prefix)`` first rename keys of older files.
+        The towers' ``upgrade_state_dict(state_dict, prefix)`` first rename keys of older files.
         """
-        for name, module in self.named_modules():
-            if hasattr(module, "upgrade_state_dict"):
-                state_dict = module.upgrade_state_dict(state_dict, name + ".")
+        state_dict = self.audio.upgrade_state_dict(state_dict, "audio.")
+        state_dict = self.text.upgrade_state_dict(state_dict, "text.")
         expected = self.trainable_state_dict()
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.mel import mel_filterbank
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.pretrained import (
@@ -196,7 +197,7 @@ def frequency_warp(spec: torch.Tensor, max_drop: float) -> torch.Tensor:
     return out
 
 
-class ATSTFrameEncoder(nn.Module):
+class ATSTFrameEncoder(AudioEncoder):
     """ATST-Frame encoder: ``(B, T)`` 16-kHz waveforms (+ lengths) -> ``(B, out_dim)`` (768) embeddings.
 
     ``pretrained`` (default: True for ``size="full"``) downloads ``atst_as2M.ckpt``; ``checkpoint=PATH``

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import masked_mean, time_mask
 from soundsift.errors import ConfigError
@@ -59,7 +60,7 @@ class ConvStack(nn.Module):
         return x, frames
 
 
-class CNNEncoder(nn.Module):
+class CNNEncoder(AudioEncoder):
     """(B, T) waveforms at ``sample_rate`` -> (B, out_dim) with ``out_dim = channels[-1]``.
 
     ``size`` picks a preset ("tiny", "small" = default, "base"); ``channels`` (one entry per block)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.cnn import ConvStack
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import masked_mean, time_mask
@@ -24,7 +25,7 @@ SIZES: dict[str, dict] = {
 }
 
 
-class CRNNEncoder(nn.Module):
+class CRNNEncoder(AudioEncoder):
     """(B, T) waveforms at ``sample_rate`` -> (B, 2 * hidden).
 
     ``size`` picks a preset ("tiny", "small" = default, "base"); ``channels``, ``strides`` (per conv

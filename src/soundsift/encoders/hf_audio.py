@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from soundsift.downloader import hub_reachable
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.layers import average_by_owner
 from soundsift.errors import ConfigError, WeightsUnavailableError
 
@@ -59,7 +60,7 @@ def _set_trainable(model: nn.Module, blocks: Sequence[nn.Module], last_k: int | 
         head.requires_grad_(True)
 
 
-class _WindowedHFEncoder(nn.Module):
+class _WindowedHFEncoder(AudioEncoder):
     """Shared machinery: cut clips into windows, extract features, embed windows, average per clip."""
 
     model_rate: int

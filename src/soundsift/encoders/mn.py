@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.kaldi import KaldiLogMel, n_frames
 from soundsift.encoders.layers import average_by_owner, split_snippets
 from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
@@ -246,7 +247,7 @@ VARIANTS: dict[str, tuple[float, PretrainedWeights]] = {
 TINY_WIDTH = 0.1
 
 
-class MobileNetEncoder(nn.Module):
+class MobileNetEncoder(AudioEncoder):
     """MN audio encoder: ``(B, T)`` 32-kHz waveforms (+ lengths) -> ``(B, out_dim)`` clip embeddings.
 
     ``pretrained`` (default: True for ``size="full"``) downloads the variant's AudioSet checkpoint;

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.kaldi import KaldiLogMel
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
@@ -123,7 +124,7 @@ class PaSST(nn.Module):
 # --------------------------------------------------------------------------- encoder
 
 
-class PaSSTEncoder(nn.Module):
+class PaSSTEncoder(AudioEncoder):
     """PaSST audio encoder: ``(B, T)`` 32-kHz waveforms (+ lengths) -> ``(B, out_dim)`` (768) embeddings.
 
     ``pretrained`` (default: True for ``size="full"``) downloads the variant's AudioSet checkpoint into

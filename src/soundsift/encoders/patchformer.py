@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import TransformerBlock, masked_mean
 from soundsift.errors import ConfigError
@@ -38,7 +39,7 @@ def _count(spec: float, n: int) -> int:
     return int(spec) if float(spec) >= 1 or spec == 0 else int(round(spec * n))
 
 
-class PatchTransformerEncoder(nn.Module):
+class PatchTransformerEncoder(AudioEncoder):
     """(B, T) waveforms at ``sample_rate`` -> (B, dim).
 
     ``size`` picks a preset ("tiny", "small" = default, "base"); ``dim``/``depth``/``heads`` override it.

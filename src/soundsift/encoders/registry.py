@@ -1,17 +1,5 @@
-"""The audio and text encoder registries.
-
-Audio encoders are ``torch.nn.Module`` objects with
-  - ``sample_rate: int``  the rate they expect waveforms at,
-  - ``out_dim: int``      the size of the clip embedding they return,
-  - ``forward(waveform: (B, T) float tensor, lengths: (B,) long tensor | None) -> (B, out_dim)``;
-    they own their front end (e.g. log-mel), windowing of long inputs and train-time augmentation
-    (active only in ``training`` mode), so inference is deterministic;
-  - optionally ``batch_invariant: bool``: True when, in eval mode, each clip of a zero-padded batch
-    with ``lengths`` embeds exactly as it would alone; ``DualEncoder.embed_waveforms`` then batches clips
-    of different lengths (otherwise only clips of equal length). tests/test_batched_embedding.py checks it.
-Text encoders are ``torch.nn.Module`` objects with
-  - ``out_dim: int``,
-  - ``forward(texts: list[str]) -> (B, out_dim)`` (tokenisation and device placement inside).
+"""The audio and text encoder registries: name -> factory of an ``AudioEncoder`` / ``TextEncoder``
+(``encoders/base.py`` states what they provide and their optional capabilities).
 
 Register a class or factory with a decorator, or a ``"module:attr"`` string for lazy import.
 """
@@ -21,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from soundsift.encoders.base import AudioEncoder, TextEncoder
 from soundsift.registry import Registry
 
 AUDIO_ENCODERS = Registry("audio encoder")
@@ -37,14 +26,20 @@ def register_text_encoder(name: str, target: Callable[..., Any] | str | None = N
     return TEXT_ENCODERS.register(name, target)
 
 
-def build_audio_encoder(name: str, **kwargs: Any):
+def _checked(encoder: Any, contract: type, name: str) -> Any:
+    if not isinstance(encoder, contract):  # a programming error of whoever registered it
+        raise TypeError(f"encoder {name!r} built a {type(encoder).__name__}, not a soundsift.encoders.{contract.__name__}")
+    return encoder
+
+
+def build_audio_encoder(name: str, **kwargs: Any) -> AudioEncoder:
     """Instantiate the audio encoder registered as ``name`` with ``kwargs``."""
-    return AUDIO_ENCODERS.get(name)(**kwargs)
+    return _checked(AUDIO_ENCODERS.get(name)(**kwargs), AudioEncoder, name)
 
 
-def build_text_encoder(name: str, **kwargs: Any):
+def build_text_encoder(name: str, **kwargs: Any) -> TextEncoder:
     """Instantiate the text encoder registered as ``name`` with ``kwargs``."""
-    return TEXT_ENCODERS.get(name)(**kwargs)
+    return _checked(TEXT_ENCODERS.get(name)(**kwargs), TextEncoder, name)
 
 
 def audio_encoder_names() -> list[str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from soundsift.downloader import hub_reachable
+from soundsift.encoders.base import TextEncoder
 from soundsift.errors import ConfigError, WeightsUnavailableError, require
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _quiet_transformers():
     return _Quiet()
 
 
-class HFTextEncoder(nn.Module):
+class HFTextEncoder(TextEncoder):
     """A transformers encoder (by hub name or local folder) as a caption encoder: ``forward(texts) -> (B, out_dim)``.
 
     ``freeze``: no gradients to the backbone, which stays in eval mode; with ``cache`` the embeddings
@@ -200,9 +200,14 @@ class HFTextEncoder(nn.Module):
             bar.update(len(chunk))
         bar.close()
 
+    @property
+    def can_precompute(self) -> bool:
+        """A frozen encoder with ``cache=True`` fills its cache ahead of training."""
+        return bool(self.freeze and self.use_cache)
+
     def precompute(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> None:
         """Fill the cache for ``texts`` in batches (frozen encoders with ``cache=True`` only)."""
-        if not (self.freeze and self.use_cache):
+        if not self.can_precompute:
             raise RuntimeError("precompute needs a frozen text encoder with cache=True")
         self._fill(self.normalise(texts), batch_size, progress)
 

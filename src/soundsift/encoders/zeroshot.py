@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from soundsift.encoders.base import AudioEncoder, TextEncoder
 from soundsift.encoders.yamnet.model import NUM_CLASSES, SAMPLE_RATE, YAMNetEncoder
 from soundsift.errors import ConfigError
 
@@ -101,7 +101,7 @@ def yamnet_class_names(weights: str | Path | None = None, cache_dir: str | Path 
     return names
 
 
-class YAMNetBridgeEncoder(nn.Module):
+class YAMNetBridgeEncoder(AudioEncoder):
     """Waveform (B, T) at 16 kHz -> (B, 384): score-weighted MiniLM embeddings of AudioSet class names.
 
     Args:
@@ -216,7 +216,7 @@ class YAMNetBridgeEncoder(nn.Module):
         return scores @ self.class_text.to(scores)
 
 
-class ClassQueryTextEncoder(nn.Module):
+class ClassQueryTextEncoder(TextEncoder):
     """Texts -> (B, 521): a query as a distribution over AudioSet's classes.
 
     ``softmax_c(cos(MiniLM(text), MiniLM(template(name_c))) / temperature)``, the class names' prompts
@@ -251,10 +251,14 @@ class ClassQueryTextEncoder(nn.Module):
 
     @property
     def freeze(self) -> bool:
-        return bool(getattr(self.sentence, "freeze", False))
+        return self.sentence.freeze
 
-    def precompute(self, texts: Sequence[str], **kw: Any) -> None:
-        self.sentence.precompute(texts, **kw)
+    @property
+    def can_precompute(self) -> bool:
+        return self.sentence.can_precompute
+
+    def precompute(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> None:
+        self.sentence.precompute(texts, batch_size=batch_size, progress=progress)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         emb = F.normalize(self.sentence(list(texts)).float(), dim=-1)

@@ -209,7 +209,7 @@ def prepare(
         init = read_init(config["init_from"])
         module.model.load_trainable_state_dict(init["state_dict"], source=str(config["init_from"]))
     text_encoder = module.model.text
-    if hasattr(text_encoder, "precompute") and getattr(text_encoder, "freeze", False):
+    if text_encoder.can_precompute:  # a frozen encoder with a cache (not one with cache=False)
         texts = [t for s in splits.values() for c in s.clips for t in c.captions]
         text_encoder.precompute(texts, progress=progress)
 
