@@ -30,6 +30,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from soundsift.errors import ConfigError
+
+
+def no_published_weights(family: str, pretrained: bool) -> None:
+    """Refuse ``pretrained: true`` for a family that trains from scratch (nothing to load)."""
+    if pretrained:
+        raise ConfigError(f"the {family!r} encoder has no published weights: pretrained must be false")
+
 
 class _Encoder(nn.Module):
     """What audio and text encoders share: their output size and the declared capabilities."""

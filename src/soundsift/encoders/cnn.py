@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.base import AudioEncoder, no_published_weights
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import masked_mean, time_mask
+from soundsift.encoders.options import CnnCfg
 from soundsift.errors import ConfigError
 
 SIZES: dict[str, dict] = {
@@ -68,6 +69,8 @@ class CNNEncoder(AudioEncoder):
     ``frontend`` holds keyword arguments for ``AudioFrontEnd`` (norm, spec_augment, ...).
     """
 
+    Options = CnnCfg
+
     def __init__(
         self,
         size: str = "small",
@@ -77,8 +80,10 @@ class CNNEncoder(AudioEncoder):
         n_mels: int = 64,
         dropout: float = 0.0,
         frontend: dict | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
+        no_published_weights("cnn", pretrained)
         channels = tuple(channels or size_preset(SIZES, size, "CNNEncoder")["channels"])
         strides = strides if strides is not None else [(2, 2)] * len(channels)
         self.sample_rate = sample_rate

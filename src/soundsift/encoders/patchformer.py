@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.base import AudioEncoder, no_published_weights
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import TransformerBlock, masked_mean
+from soundsift.encoders.options import PatchformerCfg
 from soundsift.errors import ConfigError
 
 SIZES: dict[str, dict] = {
@@ -51,6 +52,8 @@ class PatchTransformerEncoder(AudioEncoder):
     (masked mean of patch tokens) or "cls".
     """
 
+    Options = PatchformerCfg
+
     def __init__(
         self,
         size: str = "small",
@@ -68,8 +71,10 @@ class PatchTransformerEncoder(AudioEncoder):
         sample_rate: int = 16000,
         n_mels: int = 64,
         frontend: dict | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
+        no_published_weights("patchformer", pretrained)
         preset = size_preset(SIZES, size, "PatchTransformerEncoder")
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"PatchTransformerEncoder: unknown pooling {pooling!r}; use 'mean' or 'cls'")

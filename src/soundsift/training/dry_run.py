@@ -7,24 +7,11 @@ It tells a user, before a long job, that the config resolves, the weights load (
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from typing import Any
 
 import torch
 import yaml
-
-
-def _without_pretrained(spec: dict[str, Any], factory) -> dict[str, Any]:
-    spec = dict(spec)
-    params = inspect.signature(factory).parameters
-    if "pretrained" in params:
-        spec["pretrained"] = False
-    if "random_init" in params:
-        spec["random_init"] = True
-    if "local_files_only" in params:  # --no-pretrained never touches the network
-        spec["local_files_only"] = True
-    return spec
 
 
 def format_lr_schedule(optim: dict[str, Any], steps_per_epoch: int = 1000) -> str:
@@ -44,16 +31,16 @@ def count(module: torch.nn.Module) -> tuple[int, int]:
 
 
 def dry_run(config: dict[str, Any], pretrained: bool = True, batch_size: int = 2, seconds: float = 10.0) -> int:
-    from soundsift.encoders.registry import AUDIO_ENCODERS, TEXT_ENCODERS
+    from soundsift.encoders.registry import random_weights
     from soundsift.losses import contrastive_loss, distillation_loss, positives_from_ids
     from soundsift.model import DualEncoder
 
     config = copy.deepcopy(config)
     model_cfg = config["model"]
     if not pretrained:
-        for key, table in (("audio_encoder", AUDIO_ENCODERS), ("text_encoder", TEXT_ENCODERS)):
+        for key in ("audio_encoder", "text_encoder"):  # random weights, never the network
             spec = {"name": model_cfg[key]} if isinstance(model_cfg[key], str) else model_cfg[key]
-            model_cfg[key] = _without_pretrained(spec, table.get(spec["name"]))
+            model_cfg[key] = random_weights(spec)
     print("# resolved config\n" + yaml.safe_dump(config, sort_keys=False))
     print(format_lr_schedule(config["optim"]))
     started = time.time()

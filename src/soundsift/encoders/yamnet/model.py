@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.options import YamnetCfg
 from soundsift.errors import ConfigError
 
 SAMPLE_RATE = 16000
@@ -171,6 +172,8 @@ class YAMNetEncoder(AudioEncoder):
         cache_dir: where the converted weights go (default ``$SOUNDSIFT_CACHE`` or
             ``~/.cache/soundsift/checkpoints``), in a ``yamnet/`` subfolder.
     """
+
+    Options = YamnetCfg
 
     sample_rate = SAMPLE_RATE
     #: each clip gets only its own zero-padded patches, so it embeds as it would alone
