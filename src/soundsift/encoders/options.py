@@ -128,12 +128,12 @@ class _HubCfg:
     """A transformers checkpoint by hub id or local folder; ``local_files_only``: never the network."""
 
     pretrained: bool = True
-    cache_dir: str | Path | None = None
     local_files_only: bool | None = None
 
 
 @dataclass(frozen=True)
 class AstCfg(_HubCfg):
+    cache_dir: str | Path | None = None
     model: str | Path = "MIT/ast-finetuned-audioset-10-10-0.4593"
     config: dict[str, Any] | None = None
     pooling: str = "pooler"
@@ -143,6 +143,7 @@ class AstCfg(_HubCfg):
 
 @dataclass(frozen=True)
 class ClapAudioCfg(_HubCfg):
+    cache_dir: str | Path | None = None
     model: str | Path = CLAP_MODEL
     config: dict[str, Any] | None = None
     trainable: int | None = None
@@ -185,6 +186,7 @@ class TinyBertCfg(HfTextCfg):
 
 @dataclass(frozen=True)
 class _LaionClapCfg(_HubCfg):
+    cache_dir: str | Path | None = None
     model: str | Path = CLAP_MODEL
     revision: str | None = None
     freeze: bool = True
