@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from stage2_overhead import Steps, Timer, make_batch, teachers  # noqa: E402
 
 from soundsift.config import load_config  # noqa: E402
-from soundsift.training.dry_run import _without_pretrained  # noqa: E402
+from soundsift.encoders.registry import random_weights  # noqa: E402
 from soundsift.training.module import RetrievalModule  # noqa: E402
 
 
@@ -58,10 +58,8 @@ def main() -> None:
                       "model.text_encoder={name: tiny-bert}", "model.embed_dim=16"]
     config = load_config(args.config, overrides)
     model = config["model"]
-    from soundsift.encoders.registry import AUDIO_ENCODERS, TEXT_ENCODERS
-
-    model["audio_encoder"] = _without_pretrained(model["audio_encoder"], AUDIO_ENCODERS.get(model["audio_encoder"]["name"]))
-    model["text_encoder"] = _without_pretrained(model["text_encoder"], TEXT_ENCODERS.get(model["text_encoder"]["name"]))
+    model["audio_encoder"] = random_weights(model["audio_encoder"])
+    model["text_encoder"] = random_weights(model["text_encoder"])
     accelerator = "gpu" if torch.cuda.is_available() and not args.tiny else "cpu"
     batch = make_batch(args.batch if not args.tiny else 4, 10.0 if not args.tiny else 2.0, 32000)
     print(f"{args.config}: {'tiny, ' if args.tiny else ''}{accelerator}, batch {len(batch.texts)}, "
