@@ -78,7 +78,7 @@ class DualEncoder(nn.Module):
             raise ConfigError(f"model tau must be > 0, got {tau!r}")
         #: The temperature: ``softmax(similarity / tau)`` is what the model was trained to predict.
         self.tau = float(tau)
-        #: What identifies the model's weights (the sha256 of its file); None until loaded or saved.
+        #: What identifies the model's weights (the sha256 of its file); None until a loader sets it.
         self.identity: str | None = None
         #: What its file says about it (the run that trained it, its source, ...).
         self.meta: dict[str, Any] = {}

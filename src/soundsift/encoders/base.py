@@ -39,7 +39,7 @@ def no_published_weights(family: str, pretrained: bool) -> None:
         raise ConfigError(f"the {family!r} encoder has no published weights: pretrained must be false")
 
 
-class _Encoder(nn.Module):
+class Encoder(nn.Module):
     """What audio and text encoders share: their output size and the declared capabilities."""
 
     out_dim: int
@@ -55,7 +55,7 @@ class _Encoder(nn.Module):
         return state_dict
 
 
-class AudioEncoder(_Encoder):
+class AudioEncoder(Encoder):
     """An audio tower: waveforms at ``sample_rate`` -> (B, ``out_dim``) clip embeddings."""
 
     sample_rate: int
@@ -66,7 +66,7 @@ class AudioEncoder(_Encoder):
         raise NotImplementedError
 
 
-class TextEncoder(_Encoder):
+class TextEncoder(Encoder):
     """A text tower: captions -> (B, ``out_dim``) embeddings."""
 
     @property

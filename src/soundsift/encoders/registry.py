@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from soundsift.encoders.base import AudioEncoder, TextEncoder, _Encoder
+from soundsift.encoders.base import AudioEncoder, Encoder, TextEncoder
 from soundsift.errors import ConfigError
 from soundsift.registry import Registry
 
@@ -65,7 +65,7 @@ def check_options(factory: Callable[..., Any], name: str, options: Mapping[str, 
     from pydantic import TypeAdapter, ValidationError
 
     options = upgrade_options(options, key)
-    spec = factory.Options if isinstance(factory, type) and issubclass(factory, _Encoder) else None
+    spec = factory.Options if isinstance(factory, type) and issubclass(factory, Encoder) else None
     if spec is None:  # a factory function, or a class that declares no options: its own checks apply
         return options
     known = {f.name for f in dataclasses.fields(spec)}
