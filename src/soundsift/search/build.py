@@ -382,7 +382,7 @@ def _fill_version(tmp: Path, root: Path, model, recorded_model: str | None, entr
         "build": build_no,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"identity": model.identity, "path": recorded_model, "embed_dim": model.embed_dim,
-                  "sample_rate": model.sample_rate, "config": getattr(model, "config", None)},
+                  "sample_rate": model.sample_rate, "config": model.config},
         "audio_root": str(root),
         "embed_dim": model.embed_dim,
         "next_id": next_id,
