@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from soundsift.data.dataset import length_grouped_batches
-from soundsift.encoders import audio_encoder_names, register_audio_encoder
+from soundsift.encoders import AudioEncoder, audio_encoder_names, register_audio_encoder
 from soundsift.encoders.registry import AUDIO_ENCODERS
 from soundsift.model import DualEncoder
 
@@ -94,7 +94,7 @@ def test_batched_clips_embed_as_they_would_alone(case):
     np.testing.assert_allclose(model.embed_waveforms(waves, batch_size=2), alone, atol=TOL, rtol=0)
 
 
-class _LengthBlind(nn.Module):
+class _LengthBlind(AudioEncoder):
     """An encoder that ignores ``lengths`` (padding changes its output): not batch invariant."""
 
     sample_rate = 16000

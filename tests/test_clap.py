@@ -116,6 +116,29 @@ def test_a_clap_folder_reproduces_clap_model(model, reference):
     np.testing.assert_array_equal(model.embed_waveforms(waves[1:]), model.embed_waveforms(waves[1:]))
 
 
+def test_the_temperature_is_one_over_claps_audio_logit_scale(model, reference):
+    scale = float(reference[0].logit_scale_a.detach())
+    assert model.tau == pytest.approx(1 / np.exp(scale)) and abs(model.tau - 0.05) > 1e-3
+
+
+def test_pretrained_false_gives_random_towers_of_the_checkpoints_architecture_offline(clap_folder, monkeypatch):
+    import socket
+
+    from soundsift.encoders import build_audio_encoder, build_text_encoder
+
+    def refuse(self, address, *args):
+        raise AssertionError(f"network used: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    audio = build_audio_encoder("laion-clap", model=str(clap_folder), pretrained=False)
+    text = build_text_encoder("laion-clap", model=str(clap_folder), pretrained=False)
+    pretrained = build_text_encoder("laion-clap", model=str(clap_folder))
+    assert audio.out_dim == text.out_dim == 24 and not audio.model.frozen_pretrained
+    assert not text.backbone.frozen_pretrained and pretrained.backbone.frozen_pretrained
+    mine, theirs = text.backbone.state_dict(), pretrained.backbone.state_dict()
+    assert mine.keys() == theirs.keys() and not all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 def test_a_model_file_holds_only_the_projections(model, clap_folder, tmp_path):
     from soundsift.checkpoints import load_model, save_model
     from soundsift.checkpoints.format import read_model_file

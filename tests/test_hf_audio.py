@@ -12,13 +12,13 @@ from soundsift.encoders.hf_audio import ASTEncoder, CLAPAudioEncoder
 @pytest.fixture(scope="module")
 def ast():
     torch.manual_seed(0)
-    return ASTEncoder(random_init=True).eval()
+    return ASTEncoder(pretrained=False).eval()
 
 
 @pytest.fixture(scope="module")
 def clap():
     torch.manual_seed(0)
-    return CLAPAudioEncoder(random_init=True).eval()
+    return CLAPAudioEncoder(pretrained=False).eval()
 
 
 @pytest.mark.parametrize("name", ["ast", "clap"])
@@ -69,19 +69,19 @@ def test_tiny_window_sizes(ast, clap):
 
 def test_input_sample_rate_resamples():
     torch.manual_seed(2)
-    enc = ASTEncoder(random_init=True, input_sample_rate=8000).eval()
+    enc = ASTEncoder(pretrained=False, input_sample_rate=8000).eval()
     assert enc.sample_rate == 8000 and enc.model_rate == 16000
     with torch.no_grad():
         assert enc(torch.randn(2, 8000)).shape == (2, enc.out_dim)
 
 
 def test_trainable_last_layers():
-    enc = ASTEncoder(random_init=True, trainable=1)
+    enc = ASTEncoder(pretrained=False, trainable=1)
     layers = enc.layers
     assert not any(p.requires_grad for p in layers[0].parameters())
     assert all(p.requires_grad for p in layers[-1].parameters())
     assert not any(p.requires_grad for p in enc.model.embeddings.parameters())
-    clap = CLAPAudioEncoder(random_init=True, trainable=0)
+    clap = CLAPAudioEncoder(pretrained=False, trainable=0)
     trainable = {n.split(".")[0] for n, p in clap.model.named_parameters() if p.requires_grad}
     assert trainable == {"audio_projection", "audio_model"}
     assert not any(p.requires_grad for p in clap.model.audio_model.audio_encoder.layers.parameters())
@@ -89,8 +89,8 @@ def test_trainable_last_layers():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="pooling"):
-        ASTEncoder(random_init=True, pooling="max")
-    enc = ASTEncoder(random_init=True)
+        ASTEncoder(pretrained=False, pooling="max")
+    enc = ASTEncoder(pretrained=False)
     with pytest.raises(ValueError, match="batch, samples"):
         enc(torch.randn(16000))
     with pytest.raises(OSError, match="local folder"):

@@ -24,7 +24,13 @@ from torch import nn
 
 from soundsift.audio import load_audio
 from soundsift.checkpoints import load_model, save_model
-from soundsift.encoders import audio_encoder_names, register_audio_encoder, register_text_encoder
+from soundsift.encoders import (
+    AudioEncoder,
+    TextEncoder,
+    audio_encoder_names,
+    register_audio_encoder,
+    register_text_encoder,
+)
 from soundsift.encoders.registry import text_encoder_names
 from soundsift.errors import ModelMismatchError, SearchIndexError
 from soundsift.model import DualEncoder
@@ -37,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 # ------------------------------------------------------------------------------- tiny fake encoders
 
 
-class TinyAudio(nn.Module):
+class TinyAudio(AudioEncoder):
     """Log band energies of an STFT through a fixed random projection: different sounds differ."""
 
     sample_rate = 16000
@@ -61,7 +67,7 @@ class TinyAudio(nn.Module):
         return (feats - feats.mean(dim=1, keepdim=True)) @ self.proj
 
 
-class TinyText(nn.Module):
+class TinyText(TextEncoder):
     """Hashed character trigrams through a fixed random projection (crc32: same in every process)."""
 
     def __init__(self, out_dim: int = 24, seed: int = 1):

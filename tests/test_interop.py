@@ -29,7 +29,7 @@ from soundsift.checkpoints.salsa import (
     read_lightning_checkpoint,
     salsa_config,
 )
-from soundsift.encoders import register_text_encoder
+from soundsift.encoders import TextEncoder, register_text_encoder
 from soundsift.encoders.pretrained import load_state_dict_checked
 from soundsift.errors import ModelFileError, StateDictError
 from soundsift.model import DualEncoder
@@ -136,6 +136,15 @@ def test_salsa_checkpoint_reproduces_embeddings(tmp_path, source_model, salsa_st
     assert len(extras) == 11 and sorted(model.meta["ignored_keys"]) == sorted(extras)
     assert model.load_report.ok and model.load_report.loaded == len(model.state_dict())
     assert model.config["text_encoder"]["max_tokens"] == 32 and model.config["text_encoder"]["pooling"] == "cls"
+
+
+def test_salsa_tau_comes_from_the_checkpoint(tmp_path, salsa_state):
+    from soundsift.model import DEFAULT_TAU
+
+    assert _load(_save(tmp_path, {**salsa_state, "tau": torch.tensor([-0.03])})).tau == pytest.approx(0.03)
+    without = {k: v for k, v in salsa_state.items() if k != "tau"}
+    assert _load(_save(tmp_path, without, {**HPARAMS, "initial_tau": 0.04}, "b.ckpt")).tau == pytest.approx(0.04)
+    assert _load(_save(tmp_path, without, {k: v for k, v in HPARAMS.items() if k != "initial_tau"}, "c.ckpt")).tau == DEFAULT_TAU
 
 
 def test_sacred_containers_and_unknown_objects_in_hparams_load_without_their_code(
@@ -340,7 +349,7 @@ def test_pretrained_refuses_other_versions_and_mismatched_files(tmp_path, source
         from_pretrained(out)
 
 
-class _FrozenText(nn.Module):
+class _FrozenText(TextEncoder):
     """A frozen 'pretrained' text tower, rebuilt from its seed: save_pretrained must not store it."""
 
     out_dim, frozen_pretrained = 6, True

@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 from soundsift.checkpoints import load_model, read_model_file, save_model
-from soundsift.encoders import register_audio_encoder, register_text_encoder
+from soundsift.encoders import AudioEncoder, TextEncoder, register_audio_encoder, register_text_encoder
 from soundsift.errors import ModelFileError
 from soundsift.model import DualEncoder
 
 
-class StatsAudio(nn.Module):
+class StatsAudio(AudioEncoder):
     """Tiny audio encoder for tests: framewise energy statistics through a linear layer."""
 
     sample_rate = 16000
@@ -27,7 +27,7 @@ class StatsAudio(nn.Module):
         return self.lin(feats)
 
 
-class FrozenText(nn.Module):
+class FrozenText(TextEncoder):
     """A 'pretrained' frozen text tower: deterministic from its seed, so it need not be saved."""
 
     out_dim = 6

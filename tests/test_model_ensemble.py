@@ -78,7 +78,7 @@ def test_members_get_audio_at_their_own_sample_rate():
     from soundsift.checkpoints.ensemble import ModelEnsemble
 
     class Fake:
-        embed_dim = 1
+        embed_dim, config, tau = 1, None, 0.05
 
         def __init__(self, rate):
             self.sample_rate, self.identity, self.seen = rate, f"fake{rate}", []

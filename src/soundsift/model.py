@@ -3,6 +3,10 @@
 Files are ``soundsift.checkpoints``' business (``save_model``, ``load_model``); the model only says which
 of its parameters are worth saving (``trainable_state_dict``: frozen pretrained sub-modules, those with
 ``frozen_pretrained = True``, are rebuilt from their source).
+
+A model is complete on its own: besides its weights it holds ``tau``, the temperature its similarities
+were trained with (what turns them into probabilities: tagging, ensembles), ``identity`` (set by whoever
+loads it from a file: the sha256 that indexes and teacher files record) and ``meta``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from torch import nn
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
 from soundsift.errors import ConfigError, DownloadError, ModelFileError
+
+#: The similarity temperature of the paper (DESIGN.md section 1), and of model files that do not record one.
+DEFAULT_TAU = 0.05
 
 
 def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -64,8 +71,17 @@ class DualEncoder(nn.Module):
         embed_dim: int = 1024,
         audio_projection: str = "linear",
         text_projection: str = "linear",
+        tau: float = DEFAULT_TAU,
     ) -> None:
         super().__init__()
+        if not float(tau) > 0:
+            raise ConfigError(f"model tau must be > 0, got {tau!r}")
+        #: The temperature: ``softmax(similarity / tau)`` is what the model was trained to predict.
+        self.tau = float(tau)
+        #: What identifies the model's weights (the sha256 of its file); None until a loader sets it.
+        self.identity: str | None = None
+        #: What its file says about it (the run that trained it, its source, ...).
+        self.meta: dict[str, Any] = {}
         audio_spec, text_spec = _spec(audio_encoder), _spec(text_encoder)
         self.config = {
             "audio_encoder": audio_spec,
@@ -80,8 +96,9 @@ class DualEncoder(nn.Module):
         self.text_proj = _projection(text_projection, self.text.out_dim, embed_dim)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> DualEncoder:
-        return cls(**copy.deepcopy(config))
+    def from_config(cls, config: dict[str, Any], tau: float = DEFAULT_TAU) -> DualEncoder:
+        """The model a ``config`` (as in ``model.config``) describes, at temperature ``tau``."""
+        return cls(**copy.deepcopy(config), tau=tau)
 
     @property
     def sample_rate(self) -> int:
@@ -137,7 +154,7 @@ class DualEncoder(nn.Module):
         out = np.zeros((len(waveforms), self.embed_dim), dtype=np.float32)
         device = self.device
         sizes = [len(w) for w in waveforms]
-        invariant = bool(getattr(self.audio, "batch_invariant", False))
+        invariant = bool(self.audio.batch_invariant)
         batches = length_grouped_batches(sizes, batch_size, self.EMBED_MAX_PADDING if invariant else None)
         try:
             for chunk in batches:
@@ -188,11 +205,10 @@ class DualEncoder(nn.Module):
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "") -> None:
         """Load a state dict saved by ``trainable_state_dict``; refuses any key or shape mismatch.
 
-        Sub-modules with an ``upgrade_state_dict(state_dict, prefix)`` first rename keys of older files.
+        The towers' ``upgrade_state_dict(state_dict, prefix)`` first rename keys of older files.
         """
-        for name, module in self.named_modules():
-            if hasattr(module, "upgrade_state_dict"):
-                state_dict = module.upgrade_state_dict(state_dict, name + ".")
+        state_dict = self.audio.upgrade_state_dict(state_dict, "audio.")
+        state_dict = self.text.upgrade_state_dict(state_dict, "text.")
         expected = self.trainable_state_dict()
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))

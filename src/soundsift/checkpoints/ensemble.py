@@ -6,6 +6,9 @@ is ``(1/M) sum_m a_m . t_m``, the mean of the members' similarities. So an index
 server and the tagger use an ensemble exactly like a single model, and the exact or FAISS backends
 rank by the averaged similarity.
 
+Its ``tau`` is the mean of the members' temperatures (their common one when, as usual, they share it):
+the averaged similarity is turned into probabilities at the temperature its members score at.
+
 Members may expect different sample rates: the ensemble takes audio at the highest of them and
 resamples it (soxr) for each member that expects less.
 """
@@ -23,12 +26,13 @@ from soundsift.errors import ConfigError
 
 
 class ModelEnsemble:
-    """Several loaded models (``DualEncoder`` or anything with its embedding interface) as one."""
+    """Several loaded models (``DualEncoder`` or anything with its interface: embedding, ``identity``,
+    ``config``, ``tau``) as one."""
 
     def __init__(self, members: Sequence[Any], names: Sequence[str] | None = None):
         if len(members) < 2:
             raise ConfigError(f"an ensemble needs at least two models, got {len(members)}")
-        missing = [i for i, m in enumerate(members) if not getattr(m, "identity", None)]
+        missing = [i for i, m in enumerate(members) if not getattr(m, "identity", None)]  # not loaded models
         if missing:
             raise ConfigError(f"ensemble members {missing} have no identity: load them with soundsift.load_model")
         self.members = list(members)
@@ -36,7 +40,8 @@ class ModelEnsemble:
         self.scale = 1.0 / math.sqrt(len(self.members))
         joined = "\n".join(m.identity for m in self.members)
         self.identity = hashlib.sha256(f"soundsift ensemble\n{joined}".encode()).hexdigest()
-        self.config = {"ensemble": [getattr(m, "config", None) for m in self.members]}
+        self.config = {"ensemble": [m.config for m in self.members]}
+        self.tau = sum(float(m.tau) for m in self.members) / len(self.members)
         self.meta = {"ensemble": self.names}
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from soundsift.atomic import atomic_write, publish_dir
-from soundsift.checkpoints.format import FORMAT, FORMAT_VERSION, identity
+from soundsift.checkpoints.format import FORMAT, FORMAT_VERSION, model_from_file
 from soundsift.downloader import hub_reachable
 from soundsift.errors import ModelFileError, check_format
 from soundsift.model import DualEncoder
@@ -66,7 +66,7 @@ def _model_card(doc: dict[str, Any]) -> str:
         "from soundsift.checkpoints import from_pretrained\n\nmodel = from_pretrained(\"DIRECTORY_OR_REPO_ID\")\n"
         "audio = model.embed_waveforms([waveform])  # mono float32 at model.sample_rate\n"
         'text = model.embed_texts(["a dog barks in the distance"])\nscores = audio @ text.T\n```\n\n'
-        f"## Files\n\n- `{CONFIG_NAME}`: format tag, version and the model config.\n"
+        f"## Files\n\n- `{CONFIG_NAME}`: format tag, version, the model config and its temperature `tau`.\n"
         f"- `{WEIGHTS_NAME}`: trainable parameters; frozen pretrained towers are rebuilt from their source.\n"
     )
 
@@ -84,7 +84,7 @@ def save_pretrained(model: DualEncoder, directory: str | Path, meta: Mapping[str
     directory = Path(directory).expanduser()
     config_json = json.dumps(model.config, sort_keys=True, default=_json_default)
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "soundsift_version": __version__,
-           "library_name": "soundsift", "config": json.loads(config_json), "meta": dict(meta or {})}
+           "library_name": "soundsift", "config": json.loads(config_json), "tau": float(model.tau), "meta": dict(meta or {})}
     json.dumps(doc["meta"], default=_json_default)  # fail before writing anything
     tensors = _unshared(model.trainable_state_dict())
     header = {"format": FORMAT, "version": str(FORMAT_VERSION), "config": config_json}
@@ -179,8 +179,4 @@ def from_pretrained(
             f"{config_path} and {weights_path.name} describe different models (an interrupted save, or an "
             "edited config.json?); save the model again"
         )
-    model = DualEncoder.from_config(doc["config"])
-    model.load_trainable_state_dict(state, source=str(weights_path))
-    model.identity = identity(weights_path)
-    model.meta = doc.get("meta", {})
-    return model.to(device).eval()
+    return model_from_file(doc, state, config_path, weights_path).to(device).eval()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from soundsift.checkpoints.format import FORMAT, identity, read_model_file
+from soundsift.checkpoints.format import FORMAT, model_from_file, read_model_file
 from soundsift.checkpoints.hub import from_pretrained
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
 from soundsift.encoders.clap import DEFAULT_MODEL as CLAP_MODEL
@@ -86,11 +86,7 @@ def load_model(path: str | Path | Sequence[str | Path], device: str | torch.devi
     if kind == "salsa":
         return load_salsa_checkpoint(path, device=device)
     payload = read_model_file(path)
-    model = DualEncoder.from_config(payload["config"])
-    model.load_trainable_state_dict(payload["state_dict"], source=str(path))
-    model.identity = identity(path)
-    model.meta = payload.get("meta", {})
-    return model.to(device).eval()
+    return model_from_file(payload, payload["state_dict"], path, path).to(device).eval()
 
 
 def detect_format(path: str | Path) -> str:

@@ -19,7 +19,7 @@ The salsa Lightning module (``experiments/ex_dcase24.py``, ``AudioRetrievalModel
   (``embeddings.*``, ``encoder.layer.0-23.*``, no pooler);
 - ``project_audio.0.*`` ``Linear(768, 1024)`` and ``project_sentence.0.*`` ``Linear(1024, 1024)``
   (``Sequential`` of one ``Linear`` when ``adopt_n_layers == 0``: soundsift's ``"linear"`` projection);
-- ``tau``, ``timing_tau`` (loss temperatures, 0.05), ``audio_token``, ``posencode.{pe,w}`` (inputs of an
+- ``tau``, ``timing_tau`` (loss temperatures, 0.05; ``tau`` becomes the model's ``tau``), ``audio_token``, ``posencode.{pe,w}`` (inputs of an
   optional transformer over snippet embeddings, unused when ``sequence_model.num_layers == 0``).
 
 Captions: lower-cased, ``string.punctuation`` removed, at most 32 RoBERTa tokens, first (CLS) token of the
@@ -53,7 +53,7 @@ from soundsift.encoders.pretrained import (
     map_keys,
 )
 from soundsift.errors import ChecksumError, DownloadError, ModelFileError, StateDictError, load_failure
-from soundsift.model import DualEncoder
+from soundsift.model import DEFAULT_TAU, DualEncoder
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ SALSA_KEY_MAP: tuple[tuple[str, str], ...] = (
 #: salsa keys dropped on purpose, with the reason (regex, reason).
 SALSA_IGNORED: tuple[tuple[str, str], ...] = (
     (r"^audio_embedding_model\.model\.model\.(head|head_dist)\.", "PaSST's AudioSet classifiers (unused)"),
-    (r"^(tau|timing_tau)$", "loss temperatures (fixed 0.05), not part of the embeddings"),
+    (r"^(tau|timing_tau)$", "loss temperatures (fixed 0.05; tau is kept as the model's tau), not part of the embeddings"),
     (r"^(audio_token|posencode\.(pe|w))$", "snippet sequence model inputs, unused without its layers"),
     (r"^audio_output_projection\.", "snippet sequence model input projection, unused without its layers"),
     (r"^sentence_embedding_model\.embeddings\.(position_ids|token_type_ids)$", "index buffers (old transformers)"),
@@ -184,6 +184,16 @@ def _hp(hparams: Mapping[str, Any], *path: str, default: Any = None) -> Any:
             return default
         node = node[key]
     return node
+
+
+def salsa_tau(state_dict: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> float:
+    """The temperature a salsa checkpoint scores with: its ``tau`` parameter (salsa divides by its absolute
+    value), else the ``initial_tau`` hyperparameter, else ``DEFAULT_TAU`` (salsa's fixed 0.05)."""
+    value = state_dict.get("tau")
+    if torch.is_tensor(value) and value.numel() == 1 and float(value.abs()) > 0:
+        return float(value.abs())
+    initial = _hp(hparams or {}, "initial_tau")
+    return float(initial) if isinstance(initial, (int, float)) and not isinstance(initial, bool) and initial > 0 else DEFAULT_TAU
 
 
 def salsa_config(hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -342,7 +352,8 @@ def load_salsa_checkpoint(
     ckpt = read_lightning_checkpoint(path)
     source = f"{path} (salsa checkpoint, keys renamed by SALSA_KEY_MAP)"
     mapped, ignored = convert_salsa_state_dict(ckpt.state_dict, source=str(path), strict=strict)
-    model = DualEncoder.from_config(merge(salsa_config(ckpt.hparams), overrides or {}, whole=lambda key: False))
+    model = DualEncoder.from_config(merge(salsa_config(ckpt.hparams), overrides or {}, whole=lambda key: False),
+                                    tau=salsa_tau(ckpt.state_dict, ckpt.hparams))
     if check_tokenizer:
         _check_tokenizer(model, mapped, str(path))
     report = load_state_dict_checked(model, mapped, ignore_missing=_MODULE_ONLY, strict=strict, source=source)

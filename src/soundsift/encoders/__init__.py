@@ -1,5 +1,6 @@
 """Encoder registry with the built-in encoders, registered lazily by module path."""
 
+from soundsift.encoders.base import AudioEncoder, TextEncoder
 from soundsift.encoders.registry import (
     audio_encoder_names,
     build_audio_encoder,
@@ -31,6 +32,8 @@ register_text_encoder("laion-clap", "soundsift.encoders.clap:LaionClapTextEncode
 register_text_encoder("yamnet-classes", "soundsift.encoders.zeroshot:ClassQueryTextEncoder")  # zero-shot queries
 
 __all__ = [
+    "AudioEncoder",
+    "TextEncoder",
     "audio_encoder_names",
     "build_audio_encoder",
     "build_text_encoder",

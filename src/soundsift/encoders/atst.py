@@ -41,8 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.mel import mel_filterbank
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
+from soundsift.encoders.options import ATST_URL, AtstCfg
 from soundsift.encoders.pretrained import (
     PretrainedWeights,
     load_pretrained_weights,
@@ -51,11 +53,6 @@ from soundsift.encoders.pretrained import (
 )
 from soundsift.errors import ConfigError
 
-# ATST-SED README: "ATST checkpoint (atst_as2M.ckpt) ... fine-tuned by the AudioSet-2M", a Google Drive
-# file (id below). Large Drive files may answer with an HTML confirmation page; then download it in a
-# browser and pass checkpoint=PATH.
-ATST_DRIVE_ID = "1_xb0_n3UNbUG_pH1vLHTviLfsaSfCzxz"
-ATST_URL = f"https://drive.usercontent.google.com/download?id={ATST_DRIVE_ID}&export=download&confirm=t"
 ATST_FILENAME = "atst_as2M.ckpt"
 DB_MIN, DB_MAX = -79.6482, 50.6842
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -196,13 +193,15 @@ def frequency_warp(spec: torch.Tensor, max_drop: float) -> torch.Tensor:
     return out
 
 
-class ATSTFrameEncoder(nn.Module):
+class ATSTFrameEncoder(AudioEncoder):
     """ATST-Frame encoder: ``(B, T)`` 16-kHz waveforms (+ lengths) -> ``(B, out_dim)`` (768) embeddings.
 
     ``pretrained`` (default: True for ``size="full"``) downloads ``atst_as2M.ckpt``; ``checkpoint=PATH``
     loads a local copy (the raw Lightning checkpoint or a converted state dict). ``size="tiny"`` builds a
     2-block, 32-wide model with the same front end and token geometry, for tests.
     """
+
+    Options = AtstCfg
 
     sample_rate = 16000
     #: every snippet is ``segment`` samples whatever the batch, so a clip embeds as it would alone

@@ -41,6 +41,7 @@ from soundsift.encoders.hf_audio import (
     _set_trainable,
     _WindowedHFEncoder,
 )
+from soundsift.encoders.options import CLAP_MAX_TOKENS, CLAP_MODEL, LaionClapAudioCfg, LaionClapTextCfg
 from soundsift.encoders.text import (
     _SHARED_CACHES,
     HFTextEncoder,
@@ -50,9 +51,9 @@ from soundsift.encoders.text import (
 from soundsift.errors import ConfigError, WeightsUnavailableError
 
 #: The published checkpoint: HTS-AT (tiny, no fusion) + RoBERTa-base, 512-d joint space.
-DEFAULT_MODEL = "laion/clap-htsat-unfused"
+DEFAULT_MODEL = CLAP_MODEL
 #: LAION-CLAP tokenises captions to at most 77 tokens (``CLAP_Module.tokenizer``).
-MAX_TOKENS = 77
+MAX_TOKENS = CLAP_MAX_TOKENS
 
 TINY_TEXT = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=80, projection_hidden_size=32, projection_dim=24)
@@ -84,13 +85,28 @@ def tiny_tokenizer(words: tuple[str, ...] = ("the", "dog", "sound")):
     return RobertaTokenizer(vocab=vocab, merges=merges)
 
 
-def _load_kwargs(revision: str | None, cache_dir: str | Path | None, local_files_only: bool) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"local_files_only": local_files_only}
+def _load_kwargs(revision: str | None, cache_dir: str | Path | None, local_files_only: bool | None,
+                 pretrained: bool = True) -> dict[str, Any]:
+    """``from_pretrained`` arguments; random weights (``pretrained=False``) look offline unless told not to."""
+    offline = (not pretrained) if local_files_only is None else bool(local_files_only)
+    kwargs: dict[str, Any] = {"local_files_only": offline}
     if revision:
         kwargs["revision"] = revision
     if cache_dir:
         kwargs["cache_dir"] = str(cache_dir)
     return kwargs
+
+
+def _random_or_pretrained(model_cls: Any, config_cls: Any, source: str | Path, pretrained: bool, seed: int,
+                          kwargs: dict[str, Any]) -> nn.Module:
+    """A CLAP tower with the checkpoint's weights, or (``pretrained=False``) seeded random weights in its
+    architecture: only its ``config.json`` is read."""
+    if pretrained:
+        return _from_pretrained(model_cls, source, **kwargs)
+    config = _from_pretrained(config_cls, source, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_cls(config)
 
 
 class LaionClapAudioEncoder(_WindowedHFEncoder):
@@ -102,15 +118,19 @@ class LaionClapAudioEncoder(_WindowedHFEncoder):
         freeze: no gradients, eval mode, and rebuilt from ``model`` when a model file loads (default).
         trainable: with ``freeze=False``, train only the last k Swin stages (+ norm, projection); None: all.
         tiny: a small random tower (16 kHz, 2-s windows) for tests; no download.
-        seed: seed of the ``tiny`` weights.
+        pretrained: False gives random weights in the checkpoint's architecture (its config and
+            extractor from the local folder or cache); nothing is downloaded.
+        seed: seed of the ``tiny`` or random weights.
         input_sample_rate: rate of the waveforms you pass, if not the model's (resampled with soxr).
         cache_dir, local_files_only: passed to ``from_pretrained``.
     """
 
+    Options = LaionClapAudioCfg
+
     def __init__(self, model: str | Path = DEFAULT_MODEL, revision: str | None = None, freeze: bool = True,
                  trainable: int | None = None, tiny: bool = False, seed: int = 0,
                  input_sample_rate: int | None = None, cache_dir: str | Path | None = None,
-                 local_files_only: bool = False):
+                 local_files_only: bool | None = None, pretrained: bool = True):
         super().__init__(input_sample_rate)
         from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
 
@@ -121,9 +141,10 @@ class LaionClapAudioEncoder(_WindowedHFEncoder):
             features = {**TINY_CLAP_FEATURES, "feature_size": TINY_CLAP["num_mel_bins"]}
             self.features = ClapFeatureExtractor(**features, truncation="rand_trunc", padding="repeatpad")
         else:
-            kwargs = _load_kwargs(revision, cache_dir, local_files_only)
+            kwargs = _load_kwargs(revision, cache_dir, local_files_only, pretrained)
             with _quiet_transformers():
-                self.model = _from_pretrained(ClapAudioModelWithProjection, model, **kwargs)
+                self.model = _random_or_pretrained(ClapAudioModelWithProjection, ClapAudioConfig, model, pretrained,
+                                                   seed, kwargs)
                 self.features = _from_pretrained(ClapFeatureExtractor, model, **kwargs)
         config = self.model.config
         # the extractor's mel filters follow the truncation mode the model was trained with
@@ -138,7 +159,7 @@ class LaionClapAudioEncoder(_WindowedHFEncoder):
         if self.freeze:
             self.model.requires_grad_(False)
             self.model.eval()
-            self.model.frozen_pretrained = not tiny  # rebuilt from its source on load, never saved
+            self.model.frozen_pretrained = pretrained and not tiny  # rebuilt from its source on load, never saved
         else:
             _set_trainable(self.model, encoder.layers, trainable, [self.model.audio_projection, encoder.norm])
 
@@ -177,12 +198,17 @@ class LaionClapTextEncoder(HFTextEncoder):
         trainable: with ``freeze=False``, train only the last k layers (+ pooler, projection); None: all.
         cache: keep the embeddings of a frozen tower per caption.
         tiny: a small random tower with a byte-level tokenizer, for tests; no download.
+        pretrained: False gives random weights in the checkpoint's architecture (config and tokenizer
+            from the local folder or cache); nothing is downloaded.
     """
+
+    Options = LaionClapTextCfg
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, revision: str | None = None, max_tokens: int = MAX_TOKENS,
                  lowercase: bool = False, strip_punctuation: bool = False, freeze: bool = True,
                  trainable: int | None = None, cache: bool = True, tiny: bool = False, seed: int = 0,
-                 cache_dir: str | Path | None = None, local_files_only: bool = False):
+                 cache_dir: str | Path | None = None, local_files_only: bool | None = None,
+                 pretrained: bool = True):
         nn.Module.__init__(self)  # HFTextEncoder's own __init__ loads an AutoModel; only its caption logic is shared
         from transformers import AutoTokenizer, ClapTextConfig, ClapTextModelWithProjection
 
@@ -197,10 +223,11 @@ class LaionClapTextEncoder(HFTextEncoder):
                 torch.manual_seed(seed)
                 self.backbone = ClapTextModelWithProjection(ClapTextConfig(**TINY_TEXT))
         else:
-            kwargs = _load_kwargs(revision, cache_dir, local_files_only)
+            kwargs = _load_kwargs(revision, cache_dir, local_files_only, pretrained)
             with _quiet_transformers():
                 self.tokenizer = _from_pretrained(AutoTokenizer, model, **kwargs)
-                self.backbone = _from_pretrained(ClapTextModelWithProjection, model, **kwargs)
+                self.backbone = _random_or_pretrained(ClapTextModelWithProjection, ClapTextConfig, model, pretrained,
+                                                      seed, kwargs)
         limit = int(self.backbone.config.max_position_embeddings) - 2  # RoBERTa positions start after padding
         self.max_tokens = min(self.max_tokens, limit)
         self.out_dim = int(self.backbone.config.projection_dim)
@@ -208,13 +235,13 @@ class LaionClapTextEncoder(HFTextEncoder):
         if self.freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-            self.backbone.frozen_pretrained = not tiny
+            self.backbone.frozen_pretrained = pretrained and not tiny
         else:
             heads = [self.backbone.text_projection] + ([text.pooler] if text.pooler is not None else [])
             _set_trainable(self.backbone, text.encoder.layer, trainable, heads)
         key = ("laion-clap", str(model), revision, self.max_tokens, self.lowercase, self.strip_punctuation)
         self._cache: dict[str, torch.Tensor] = (
-            _SHARED_CACHES.setdefault(key, {}) if self.freeze and not tiny else {})
+            _SHARED_CACHES.setdefault(key, {}) if self.freeze and pretrained and not tiny else {})
         self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
@@ -283,6 +310,22 @@ def laion_clap_identity(config: dict[str, Any], source: str, revision: str | Non
     return hashlib.sha256(f"soundsift laion-clap {text} {' '.join(tags)}".encode()).hexdigest()
 
 
+def laion_clap_tau(source: str, revision: str | None = None) -> float | None:
+    """The temperature of a CLAP checkpoint, ``1 / exp(logit_scale_a)`` (its audio-side logit scale), read
+    from its weights file; None when the weights hold none."""
+    for path in _weights_files(source, revision):
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                scale = f.get_tensor("logit_scale_a") if "logit_scale_a" in f.keys() else None
+        else:
+            scale = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("logit_scale_a")
+        if scale is not None:
+            return float(torch.exp(-scale.double().reshape(-1)[0]))
+    return None
+
+
 def is_cached(model: str = DEFAULT_MODEL, revision: str | None = None) -> bool:
     """Whether a hub CLAP checkpoint is complete in the local Hugging Face cache (loads offline)."""
     if Path(model).expanduser().is_dir():
@@ -299,7 +342,7 @@ def laion_clap_model(build: Callable[[dict[str, Any]], nn.Module], device: str |
                      model: str | Path | None = None, revision: str | None = None):
     """The published ``"laion-clap"`` model (or the CLAP checkpoint ``model``: hub id or local folder) as a
     DualEncoder built by ``build`` (``DualEncoder.from_config``; the model class sits above encoders), with
-    its identity set, in eval mode on ``device``. An unreachable download is one ``WeightsUnavailableError``
+    its identity and temperature (``laion_clap_tau``) set, in eval mode on ``device``. An unreachable download is one ``WeightsUnavailableError``
     saying how to use a local folder instead."""
     source = str(model or DEFAULT_MODEL)
     try:
@@ -317,6 +360,9 @@ def laion_clap_model(build: Callable[[dict[str, Any]], nn.Module], device: str |
         error.option = "model"
         raise error from exc
     dual.identity = laion_clap_identity(config, source, revision)
+    tau = laion_clap_tau(source, revision)
+    if tau is not None:
+        dual.tau = tau
     dual.meta = {"published": "laion-clap", "source": source}
     return dual.to(device).eval()
 

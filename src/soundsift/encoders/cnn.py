@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder, no_published_weights
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import masked_mean, time_mask
+from soundsift.encoders.options import CnnCfg
 from soundsift.errors import ConfigError
 
 SIZES: dict[str, dict] = {
@@ -59,13 +61,15 @@ class ConvStack(nn.Module):
         return x, frames
 
 
-class CNNEncoder(nn.Module):
+class CNNEncoder(AudioEncoder):
     """(B, T) waveforms at ``sample_rate`` -> (B, out_dim) with ``out_dim = channels[-1]``.
 
     ``size`` picks a preset ("tiny", "small" = default, "base"); ``channels`` (one entry per block)
     overrides it. ``strides`` gives each block's (mel, time) stride, default 2 x 2 everywhere.
     ``frontend`` holds keyword arguments for ``AudioFrontEnd`` (norm, spec_augment, ...).
     """
+
+    Options = CnnCfg
 
     def __init__(
         self,
@@ -76,8 +80,10 @@ class CNNEncoder(nn.Module):
         n_mels: int = 64,
         dropout: float = 0.0,
         frontend: dict | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
+        no_published_weights("cnn", pretrained)
         channels = tuple(channels or size_preset(SIZES, size, "CNNEncoder")["channels"])
         strides = strides if strides is not None else [(2, 2)] * len(channels)
         self.sample_rate = sample_rate

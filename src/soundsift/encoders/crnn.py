@@ -13,9 +13,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder, no_published_weights
 from soundsift.encoders.cnn import ConvStack
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import masked_mean, time_mask
+from soundsift.encoders.options import CrnnCfg
 
 SIZES: dict[str, dict] = {
     "tiny": {"channels": (4, 8), "strides": ((2, 2), (4, 2)), "hidden": 8, "layers": 1},
@@ -24,12 +26,14 @@ SIZES: dict[str, dict] = {
 }
 
 
-class CRNNEncoder(nn.Module):
+class CRNNEncoder(AudioEncoder):
     """(B, T) waveforms at ``sample_rate`` -> (B, 2 * hidden).
 
     ``size`` picks a preset ("tiny", "small" = default, "base"); ``channels``, ``strides`` (per conv
     block, (mel, time)), ``hidden`` (GRU units per direction) and ``layers`` override it.
     """
+
+    Options = CrnnCfg
 
     def __init__(
         self,
@@ -42,8 +46,10 @@ class CRNNEncoder(nn.Module):
         n_mels: int = 64,
         dropout: float = 0.0,
         frontend: dict | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
+        no_published_weights("crnn", pretrained)
         preset = size_preset(SIZES, size, "CRNNEncoder")
         channels = tuple(channels or preset["channels"])
         if strides is None:

@@ -3,7 +3,7 @@
 Both run their own feature extractor (numpy, no gradient to the waveform) on fixed-length windows: a clip
 longer than the model's window is cut into consecutive windows whose embeddings are averaged, so no
 random crop is ever taken and inference is deterministic. Pretrained weights come from the Hugging Face
-hub (or a local folder); ``random_init=True`` builds a small random model from a config without any
+hub (or a local folder); ``pretrained=False`` builds a small random model from a config without any
 download (tests, smoke runs).
 """
 
@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from soundsift.downloader import hub_reachable
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.layers import average_by_owner
+from soundsift.encoders.options import CLAP_MODEL, AstCfg, ClapAudioCfg
 from soundsift.errors import ConfigError, WeightsUnavailableError
 
 TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -59,7 +61,7 @@ def _set_trainable(model: nn.Module, blocks: Sequence[nn.Module], last_k: int | 
         head.requires_grad_(True)
 
 
-class _WindowedHFEncoder(nn.Module):
+class _WindowedHFEncoder(AudioEncoder):
     """Shared machinery: cut clips into windows, extract features, embed windows, average per clip."""
 
     model_rate: int
@@ -117,30 +119,32 @@ class ASTEncoder(_WindowedHFEncoder):
 
     Args:
         model: hub id or local folder of a pretrained AST.
-        random_init: build a random model from ``config`` (default: a tiny config) instead; no download.
-        config: ``ASTConfig`` keyword arguments for ``random_init``.
+        pretrained: False builds a random model from ``config`` (default: a tiny config); no download.
+        config: ``ASTConfig`` keyword arguments for ``pretrained=False``.
         pooling: ``"pooler"`` (mean of the CLS and distillation tokens, AST's own), ``"cls"`` or ``"mean"``.
         trainable: train only the last k transformer layers (+ final layer norm); None trains all.
         input_sample_rate: rate of the waveforms you pass, if not 16 kHz (resampled with soxr).
         cache_dir, local_files_only: passed to ``from_pretrained``.
     """
 
-    def __init__(self, model: str | Path = "MIT/ast-finetuned-audioset-10-10-0.4593", random_init: bool = False,
+    Options = AstCfg
+
+    def __init__(self, model: str | Path = "MIT/ast-finetuned-audioset-10-10-0.4593", pretrained: bool = True,
                  config: dict | None = None, pooling: str = "pooler", trainable: int | None = None,
                  input_sample_rate: int | None = None, cache_dir: str | Path | None = None,
-                 local_files_only: bool = False):
+                 local_files_only: bool | None = None):
         super().__init__(input_sample_rate)
         from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
         if pooling not in ("pooler", "cls", "mean"):
             raise ConfigError(f"pooling must be 'pooler', 'cls' or 'mean', got {pooling!r}")
         self.pooling = pooling
-        if random_init:
+        if not pretrained:
             cfg = ASTConfig(**(TINY_AST if config is None else config))
             self.model = ASTModel(cfg)
             self.features = ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length)
         else:
-            kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only)
+            kwargs = dict(cache_dir=cache_dir, local_files_only=bool(local_files_only))
             self.model = _from_pretrained(ASTModel, model, **kwargs)
             self.features = _from_pretrained(ASTFeatureExtractor, model, **kwargs)
         self.model_rate = int(self.features.sampling_rate)
@@ -173,25 +177,27 @@ class CLAPAudioEncoder(_WindowedHFEncoder):
 
     Args:
         model: hub id or local folder of a CLAP checkpoint (the full ``ClapModel`` checkpoint is fine).
-        random_init: build a random tiny model (``config`` overrides ``ClapAudioConfig`` arguments; the
-            tiny feature extractor runs at 16 kHz with 2-s windows); no download.
+        pretrained: False builds a random tiny model (``config`` overrides ``ClapAudioConfig`` arguments;
+            the tiny feature extractor runs at 16 kHz with 2-s windows); no download.
         trainable: train only the last k Swin stages (+ projection); None trains all.
         input_sample_rate: rate of the waveforms you pass, if not the model's (resampled with soxr).
     """
 
-    def __init__(self, model: str | Path = "laion/clap-htsat-unfused", random_init: bool = False,
+    Options = ClapAudioCfg
+
+    def __init__(self, model: str | Path = CLAP_MODEL, pretrained: bool = True,
                  config: dict | None = None, trainable: int | None = None,
                  input_sample_rate: int | None = None, cache_dir: str | Path | None = None,
-                 local_files_only: bool = False):
+                 local_files_only: bool | None = None):
         super().__init__(input_sample_rate)
         from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
 
-        if random_init:
+        if not pretrained:
             self.model = ClapAudioModelWithProjection(ClapAudioConfig(**(TINY_CLAP if config is None else config)))
             n_mels = self.model.config.num_mel_bins
             self.features = ClapFeatureExtractor(**{**TINY_CLAP_FEATURES, "feature_size": n_mels})
         else:
-            kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only)
+            kwargs = dict(cache_dir=cache_dir, local_files_only=bool(local_files_only))
             self.model = _from_pretrained(ClapAudioModelWithProjection, model, **kwargs)
             self.features = _from_pretrained(ClapFeatureExtractor, model, **kwargs)
         self.fusion = bool(getattr(self.model.config, "enable_fusion", False))

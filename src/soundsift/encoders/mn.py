@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.kaldi import KaldiLogMel, n_frames
 from soundsift.encoders.layers import average_by_owner, split_snippets
+from soundsift.encoders.options import MnCfg
 from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
 from soundsift.errors import ConfigError
 
@@ -246,7 +248,7 @@ VARIANTS: dict[str, tuple[float, PretrainedWeights]] = {
 TINY_WIDTH = 0.1
 
 
-class MobileNetEncoder(nn.Module):
+class MobileNetEncoder(AudioEncoder):
     """MN audio encoder: ``(B, T)`` 32-kHz waveforms (+ lengths) -> ``(B, out_dim)`` clip embeddings.
 
     ``pretrained`` (default: True for ``size="full"``) downloads the variant's AudioSet checkpoint;
@@ -261,6 +263,8 @@ class MobileNetEncoder(nn.Module):
     ``min_remainder_seconds=segment_seconds`` drops a trailing partial snippet, as salsa's
     ``x.unfold`` does for an unpadded clip (tests/test_upstream_mn.py checks this against EfficientAT).
     """
+
+    Options = MnCfg
 
     sample_rate = 32000
     #: eval mode: a ragged batch runs masked (``embed_clips``), so a clip embeds as it would alone

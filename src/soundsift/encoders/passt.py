@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
 from soundsift.encoders.frontends.kaldi import KaldiLogMel
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
+from soundsift.encoders.options import PasstCfg
 from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained
 from soundsift.errors import ConfigError
 
@@ -123,13 +125,15 @@ class PaSST(nn.Module):
 # --------------------------------------------------------------------------- encoder
 
 
-class PaSSTEncoder(nn.Module):
+class PaSSTEncoder(AudioEncoder):
     """PaSST audio encoder: ``(B, T)`` 32-kHz waveforms (+ lengths) -> ``(B, out_dim)`` (768) embeddings.
 
     ``pretrained`` (default: True for ``size="full"``) downloads the variant's AudioSet checkpoint into
     the soundsift cache; ``checkpoint=PATH`` loads a local copy instead (offline use). ``size="tiny"``
     builds a 2-block, 32-wide model with the same front end and patch geometry, for tests.
     """
+
+    Options = PasstCfg
 
     sample_rate = 32000
     #: every snippet is ``segment`` samples whatever the batch, so a clip embeds as it would alone

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from soundsift.encoders.base import AudioEncoder, no_published_weights
 from soundsift.encoders.frontends.mel import AudioFrontEnd, size_preset
 from soundsift.encoders.layers import TransformerBlock, masked_mean
+from soundsift.encoders.options import PatchformerCfg
 from soundsift.errors import ConfigError
 
 SIZES: dict[str, dict] = {
@@ -38,7 +40,7 @@ def _count(spec: float, n: int) -> int:
     return int(spec) if float(spec) >= 1 or spec == 0 else int(round(spec * n))
 
 
-class PatchTransformerEncoder(nn.Module):
+class PatchTransformerEncoder(AudioEncoder):
     """(B, T) waveforms at ``sample_rate`` -> (B, dim).
 
     ``size`` picks a preset ("tiny", "small" = default, "base"); ``dim``/``depth``/``heads`` override it.
@@ -49,6 +51,8 @@ class PatchTransformerEncoder(nn.Module):
     (windows after the first that are shorter than ``min_window_s`` are ignored). ``pooling``: "mean"
     (masked mean of patch tokens) or "cls".
     """
+
+    Options = PatchformerCfg
 
     def __init__(
         self,
@@ -67,8 +71,10 @@ class PatchTransformerEncoder(nn.Module):
         sample_rate: int = 16000,
         n_mels: int = 64,
         frontend: dict | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
+        no_published_weights("patchformer", pretrained)
         preset = size_preset(SIZES, size, "PatchTransformerEncoder")
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"PatchTransformerEncoder: unknown pooling {pooling!r}; use 'mean' or 'cls'")

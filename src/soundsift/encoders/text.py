@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from soundsift.downloader import hub_reachable
+from soundsift.encoders.base import TextEncoder, no_published_weights
+from soundsift.encoders.options import HfTextCfg, MiniLMCfg, TinyBertCfg
 from soundsift.errors import CaptionError, ConfigError, WeightsUnavailableError, require
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,18 @@ def _quiet_transformers():
     return _Quiet()
 
 
-class HFTextEncoder(nn.Module):
+class HFTextEncoder(TextEncoder):
     """A transformers encoder (by hub name or local folder) as a caption encoder: ``forward(texts) -> (B, out_dim)``.
 
     ``freeze``: no gradients to the backbone, which stays in eval mode; with ``cache`` the embeddings
-    are kept per normalised caption (CPU tensors). ``random_init`` builds the architecture from the
-    config (with ``config_overrides``) and initialises it randomly with ``seed``; otherwise the weights
-    are loaded (``config_overrides`` then set config fields). ``dropout`` sets the hidden and attention
+    are kept per normalised caption (CPU tensors). ``pretrained=False`` builds the architecture from the
+    config (with ``config_overrides``) and initialises it randomly with ``seed``, offline unless
+    ``local_files_only=False``; otherwise the weights are loaded (``config_overrides`` then set config fields). ``dropout`` sets the hidden and attention
     dropout of BERT/RoBERTa-style models (``hidden_dropout_prob``, ``attention_probs_dropout_prob``). A local folder never
     touches the network; a hub name does unless ``local_files_only``.
     """
+
+    Options = HfTextCfg
 
     def __init__(
         self,
@@ -74,8 +77,8 @@ class HFTextEncoder(nn.Module):
         strip_punctuation: bool = True,
         freeze: bool = False,
         cache: bool = True,
-        local_files_only: bool = False,
-        random_init: bool = False,
+        local_files_only: bool | None = None,
+        pretrained: bool = True,
         config_overrides: dict[str, Any] | None = None,
         dropout: float | None = None,
         seed: int = 0,
@@ -88,6 +91,9 @@ class HFTextEncoder(nn.Module):
         if max_tokens < 2:
             raise ConfigError(f"HFTextEncoder: max_tokens must be >= 2, got {max_tokens}")
         model = str(model)
+        random_init = not pretrained
+        if local_files_only is None:  # random weights never touch the network unless asked to
+            local_files_only = random_init
         offline = not Path(model).is_dir() and not local_files_only and not hub_reachable()
         local_files_only = local_files_only or offline or Path(model).is_dir()
         self.model_name, self.pooling, self.max_tokens = model, pooling, max_tokens
@@ -201,9 +207,14 @@ class HFTextEncoder(nn.Module):
             bar.update(len(chunk))
         bar.close()
 
+    @property
+    def can_precompute(self) -> bool:
+        """A frozen encoder with ``cache=True`` fills its cache ahead of training."""
+        return bool(self.freeze and self.use_cache)
+
     def precompute(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> None:
         """Fill the cache for ``texts`` in batches (frozen encoders with ``cache=True`` only)."""
-        if not (self.freeze and self.use_cache):
+        if not self.can_precompute:
             raise RuntimeError("precompute needs a frozen text encoder with cache=True")
         self._fill(self.normalise(texts), batch_size, progress)
 
@@ -275,6 +286,8 @@ def minilm_path() -> str:
 class MiniLMTextEncoder(HFTextEncoder):
     """all-MiniLM-L6-v2 (384-d, mean pooling), offline from its PyPI package; frozen by default."""
 
+    Options = MiniLMCfg
+
     def __init__(self, **kw: Any) -> None:
         kw.setdefault("model", minilm_path())
         kw.setdefault("pooling", "mean")
@@ -286,6 +299,8 @@ class MiniLMTextEncoder(HFTextEncoder):
 class TinyBertTextEncoder(HFTextEncoder):
     """MiniLM's tokenizer with a tiny randomly initialised BERT (seeded, deterministic), for tests."""
 
+    Options = TinyBertCfg
+
     def __init__(self, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0, **kw: Any) -> None:
         overrides = {
             "hidden_size": hidden,
@@ -296,4 +311,5 @@ class TinyBertTextEncoder(HFTextEncoder):
         }
         kw.setdefault("model", minilm_path())
         kw.setdefault("local_files_only", True)
-        super().__init__(random_init=True, config_overrides=overrides, seed=seed, **kw)
+        no_published_weights("tiny-bert", kw.pop("pretrained", False))
+        super().__init__(pretrained=False, config_overrides=overrides, seed=seed, **kw)

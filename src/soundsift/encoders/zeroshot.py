@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from soundsift.encoders.base import AudioEncoder, TextEncoder
+from soundsift.encoders.options import DEFAULT_TEMPLATES, ClassQueryCfg, YamnetBridgeCfg
 from soundsift.encoders.yamnet.model import NUM_CLASSES, SAMPLE_RATE, YAMNetEncoder
 from soundsift.errors import ConfigError
 
@@ -55,7 +56,6 @@ TEXT_SPACE_CONFIG: dict[str, Any] = {
     "text_projection": "identity",
 }
 
-DEFAULT_TEMPLATES = ("{}",)
 POOLINGS = ("mean", "max", "topk")
 SCORES = ("prob", "logodds")
 SPACES = ("classes", "text")
@@ -101,7 +101,7 @@ def yamnet_class_names(weights: str | Path | None = None, cache_dir: str | Path 
     return names
 
 
-class YAMNetBridgeEncoder(nn.Module):
+class YAMNetBridgeEncoder(AudioEncoder):
     """Waveform (B, T) at 16 kHz -> (B, 384): score-weighted MiniLM embeddings of AudioSet class names.
 
     Args:
@@ -119,7 +119,11 @@ class YAMNetBridgeEncoder(nn.Module):
         weights, patch_hop_seconds, cache_dir: passed to ``YAMNetEncoder``.
         tiny: a random-initialised tiny YAMNet and random class vectors (tests of the plumbing only).
         dim: size of the random class vectors of ``tiny``.
+        pretrained: False gives YAMNet random weights (the class names and MiniLM still come from their
+            packages: nothing is ever downloaded).
     """
+
+    Options = YamnetBridgeCfg
 
     sample_rate = SAMPLE_RATE
     batch_invariant = True
@@ -128,7 +132,8 @@ class YAMNetBridgeEncoder(nn.Module):
                  score: str = "prob", top_k: int | None = None, power: float = 1.0, center: bool = True,
                  space: str = "text",
                  weights: str | Path | None = None, patch_hop_seconds: float = 0.48,
-                 cache_dir: str | Path | None = None, tiny: bool = False, dim: int = 384, seed: int = 0):
+                 cache_dir: str | Path | None = None, tiny: bool = False, dim: int = 384, seed: int = 0,
+                 pretrained: bool = True):
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"yamnet-bridge: unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
@@ -144,10 +149,12 @@ class YAMNetBridgeEncoder(nn.Module):
         self.pooling, self.pool_k, self.score, self.power = pooling, max(1, int(pool_k)), score, float(power)
         self.space = space
         self.top_k = None if top_k is None else int(top_k)
-        self.yamnet = YAMNetEncoder(pretrained=not tiny, weights=weights, tiny=tiny, trainable=0,
-                                    patch_hop_seconds=patch_hop_seconds, cache_dir=cache_dir)
+        self.yamnet = YAMNetEncoder(pretrained=pretrained and not tiny, weights=weights if pretrained else None,
+                                    tiny=tiny, trainable=0, patch_hop_seconds=patch_hop_seconds, cache_dir=cache_dir)
         if tiny:
             self.class_names = [f"class {i}" for i in range(NUM_CLASSES)]
+        elif not pretrained:
+            self.class_names = yamnet_class_names(weights, cache_dir)
         else:
             self.yamnet.frozen_pretrained = True  # rebuilt from its package on load, never saved
             self.class_names = list(self.yamnet.class_names)
@@ -216,7 +223,7 @@ class YAMNetBridgeEncoder(nn.Module):
         return scores @ self.class_text.to(scores)
 
 
-class ClassQueryTextEncoder(nn.Module):
+class ClassQueryTextEncoder(TextEncoder):
     """Texts -> (B, 521): a query as a distribution over AudioSet's classes.
 
     ``softmax_c(cos(MiniLM(text), MiniLM(template(name_c))) / temperature)``, the class names' prompts
@@ -227,11 +234,14 @@ class ClassQueryTextEncoder(nn.Module):
         temperature: of the softmax (smaller: the query keeps only its closest classes).
         weights, cache_dir: where YAMNet's class map comes from (``yamnet_class_names``).
         tiny: a tiny random text model and random class vectors (tests of the plumbing only).
+        pretrained: False gives MiniLM random weights (nothing is ever downloaded).
     """
+
+    Options = ClassQueryCfg
 
     def __init__(self, templates: Sequence[str] = DEFAULT_TEMPLATES, temperature: float = 0.01,
                  weights: str | Path | None = None, cache_dir: str | Path | None = None, tiny: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, pretrained: bool = True):
         super().__init__()
         templates = _check_templates(templates, "yamnet-classes")
         if not float(temperature) > 0:
@@ -239,7 +249,7 @@ class ClassQueryTextEncoder(nn.Module):
         self.temperature = float(temperature)
         from soundsift.encoders.text import MiniLMTextEncoder, TinyBertTextEncoder
 
-        self.sentence = TinyBertTextEncoder(seed=seed) if tiny else MiniLMTextEncoder()
+        self.sentence = TinyBertTextEncoder(seed=seed) if tiny else MiniLMTextEncoder(pretrained=pretrained)
         if tiny:
             gen = torch.Generator().manual_seed(seed)
             class_text = F.normalize(torch.randn(NUM_CLASSES, self.sentence.out_dim, generator=gen), dim=-1)
@@ -251,10 +261,14 @@ class ClassQueryTextEncoder(nn.Module):
 
     @property
     def freeze(self) -> bool:
-        return bool(getattr(self.sentence, "freeze", False))
+        return self.sentence.freeze
 
-    def precompute(self, texts: Sequence[str], **kw: Any) -> None:
-        self.sentence.precompute(texts, **kw)
+    @property
+    def can_precompute(self) -> bool:
+        return self.sentence.can_precompute
+
+    def precompute(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> None:
+        self.sentence.precompute(texts, batch_size=batch_size, progress=progress)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         emb = F.normalize(self.sentence(list(texts)).float(), dim=-1)

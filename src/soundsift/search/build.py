@@ -121,7 +121,7 @@ def _load_model(model, model_path):
     if isinstance(model, (str, Path)):
         model_path = Path(model).resolve()
         model = load_model(model_path)
-    if not getattr(model, "identity", None):
+    if not model.identity:
         raise ValueError("the model has no identity (sha256 of its file): load it with soundsift.load_model")
     if model_path is not None and str(model_path) in PUBLISHED:
         return model, str(model_path)

@@ -227,7 +227,7 @@ class SoundIndex:
 
     def check_model(self, model) -> None:
         """Refuse a model whose identity differs from the one that built this index."""
-        identity = getattr(model, "identity", None)
+        identity = model.identity
         if identity != self.model_identity:
             raise ModelMismatchError(
                 f"{self.path}: the index was built with model {self.model_identity[:12]}... "

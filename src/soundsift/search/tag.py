@@ -11,7 +11,6 @@ import numpy as np
 from soundsift.errors import CaptionError, ConfigError
 
 DEFAULT_TEMPLATE = "{label}"
-TAU = 0.05  # the similarity temperature the models are trained with (DESIGN.md section 1)
 
 
 def parse_labels(labels: str | None = None, labels_file: str | Path | None = None) -> list[str]:
@@ -51,7 +50,7 @@ def tag_files(
     """For each file, the labels ranked by cosine similarity, best first.
 
     Each result is ``{"file", "labels": [{"label", "score", "probability"}]}``; ``score`` is the cosine
-    similarity and ``probability`` a softmax over the given labels at the training temperature.
+    similarity and ``probability`` a softmax over the given labels at the model's temperature ``model.tau``.
     """
     from soundsift.audio import load_audio
 
@@ -63,7 +62,7 @@ def tag_files(
     waves = [load_audio(f, model.sample_rate) for f in files]
     audio = model.embed_waveforms(waves, batch_size=8)
     sims = audio @ text_vectors.T  # (n_files, n_labels)
-    logits = sims / TAU
+    logits = sims / float(model.tau)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     results = []

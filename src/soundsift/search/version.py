@@ -113,7 +113,7 @@ def write_version(tmp: Path, version: VersionContents, report: BuildReport, t0: 
         "build": version.build_no,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"identity": model.identity, "path": version.recorded_model, "embed_dim": model.embed_dim,
-                  "sample_rate": model.sample_rate, "config": getattr(model, "config", None)},
+                  "sample_rate": model.sample_rate, "config": model.config},
         "audio_root": str(version.audio_root),
         "embed_dim": model.embed_dim,
         "next_id": version.next_id,

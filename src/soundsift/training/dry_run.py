@@ -6,9 +6,7 @@ It tells a user, before a long job, that the config resolves, the weights load (
 
 from __future__ import annotations
 
-import inspect
 import time
-from typing import Any
 
 import torch
 import yaml
@@ -16,24 +14,11 @@ import yaml
 from soundsift.config import Config, ModelConfig, OptimConfig
 
 
-def _without_pretrained(spec: dict[str, Any], factory) -> dict[str, Any]:
-    spec = dict(spec)
-    params = inspect.signature(factory).parameters
-    if "pretrained" in params:
-        spec["pretrained"] = False
-    if "random_init" in params:
-        spec["random_init"] = True
-    if "local_files_only" in params:  # --no-pretrained never touches the network
-        spec["local_files_only"] = True
-    return spec
-
-
 def offline_model(model: ModelConfig) -> ModelConfig:
-    """The ``model`` section with both towers' "no download" options set (random initialisation)."""
-    from soundsift.encoders.registry import AUDIO_ENCODERS, TEXT_ENCODERS
+    """The ``model`` section with both towers set to ``pretrained: false`` (random weights, no network)."""
+    from soundsift.encoders.registry import random_weights
 
-    specs = {key: _without_pretrained(getattr(model, key).to_dict(), table.get(getattr(model, key).name))
-             for key, table in (("audio_encoder", AUDIO_ENCODERS), ("text_encoder", TEXT_ENCODERS))}
+    specs = {key: random_weights(getattr(model, key).to_dict()) for key in ("audio_encoder", "text_encoder")}
     return ModelConfig.model_validate({**model.to_dict(), **specs})
 
 

@@ -128,13 +128,6 @@ def resolve_model_config(config: Config, init: dict[str, Any] | None = None) -> 
     return build_config({**config.to_dict(), "model": init_cfg})
 
 
-def precomputes_captions(encoder: Any) -> bool:
-    """Whether the text ``encoder`` embeds the captions once before training: a frozen encoder that
-    keeps a cache (``cache: false`` trains without one). The one place that reads the capability."""
-    return (callable(getattr(encoder, "precompute", None)) and bool(getattr(encoder, "freeze", False))
-            and bool(getattr(encoder, "use_cache", getattr(getattr(encoder, "sentence", None), "use_cache", True))))
-
-
 def _quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner/tips per run
     # frozen pretrained towers stay in eval mode on purpose (no dropout, fixed statistics)
@@ -225,7 +218,7 @@ def prepare(
     module = RetrievalModule(model, config.optim, Objective.from_config(config.loss, teachers))
     if init is not None:
         module.model.load_trainable_state_dict(init["state_dict"], source=str(config.init_from))
-    if precomputes_captions(module.model.text):
+    if module.model.text.can_precompute:  # a frozen encoder with a cache (not one with cache=False)
         texts = [t for s in splits.values() for c in s.clips for t in c.captions]
         module.model.text.precompute(texts, progress=progress)
 
@@ -322,6 +315,7 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         module.model.load_trainable_state_dict({k[len("model."):]: v for k, v in state.items()})
     if module.late_problems:
         write_problems(out_dir / "problems.txt", splits, module.late_problems)
+    module.model.tau = run.config.loss.tau  # the model file records the temperature it was trained at
     model_path = save_model(module.model.cpu(), out_dir / "model.pt", meta={"run": run.config.out_dir})
     metrics: dict[str, Any] = {"best_epoch": None, "val": None, "val_history": validation.history}
     if validation.history:

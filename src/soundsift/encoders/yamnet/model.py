@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.options import YamnetCfg
 from soundsift.errors import ConfigError
 
 SAMPLE_RATE = 16000
@@ -155,7 +157,7 @@ class YAMNet(nn.Module):
         return emb, (self.classifier(emb) if self.classifier is not None else None)
 
 
-class YAMNetEncoder(nn.Module):
+class YAMNetEncoder(AudioEncoder):
     """Clip encoder: waveform (B, T) at 16 kHz -> mean of the per-patch YAMNet embeddings (B, 1024).
 
     Args:
@@ -171,9 +173,13 @@ class YAMNetEncoder(nn.Module):
             ``~/.cache/soundsift/checkpoints``), in a ``yamnet/`` subfolder.
     """
 
+    Options = YamnetCfg
+
     sample_rate = SAMPLE_RATE
     #: each clip gets only its own zero-padded patches, so it embeds as it would alone
     batch_invariant = True
+    #: how many leading conv blocks are frozen (``trainable``), kept in eval mode while training
+    frozen_blocks = 0
 
     def __init__(self, pretrained: bool | None = None, weights: str | Path | None = None, width: float = 1.0,
                  tiny: bool = False, trainable: int | None = None, patch_hop_seconds: float = 0.48,
@@ -212,7 +218,7 @@ class YAMNetEncoder(nn.Module):
 
     def train(self, mode: bool = True) -> YAMNetEncoder:
         super().train(mode)
-        for block in self.net.blocks[: getattr(self, "frozen_blocks", 0)]:
+        for block in self.net.blocks[: self.frozen_blocks]:
             block.eval()
         return self
 
