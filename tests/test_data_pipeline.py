@@ -165,8 +165,12 @@ def test_undecodable_clip_is_replaced_in_its_batch_and_reported(tmp_path):
     assert [it[2] for it in items] == [0, 0, 2, 2, 2, 2, 3, 3]
     assert [it[3] for it in items] == [0, 1, 4, 4, 4, 5, 6, 7]
     batch = collate_pairs(items)
-    assert len(batch.problems) == 2 and all("cut.flac" in p and "decode" in p for p in batch.problems)
-    assert "item 2 replaced by item 4" in batch.problems[0]
+    assert len(batch.problems) == 2 and all("cut.flac" in str(p) and "decode" in str(p) for p in batch.problems)
+    assert "item 2 replaced by item 4" in str(batch.problems[0])
+    # typed records, not strings to cut apart again: the file, why, and which item replaced which
+    first = batch.problems[0]
+    assert (first.problem.file, first.problem.row, first.item, first.replacement) == (str(bad.path), None, 2, 4)
+    assert first.problem.message.startswith("cannot decode") and "cut.flac" not in first.problem.message
     assert collate_pairs(items[:2]).problems == []
     # an item carries its report through pickling (DataLoader worker -> main process)
     again = pickle.loads(pickle.dumps(items[2]))
@@ -174,7 +178,7 @@ def test_undecodable_clip_is_replaced_in_its_batch_and_reported(tmp_path):
     # through real worker processes too
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_pairs, num_workers=2)
     reports = [p for b in loader for p in b.problems]
-    assert len(reports) == 2 and all("cut.flac" in p for p in reports)
+    assert len(reports) == 2 and all("cut.flac" in str(p) for p in reports)
 
 
 def test_all_clips_failing_raises_one_audio_error(tmp_path):

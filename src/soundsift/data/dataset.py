@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from soundsift.audio import audio_info, load_audio, load_audio_window
-from soundsift.data.records import Clip, Problem, SplitData
+from soundsift.data.records import Clip, Problem, ReplacedItem, SplitData
 from soundsift.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -192,15 +192,15 @@ class PairBatch:
     texts: list[str]
     clip_index: torch.Tensor  # (B,) index of the clip in the split
     caption_index: torch.Tensor  # (B,) global caption index in the split
-    # One line per clip that failed to decode while this batch was made (its item was replaced),
-    # "<path>: <why>; ...": workers are separate processes, so the batch carries the report.
-    problems: list[str] = field(default_factory=list)
+    # One record per clip that failed to decode while this batch was made (its item was replaced):
+    # workers are separate processes, so the batch carries the report.
+    problems: list[ReplacedItem] = field(default_factory=list)
 
 
 class PairItem(tuple):
     """``(waveform, caption, clip index, caption index)``; ``problems`` names clips replaced to get it."""
 
-    problems: list[str]
+    problems: list[ReplacedItem]
 
     def __new__(cls, wav: np.ndarray, text: str, clip_i: int, cap_i: int, problems=()) -> PairItem:
         item = super().__new__(cls, (wav, text, clip_i, cap_i))
@@ -257,19 +257,21 @@ class PairDataset(Dataset):
         return wav, self.texts[cap_i], clip_i, cap_i
 
     def __getitem__(self, i: int) -> PairItem:
-        problems: list[str] = []
+        problems: list[ReplacedItem] = []
         failed: set[int] = set()
         j, n = i, len(self)
         while True:
             try:
                 return PairItem(*self._item(j), problems)
             except AudioError as exc:
+                path = str(self.split.clips[self._clip_of_item(j)].path)
                 failed.add(self._clip_of_item(j))
                 if len(failed) >= min(MAX_REPLACEMENTS, len(self.split.clips)):
                     raise AudioError(f"{exc}; {len(failed)} clips in a row failed to decode") from exc
                 while self._clip_of_item(j) in failed:
                     j = (j + 1) % n
-                problems.append(f"{exc}; training item {i} replaced by item {j}")
+                why = str(exc).removeprefix(f"{path}: ")  # the message names the file: the record holds it
+                problems.append(ReplacedItem(Problem(path, None, why), i, j))
 
 
 def pad(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

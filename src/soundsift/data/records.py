@@ -28,6 +28,19 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+@dataclass(frozen=True)
+class ReplacedItem:
+    """A training item whose clip failed to decode while its batch was made: the item was replaced by
+    another one (``replacement``), and ``problem`` says which file failed and why."""
+
+    problem: Problem
+    item: int
+    replacement: int
+
+    def __str__(self) -> str:
+        return f"{self.problem}; training item {self.item} replaced by item {self.replacement}"
+
+
 @dataclass
 class SplitData:
     """The clips of one split plus every problem found while reading it."""

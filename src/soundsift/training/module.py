@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from soundsift.atomic import atomic_write
 from soundsift.config import Config, ModelConfig, OptimConfig
 from soundsift.data.dataset import AudioStore
-from soundsift.data.records import SplitData
+from soundsift.data.records import Problem, SplitData
 from soundsift.model import DualEncoder
 from soundsift.names import MAP_AT_10, MONITOR
 from soundsift.training.embed import embed_split
@@ -81,7 +81,7 @@ class RetrievalModule(L.LightningModule):
         self.model = model if isinstance(model, DualEncoder) else DualEncoder.from_config(model.to_dict())
         self.optim, self.objective = optim, objective
         self.strict_loading = False  # frozen pretrained towers are not stored in checkpoints
-        self.late_problems: set[str] = set()  # clips that failed to decode during training (replaced)
+        self.late_problems: set[Problem] = set()  # clips that failed to decode during training (replaced)
         self.loss_sums: dict[str, float] = {}  # this epoch's loss terms so far (kept in checkpoints)
         self.loss_steps = 0
 
@@ -110,8 +110,8 @@ class RetrievalModule(L.LightningModule):
         return student_similarity(audio, text), self.objective.targets(clip_index, caption_index, self.device)
 
     def training_step(self, batch, batch_idx):
-        for problem in getattr(batch, "problems", ()):  # "PATH: why; training item I replaced by item J"
-            self.late_problems.add(problem.split("; training item", 1)[0])
+        for replaced in batch.problems:  # clips that failed to decode while the batch was made
+            self.late_problems.add(replaced.problem)
         audio = self.model.encode_audio(batch.waveform, batch.lengths)
         text = self.model.encode_text(batch.texts)
         audio, text, clip_index, caption_index = self._gather(

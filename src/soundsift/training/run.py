@@ -28,7 +28,7 @@ from soundsift.atomic import atomic_write
 from soundsift.checkpoints import load_model, read_model_file, save_model
 from soundsift.config import Config, build_config, dump_config
 from soundsift.data.dataset import AudioStore, PairDataset, collate_pairs
-from soundsift.data.records import SplitData
+from soundsift.data.records import Problem, SplitData
 from soundsift.errors import ConfigError, DatasetError
 from soundsift.training.paths import canonical_config
 from soundsift.training.sampling import EpochSampler
@@ -81,11 +81,11 @@ def read_splits(data: DataConfig, sample_rate: int, progress: bool) -> tuple[dic
     return splits, store
 
 
-def write_problems(path: Path, splits: dict[str, SplitData], late: set[str] = frozenset()) -> int:
+def write_problems(path: Path, splits: dict[str, SplitData], late: set[Problem] = frozenset()) -> int:
     """``problems.txt``: what reading the splits skipped, and clips that failed to decode later (replaced
     in their batches); written only when there is something to list."""
     lines = [f"[{role}] {p}" for role, s in splits.items() for p in s.problems]
-    lines += [f"[train] {p}; replaced in its batches" for p in sorted(late)]
+    lines += sorted(f"[train] {p}; replaced in its batches" for p in late)
     if lines:
         atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
         log.warning("%d data problems skipped; see %s", len(lines), path)
