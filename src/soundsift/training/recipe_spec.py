@@ -155,7 +155,7 @@ SPECS: dict[str, type[Spec]] = {"train": TrainSpec, "sweep": SweepSpec, "teacher
 class Step:
     id: str
     kind: str
-    spec: Any  # StepSpec: the record of its kind
+    spec: StepSpec  # the record of its kind
     needs: list[str]
     optional: str | None = None
     expected: dict[str, dict[str, float]] = field(default_factory=dict)
