@@ -200,13 +200,13 @@ def write_old_records(runner: Runner) -> None:
     """Records as soundsift wrote them before paths were hashed canonical: over the paths as typed."""
     hashes: dict[str, str] = {}
     for step in runner.selected():
-        spec = step.spec.get("sweep", step.spec)
+        spec = step.spec
         points = runner.points(step) if step.kind == "sweep" else []
         if step.kind in ("train", "sweep"):
             what = _stable(runner.train_config(step.id, spec)) if step.kind == "train" else \
                 [(pid, _stable(runner.train_config(pid, spec, values))) for pid, values in points]
         else:
-            what = {"data_root": runner.data_root, "format": "clotho", **step.spec[step.kind]}
+            what = {"data_root": runner.data_root, "format": "clotho", **step.spec.to_dict()}
         hashes[step.id] = _digest({"kind": step.kind, "what": what, "deps": {n: hashes[n] for n in step.needs}})
         records = [(pid, _digest({"point": runner.train_config(pid, spec, values), "deps": hashes[step.id]}))
                    for pid, values in points] if points else [(step.id, hashes[step.id])]

@@ -1,27 +1,14 @@
 """``soundsift reproduce``: run a recipe — the steps of a paper table — in dependency order, resumably.
 
-A recipe (YAML, ``recipes/``) lists steps; each is one of
-
-- ``train: CONFIG`` (+ ``set: {key: value}``, ``init_from: STEP``, ``teachers: [STEP, ...]``): one
-  training run into ``{out}/{id}``;
-- ``teachers: {model: STEP, split: S}``: the model's embeddings of a split, ``{out}/teachers/{id}.safetensors``;
-  with ``estimator: NAME`` (``teachers: [STEP, ...]``, ``weights``, ``text_model``; ``model`` may also be a
-  published name such as ``zero-shot``) any correspondence estimator's targets (training.estimators);
-- ``evaluate: {model: STEP, split: S}``: metrics of a model, ``{out}/{id}.json``;
-- ``sweep: {train: CONFIG, grid: {key: [values]}, ...}``: a train step per grid point, the best on
-  validation mAP@10 selected, the grid reported.
-
-A step's hash covers its resolved settings, with its paths canonical (``runs/x``, ``./runs/x/`` and
-``/abs/runs/x`` hash alike), and the hashes of the steps it uses. Finished steps are
-recorded in ``{out}/.reproduce/{id}.json``; a step whose record has the current hash is skipped, a
-killed train step resumes from its last checkpoint, and a changed step runs again from scratch, and so
-does everything that depends on it. Outputs made by the plain commands of ``--print`` are adopted when
-they match. The runner only orders, skips and launches: the work is ``train``, ``make_teacher`` and
-``evaluate``. At the end, ``results.json`` / ``results.md`` put our test metrics next to the paper's.
-
-A recipe may also name ``synth: {preset, seed}`` (without a data root the generated benchmark is written
-to ``{out}/data`` first) and ``measure: {batch_size, tau, rounds}``: each teachers step is then scored
-against the benchmark's ground truth, and each stage-2 row gets its estimate's AUC and softmax mass.
+The recipe and its steps are typed records (``training.recipe_spec``). A step's hash covers its resolved
+settings, with its paths canonical (``runs/x``, ``./runs/x/`` and ``/abs/runs/x`` hash alike), and the
+hashes of the steps it uses. Finished steps are recorded in ``{out}/.reproduce/{id}.json``; a step whose
+record has the current hash is skipped, a killed train step resumes from its last checkpoint, and a
+changed step runs again from scratch, and so does everything that depends on it. Outputs made by the
+plain commands of ``--print`` are adopted when they match. The runner only orders, skips and launches:
+the work is ``train``, ``make_teacher`` and ``evaluate``. At the end, ``results.json`` / ``results.md``
+put our test metrics next to the paper's (``training.results``). With the recipe's ``measure``, each
+teachers step is scored against the benchmark's ground truth.
 """
 
 from __future__ import annotations
@@ -31,11 +18,9 @@ import hashlib
 import itertools
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,110 +30,22 @@ from soundsift.atomic import atomic_write
 from soundsift.config import Config, EstimatorConfig, build_config, load_config, resolve_config_path
 from soundsift.errors import ConfigError
 from soundsift.training.paths import canonical, canonical_config
-from soundsift.training.results import refs, write_results, yaml_value
+from soundsift.training.recipe_print import collect_command, commands
+from soundsift.training.recipe_spec import (
+    ModelStepSpec,
+    Recipe,
+    Step,
+    SynthSpec,
+    TeachersSpec,
+    TrainSpec,
+    flatten,
+    load_recipe,
+    refs,
+    resolve_recipe_path,
+)
+from soundsift.training.results import write_results, yaml_value
 
-KINDS = ("train", "teachers", "evaluate", "sweep")
-ESTIMATOR_KEYS = ("estimator", "teachers", "weights", "text_model")
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-@dataclass
-class Step:
-    id: str
-    kind: str
-    spec: dict[str, Any]
-    needs: list[str]
-    optional: str | None = None
-    expected: dict[str, dict[str, float]] = field(default_factory=dict)
-    row: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Recipe:
-    name: str
-    path: Path
-    title: str
-    steps: dict[str, Step]  # in dependency order
-    data_root: str | None
-    data_format: str
-    synth: dict[str, Any] | None = None
-    measure: dict[str, Any] | None = None
-
-
-def resolve_recipe_path(name: str | Path) -> Path:
-    """A path as given, else a packaged recipe by name (``table1``, ``recipes/table1.yaml``)."""
-    path = Path(name)
-    if path.is_file():
-        return path.resolve()
-    for candidate in (RECIPES / path.name, RECIPES / f"{path.name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    raise ConfigError(f"{name}: recipe not found; packaged recipes: {known}")
-
-
-def load_recipe(name: str | Path) -> Recipe:
-    """Read and check a recipe; steps come back in an order where every step follows what it needs."""
-    path = resolve_recipe_path(name)
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list):
-        raise ConfigError(f"{path}: a recipe is a mapping with a 'steps' list")
-    steps: dict[str, Step] = {}
-    for i, raw in enumerate(doc["steps"]):
-        # ``teachers`` names the kind when it is a mapping ({model, split}); a list is a train step's teachers
-        kinds = [k for k in KINDS if k in raw and (k != "teachers" or isinstance(raw[k], dict))] \
-            if isinstance(raw, dict) else []
-        if len(kinds) != 1 or not raw.get("id"):
-            raise ConfigError(f"{path}: step {i + 1} needs an 'id' and exactly one of {', '.join(KINDS)}")
-        kind, sid = kinds[0], str(raw["id"])
-        if sid in steps:
-            raise ConfigError(f"{path}: step id {sid!r} appears twice")
-        spec = {k: v for k, v in raw.items() if k not in ("id", "optional", "expected", "row")}
-        body = spec[kind] if isinstance(spec[kind], dict) else {}
-        needs = refs(spec.get("init_from")) + refs(spec.get("teachers") if kind != "teachers" else None)
-        needs += refs(body.get("model")) + refs(body.get("init_from")) + refs(body.get("teachers"))
-        for values in (body.get("grid") or {}).values() if kind == "sweep" else ():
-            for value in values:
-                needs += [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
-        steps[sid] = Step(sid, kind, spec, list(dict.fromkeys(needs)), raw.get("optional"),
-                          raw.get("expected") or {}, raw.get("row") or {})
-    for step in steps.values():
-        body = step.spec[step.kind] if isinstance(step.spec[step.kind], dict) else {}
-        model = body.get("model")
-        if step.kind == "teachers" and isinstance(model, str) and model not in steps and _published(model):
-            step.needs.remove(model)  # a published model (zero-shot), not a step
-        if step.kind == "teachers" and body.get("text_model") in steps:
-            step.needs.append(body["text_model"])  # caption-similarity with a trained model's text tower
-        for need in step.needs:
-            if need not in steps:
-                raise ConfigError(f"{path}: step {step.id!r} uses {need!r}, which is not a step of the recipe")
-            if steps[need].kind == "sweep":
-                raise ConfigError(f"{path}: step {step.id!r} uses the sweep {need!r}; a sweep ends a recipe")
-    order: list[str] = []
-
-    def visit(sid: str, trail: tuple[str, ...]) -> None:
-        if sid in trail:
-            raise ConfigError(f"{path}: steps depend on each other in a circle: {' -> '.join((*trail, sid))}")
-        if sid not in order:
-            for need in steps[sid].needs:
-                visit(need, (*trail, sid))
-            order.append(sid)
-
-    for sid in steps:
-        visit(sid, ())
-    for key in ("synth", "measure"):
-        if doc.get(key) is not None and not isinstance(doc[key], dict):
-            raise ConfigError(f"{path}: '{key}' must be a mapping, got {doc[key]!r}")
-    return Recipe(str(doc.get("name", path.stem)), path, str(doc.get("title", "")),
-                  {sid: steps[sid] for sid in order}, doc.get("data_root"), str(doc.get("data_format", "clotho")),
-                  doc.get("synth"), doc.get("measure"))
-
-
-def _published(name: str) -> bool:
-    from soundsift.checkpoints.load import PUBLISHED
-
-    return name in PUBLISHED
-
+__all__ = ["Recipe", "Runner", "Step", "check_train_configs", "load_recipe", "plan", "resolve_recipe_path"]
 
 def _stable(config: Config) -> dict[str, Any]:
     """A train config as hashed and compared (its file form): without the ``estimator`` section when it
@@ -157,16 +54,6 @@ def _stable(config: Config) -> dict[str, Any]:
     if config.estimator == EstimatorConfig():
         del written["estimator"]
     return written
-
-
-def _flatten(prefix: str, value: Any) -> dict[str, Any]:
-    """``{"loss": {"loss_weight": 1}}`` -> ``{"loss.loss_weight": 1}`` (a mapping value sets several keys)."""
-    if isinstance(value, dict) and not prefix.endswith("_encoder"):
-        out: dict[str, Any] = {}
-        for key, sub in value.items():
-            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), sub))
-        return out
-    return {prefix: value}
 
 
 def _digest(obj: Any) -> str:
@@ -217,6 +104,10 @@ class Runner:
     def teacher_path(self, sid: str) -> Path:
         return self.out / "teachers" / f"{sid}.safetensors"
 
+    def data_format(self, spec: ModelStepSpec) -> str:
+        """The dataset format a teachers or evaluate step reads: its own, else the recipe's."""
+        return spec.format or self.recipe.data_format
+
     def model_ref(self, name: str) -> str:
         """A teachers/evaluate step's ``model``: a step's model file, else a published model's name."""
         return str(self.model_path(name)) if name in self.recipe.steps else name
@@ -229,29 +120,25 @@ class Runner:
         if self.generates_data() and not (Path(self.data_root) / "synth_ground_truth_development.npz").is_file():
             from soundsift.data.synth.benchmark import generate
 
-            synth = self.recipe.synth or {}
-            self.log(f"reproduce: generating the benchmark ({synth.get('preset', 'small')}) in {self.data_root}")
-            generate(self.data_root, preset=synth.get("preset", "small"), seed=int(synth.get("seed", 0)),
-                     progress=self.progress)
+            synth = self.recipe.synth or SynthSpec()
+            self.log(f"reproduce: generating the benchmark ({synth.preset}) in {self.data_root}")
+            generate(self.data_root, preset=synth.preset, seed=synth.seed, progress=self.progress)
 
-    def train_config(self, sid: str, spec: dict[str, Any], extra: dict[str, Any] | None = None) -> Config:
+    def train_config(self, sid: str, spec: TrainSpec, extra: dict[str, Any] | None = None) -> Config:
         """The resolved config of a train step (or a sweep point) with paths of the steps it uses."""
-        values = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **(extra or {})}
+        values = {"data.root": self.data_root, **flatten("", spec.settings or {}), **(extra or {})}
         values["out_dir"] = str(self.out / sid)
-        if spec.get("init_from"):
-            values["init_from"] = str(self.model_path(spec["init_from"]))
-        teachers = values.pop("teachers", spec.get("teachers"))
+        if spec.init_from:
+            values["init_from"] = str(self.model_path(spec.init_from))
+        teachers = values.pop("teachers", spec.teachers)
         if teachers is not None:
             values["teachers"] = [str(self.teacher_path(t)) for t in refs(teachers)]
-        return load_config(spec["train"], [*(f"{k}={yaml_value(v)}" for k, v in values.items()), *self.overrides])
+        return load_config(spec.train, [*(f"{k}={yaml_value(v)}" for k, v in values.items()), *self.overrides])
 
     def points(self, step: Step) -> list[tuple[str, dict[str, Any]]]:
         """A sweep's grid points: (point id, {key: value}) in a fixed order."""
-        grid = step.spec["sweep"].get("grid") or {}
-        if not grid:
-            raise ConfigError(f"{self.recipe.path}: sweep {step.id!r} has an empty grid")
-        axes = [[_flatten(key, value) if isinstance(value, dict) else {key: value} for value in values]
-                for key, values in grid.items()]
+        axes = [[flatten(key, value) if isinstance(value, dict) else {key: value} for value in values]
+                for key, values in (step.spec.grid or {}).items()]
         return [(f"{step.id}/p{i:03d}", {k: v for part in combo for k, v in part.items()})
                 for i, combo in enumerate(itertools.product(*axes))]
 
@@ -261,15 +148,15 @@ class Runner:
         if step.kind == "train":
             what: Any = _stable(self.train_config(step.id, step.spec))
         elif step.kind == "sweep":
-            what = [(pid, _stable(self.train_config(pid, step.spec["sweep"], values))) for pid, values in self.points(step)]
+            what = [(pid, _stable(self.train_config(pid, step.spec, values))) for pid, values in self.points(step)]
         else:
-            what = {"data_root": self.data_root, "format": self.recipe.data_format, **step.spec[step.kind]}
+            what = {"data_root": self.data_root, "format": self.recipe.data_format, **step.spec.to_dict()}
         return _digest({"kind": step.kind, "what": what, "deps": deps})
 
     def hash_of(self, sid: str, point: tuple[str, dict[str, Any]] | None = None) -> str:
         """The hash of step ``sid``, or of a sweep ``sid``'s ``point`` (its id and values)."""
         if point is not None:
-            return _digest({"point": self.train_config(point[0], self.steps[sid].spec["sweep"], point[1]),
+            return _digest({"point": self.train_config(point[0], self.steps[sid].spec, point[1]),
                             "deps": self.hash_of(sid)})
         if sid not in self.hashes:
             self.hashes[sid] = self.step_hash(self.recipe.steps[sid])
@@ -339,7 +226,7 @@ class Runner:
                 return None
             return {"metrics": json.loads(metrics.read_text(encoding="utf-8"))}
         if step.kind == "teachers":
-            return self.teacher_result(step.spec["teachers"], sid) if self.teacher_path(sid).is_file() else None
+            return self.teacher_result(step.spec, sid) if self.teacher_path(sid).is_file() else None
         output = self.out / f"{sid}.json"
         if not output.is_file():
             return None
@@ -387,44 +274,41 @@ class Runner:
             run = train(config, self.progress, overwrite=fresh or not resumable and out_dir.exists(),
                         data_cache=self.data_cache)
             return {"metrics": run.metrics}
-        spec = step.spec[step.kind]
-        fmt = spec.get("format", self.recipe.data_format)
-        if step.kind == "teachers":
-            split, max_seconds, batch_size = spec.get("split", "development"), spec.get("max_seconds"), int(spec.get("batch_size", 32))
-            if any(key in spec for key in ESTIMATOR_KEYS):
+        spec = step.spec
+        fmt = self.data_format(spec)
+        if isinstance(spec, TeachersSpec):
+            if spec.estimates:
                 from soundsift.training.estimators import EstimateOptions, write_estimate
 
-                write_estimate(spec.get("estimator", "ensemble"), EstimateOptions(
-                    self.data_root, self.teacher_path(sid), fmt, split,
-                    [self.model_ref(spec["model"])] if spec.get("model") else [],
-                    [self.teacher_path(t) for t in refs(spec.get("teachers"))], spec.get("weights"),
-                    self.model_ref(spec.get("text_model", "minilm")), max_seconds, batch_size,
-                    bool(spec.get("half", False)), progress=self.progress))
+                write_estimate(spec.estimator or "ensemble", EstimateOptions(
+                    self.data_root, self.teacher_path(sid), fmt, spec.split,
+                    [self.model_ref(spec.model)] if spec.model else [],
+                    [self.teacher_path(t) for t in refs(spec.teachers)], spec.weights,
+                    self.model_ref(spec.text_model or "minilm"), spec.max_seconds, spec.batch_size,
+                    spec.half, progress=self.progress))
             else:
                 from soundsift.training.teachers import make_teacher
 
-                make_teacher(self.model_ref(spec["model"]), self.data_root, self.teacher_path(sid), fmt, split,
-                             max_seconds, batch_size, bool(spec.get("half", False)), progress=self.progress)
+                make_teacher(self.model_ref(spec.model), self.data_root, self.teacher_path(sid), fmt, spec.split,
+                             spec.max_seconds, spec.batch_size, spec.half, progress=self.progress)
             return self.teacher_result(spec, sid)
-        model = self.model_path(spec["model"])
         from soundsift.training.evaluate import evaluate
 
-        metrics = evaluate(model, self.data_root, fmt, spec.get("split", "evaluation"), spec.get("max_seconds"),
-                           int(spec.get("batch_size", 32)), progress=self.progress)
+        metrics = evaluate(self.model_path(spec.model), self.data_root, fmt, spec.split, spec.max_seconds,
+                           spec.batch_size, progress=self.progress)
         text = json.dumps(metrics, indent=2)
         atomic_write(self.out / f"{sid}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return {"metrics": {"test": metrics["text_to_audio"], **metrics}}
 
-    def teacher_result(self, spec: dict[str, Any], sid: str) -> dict[str, Any]:
+    def teacher_result(self, spec: TeachersSpec, sid: str) -> dict[str, Any]:
         """A teachers step's result: with ``measure``, its estimate scored against the ground truth."""
         if self.recipe.measure is None:
             return {}
         from soundsift.training.estimators import measure_teacher_file
 
         m = self.recipe.measure
-        scores = measure_teacher_file(self.teacher_path(sid), self.data_root, spec.get("split", "development"),
-                                      batch_size=int(m.get("batch_size", 64)), tau=float(m.get("tau", 0.05)),
-                                      rounds=int(m.get("rounds", 10)), seed=int(m.get("seed", 0)))
+        scores = measure_teacher_file(self.teacher_path(sid), self.data_root, spec.split, batch_size=m.batch_size,
+                                      tau=float(m.tau), rounds=m.rounds, seed=m.seed)
         if scores is None:
             self.log(f"reproduce: {sid}: no ground truth in {self.data_root}: the estimate is not measured")
             return {}
@@ -432,10 +316,9 @@ class Runner:
         return {"correspondences": scores}
 
     def run_sweep(self, step: Step) -> dict[str, Any]:
-        sweep = step.spec["sweep"]
         grid = []
         for pid, values in self.points(step):
-            config = self.train_config(pid, sweep, values)
+            config = self.train_config(pid, step.spec, values)
             result = self.run_one(step, pid, config, (pid, values))
             metrics = result["metrics"]
             grid.append({"point": pid, "values": values, "val": metrics.get("val") or {},
@@ -447,56 +330,12 @@ class Runner:
     # -------------------------------------------------------------------------------- output
 
     def commands(self) -> list[str]:
-        """The selected steps as plain shell commands, one per step (a sweep: one per grid point), in
-        dependency order; ``collect_command`` then writes the results."""
-        lines, q = [], shlex.quote
-        if self.generates_data():
-            synth = self.recipe.synth or {}
-            lines.append(f"soundsift synth --preset {q(str(synth.get('preset', 'small')))} --seed "
-                         f"{int(synth.get('seed', 0))} --out {q(self.data_root)}")
-        for step in self.selected():
-            if step.kind in ("train", "sweep"):
-                points = [(step.id, {})] if step.kind == "train" else self.points(step)
-                spec = step.spec if step.kind == "train" else step.spec["sweep"]
-                for pid, values in points:
-                    config = self.train_config(pid, spec, values)
-                    overrides = {"data.root": self.data_root, **_flatten("", spec.get("set") or {}), **values,
-                                 "out_dir": config.out_dir}
-                    overrides.pop("teachers", None)
-                    if config.init_from:
-                        overrides["init_from"] = config.init_from
-                    if config.teachers:
-                        overrides["teachers"] = list(config.teachers)
-                    lines.append(" ".join(["soundsift", "train", "--config", q(str(spec["train"])),
-                                           *(q(f"{k}={yaml_value(v)}") for k, v in overrides.items()),
-                                           *(q(o) for o in self.overrides)]))
-                continue
-            spec = step.spec[step.kind]
-            common = ["--model", q(self.model_ref(spec["model"]))] if spec.get("model") else []
-            common += ["--data-root", q(self.data_root), "--format", q(spec.get("format", self.recipe.data_format))]
-            if step.kind == "teachers":
-                extra = []
-                if "estimator" in spec:
-                    extra += ["--estimator", q(spec["estimator"])]
-                if spec.get("teachers"):
-                    extra += ["--teachers", *(q(str(self.teacher_path(t))) for t in refs(spec["teachers"]))]
-                if spec.get("weights") is not None:
-                    extra += ["--weights", *(q(str(w)) for w in spec["weights"])]
-                if "text_model" in spec:
-                    extra += ["--text-model", q(self.model_ref(spec["text_model"]))]
-                lines.append(" ".join(["soundsift", "teachers", *extra, *common, "--split",
-                                       q(spec.get("split", "development")), "--out", q(str(self.teacher_path(step.id)))]))
-            else:
-                lines.append(" ".join(["soundsift", "-q", "evaluate", *common, "--split",
-                                       q(spec.get("split", "evaluation")), ">", q(str(self.out / f"{step.id}.json"))]))
-        return lines
+        """The selected steps as plain shell commands (``--print``; training.recipe_print)."""
+        return commands(self)
 
     def collect_command(self) -> str:
         """The command that, after the printed steps ran, adopts their outputs and writes the results."""
-        q = shlex.quote
-        return " ".join(["soundsift", "reproduce", q(str(self.recipe.path)), "--data-root", q(self.data_root),
-                         "--out", q(str(self.out)), *(f"--include {q(i)}" for i in sorted(self.include)),
-                         *(q(o) for o in self.overrides)])
+        return collect_command(self)
 
     def write_results(self) -> dict[str, Any]:
         """``results.json``, ``.md``, ``.csv`` and ``.tex`` from the steps' results (training.results)."""
@@ -505,9 +344,8 @@ class Runner:
 def check_train_configs(recipe: Recipe) -> None:
     """Every train config a recipe names exists (before anything runs)."""
     for step in recipe.steps.values():
-        spec = step.spec.get("sweep", step.spec) if step.kind in ("train", "sweep") else None
-        if spec is not None:
-            resolve_config_path(spec["train"])
+        if isinstance(step.spec, TrainSpec):  # a sweep too
+            resolve_config_path(step.spec.train)
 
 
 def plan(recipe: Recipe, runner: Runner) -> list[str]:

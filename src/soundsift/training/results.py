@@ -12,17 +12,13 @@ import yaml
 
 from soundsift.atomic import atomic_write
 from soundsift.names import DCASE_COLUMNS
+from soundsift.training.recipe_spec import MeasureSpec, TrainSpec
 from soundsift.training.tables import Column, Table, to_markdown, write_table
 
 COLUMNS = DCASE_COLUMNS
 #: Columns of a ``measure`` recipe's stage-2 rows (percent): the estimate against the ground truth, and
 #: the plain gain in test mAP@10 over init_from where the paired one (vs_init) is not available.
 MEASURE_COLUMNS = ("AUC", "softmax_mass", "other_mass", "gain")
-
-
-def refs(value: Any) -> list[str]:
-    """A recipe's reference to steps, one id or a list of them, as a list."""
-    return [value] if isinstance(value, str) else list(value or [])
 
 
 def yaml_value(value: Any) -> str:
@@ -65,10 +61,10 @@ def format_results(recipe: Any, rows: list[dict[str, Any]], sweeps: dict[str, li
     if any("vs_init" in row for row in rows):
         lines += ["", f"{GAIN_COLUMN}: {GAIN_NOTE}"]
     if any(c in row for c in MEASURE_COLUMNS for row in rows):
-        m = recipe.measure or {}
+        m = recipe.measure or MeasureSpec()
         lines += ["", f"AUC: ROC AUC of a stage-2 run's targets against the ground truth (training split); "
-                  f"softmax_mass: the mass their column softmax (tau {m.get('tau', 0.05)}, random batches of "
-                  f"{m.get('batch_size', 64)} training pairs) puts on truly relevant clips; other_mass: the part on "
+                  f"softmax_mass: the mass their column softmax (tau {m.tau}, random batches of "
+                  f"{m.batch_size} training pairs) puts on truly relevant clips; other_mass: the part on "
                   "relevant clips other than the caption's own (columns that have one)"
                   + ("; gain: test mAP@10 over the model it started from" if any("gain" in r for r in rows) else "")
                   + ". All percent."]
@@ -110,12 +106,12 @@ def measured(runner: Any, sid: str, row: dict[str, Any]) -> dict[str, Any]:
     spec, out = runner.steps[sid].spec, {}
     if runner.steps[sid].kind != "train":
         return out
-    teachers = refs(spec.get("teachers") if "teachers" in spec else (spec.get("set") or {}).get("teachers"))
+    teachers = spec.teacher_steps()
     scores = (runner.results.get(teachers[0]) or {}).get("correspondences") if len(teachers) == 1 else None
     if scores:
         out.update({k: round(100 * float(scores[s]), 2) for k, s in
                     (("AUC", "auc"), ("softmax_mass", "softmax_mass"), ("other_mass", "other_mass"))})
-    base = ((runner.results.get(spec.get("init_from") or "") or {}).get("metrics") or {}).get("test") or {}
+    base = ((runner.results.get(spec.init_from or "") or {}).get("metrics") or {}).get("test") or {}
     if "vs_init" not in row and "mAP@10" in base and "mAP@10" in row:
         out["gain"] = round(row["mAP@10"] - 100 * float(base["mAP@10"]), 2)
     return out
@@ -126,9 +122,8 @@ def gain_over_init(runner: Any, sid: str, result: dict[str, Any]) -> dict[str, A
     point over the step it was initialised from, when both saved per-query results."""
     from soundsift.training.compare import gain_percent
 
-    step = runner.steps[sid]
-    spec = step.spec["sweep"] if step.kind == "sweep" else step.spec
-    init = spec.get("init_from") if step.kind in ("train", "sweep") else None
+    spec = runner.steps[sid].spec
+    init = spec.init_from if isinstance(spec, TrainSpec) else None  # a sweep too
     if not isinstance(init, str):
         return None
     gain = gain_percent(runner.out / init, runner.out / str(result.get("best", sid)))
