@@ -8,7 +8,7 @@ indices address them directly.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -195,6 +195,15 @@ class PairBatch:
     # One record per clip that failed to decode while this batch was made (its item was replaced):
     # workers are separate processes, so the batch carries the report.
     problems: list[ReplacedItem] = field(default_factory=list)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PairBatch:
+        """The batch with its tensors on ``device``. Lightning moves a batch through this method rather
+        than rebuilding its fields one by one, which the frozen problem records would refuse."""
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device, non_blocking=non_blocking)
+
+        return replace(self, waveform=move(self.waveform), lengths=move(self.lengths),
+                       clip_index=move(self.clip_index), caption_index=move(self.caption_index))
 
 
 class PairItem(tuple):
