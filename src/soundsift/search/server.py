@@ -66,9 +66,7 @@ def create_app(
     (``serve`` sets it for loopback binds, against DNS rebinding). ``searcher`` injects a ready
     ``TextSearcher`` (tests)."""
     require("fastapi", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
-    from fastapi import FastAPI, HTTPException, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from fastapi import FastAPI, HTTPException, Query
     from pydantic import BaseModel
 
     from soundsift.search.index import describe, load_searcher
@@ -77,8 +75,6 @@ def create_app(
     if searcher is None:
         searcher = load_searcher(index_path, model_path, backend=backend)
     index = searcher.index
-    audio_root_real = os.path.realpath(index.audio_root)
-    pages = {name: _read_static(name) for name in ("index.html", *_STATIC)}
 
     class HitOut(BaseModel):
         rank: int
@@ -93,6 +89,53 @@ def create_app(
         description="Text-to-audio search over an indexed sound library.",
     )
     app.state.searcher = searcher
+
+    _guard(app, allowed_hosts)
+
+    @app.get("/api/search", response_model=list[HitOut],
+             summary="Search the sounds with a text query, an indexed example sound, or both")
+    def search(
+        q: str = Query("", max_length=max_query_chars, description="text query"),
+        like: str | None = Query(None, max_length=20, description=(
+            "id of an indexed sound: rank by similarity to it (it is left out of the results); "
+            "with q too, the sum of the two normalised query vectors")),
+        k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
+    ) -> list[dict[str, Any]]:
+        example = None
+        if like is not None:
+            if not _ID_RE.fullmatch(like):
+                raise HTTPException(422, detail=f"like must be the id of an indexed sound (digits); got {like!r}")
+            example = _indexed(index, like, "sound").id
+        if not q.strip() and example is None:
+            raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
+        like_vector = None if example is None else index.vector(example)
+        try:
+            hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example)
+        except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
+            raise HTTPException(422, detail=str(exc)) from None
+        return [h.to_dict() for h in hits]
+
+    _add_files(app, index)
+
+    @app.get("/api/info", summary="Index summary and request limits")
+    def info() -> dict[str, Any]:
+        return {**describe(index), "max_k": max_k, "max_query_chars": max_query_chars}
+
+    @app.get("/api/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _add_page(app)
+    return app
+
+
+def _guard(app, allowed_hosts: list[str] | None) -> None:
+    """The app's protections: the Host check against DNS rebinding, security headers on every answer,
+    and 422 answers that do not echo the input back."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
     allowed = {h.strip("[]").lower() for h in allowed_hosts or ()}
 
     @app.middleware("http")
@@ -122,40 +165,50 @@ def create_app(
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    def indexed(raw: str, what: str):
-        """The entry named by a request's id (digits only), or 404; no path is built from ``raw``."""
-        entry = index.get(int(raw)) if _ID_RE.fullmatch(raw) else None
-        if entry is None:
-            raise HTTPException(404, detail=f"no indexed {what} has id {raw[:40]!r}")
-        return entry
 
-    @app.get("/api/search", response_model=list[HitOut],
-             summary="Search the sounds with a text query, an indexed example sound, or both")
-    def search(
-        q: str = Query("", max_length=max_query_chars, description="text query"),
-        like: str | None = Query(None, max_length=20, description=(
-            "id of an indexed sound: rank by similarity to it (it is left out of the results); "
-            "with q too, the sum of the two normalised query vectors")),
-        k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
-    ) -> list[dict[str, Any]]:
-        example = None
-        if like is not None:
-            if not _ID_RE.fullmatch(like):
-                raise HTTPException(422, detail=f"like must be the id of an indexed sound (digits); got {like!r}")
-            example = indexed(like, "sound").id
-        if not q.strip() and example is None:
-            raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
-        like_vector = None if example is None else index.vector(example)
-        try:
-            hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example)
-        except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
-            raise HTTPException(422, detail=str(exc)) from None
-        return [h.to_dict() for h in hits]
+def _add_page(app) -> None:
+    """The search page and its static files: a fixed set read at start-up, served by name."""
+    from fastapi import HTTPException
+    from fastapi.responses import HTMLResponse, Response
+
+    pages = {name: _read_static(name) for name in ("index.html", *_STATIC)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(pages["index.html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in _STATIC:  # a fixed set of files read at start-up
+            raise HTTPException(404, detail="not found")
+        return Response(pages[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+
+def _indexed(index, raw: str, what: str):
+    """The entry named by a request's id (digits only), or 404; no path is built from ``raw``."""
+    from fastapi import HTTPException
+
+    entry = index.get(int(raw)) if _ID_RE.fullmatch(raw) else None
+    if entry is None:
+        raise HTTPException(404, detail=f"no indexed {what} has id {raw[:40]!r}")
+    return entry
+
+
+def _add_files(app, index) -> None:
+    """The indexed sounds and their thumbnails, by id: only what the index lists, checked on disk."""
+    from fastapi import HTTPException, Request
+    from fastapi.responses import FileResponse, Response
+
+    audio_root_real = os.path.realpath(index.audio_root)
 
     @app.head("/api/audio/{audio_id}", include_in_schema=False)
     @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id)", response_class=FileResponse)
     def audio(audio_id: str) -> FileResponse:
-        entry = indexed(audio_id, "sound")
+        entry = _indexed(index, audio_id, "sound")
         path = index.audio_file(entry.id)  # from the manifest only
         try:
             st = os.stat(path)
@@ -173,7 +226,7 @@ def create_app(
     @app.get("/api/thumbnail/{thumb_id}", summary="Spectrogram thumbnail of one indexed sound (PNG, by id)",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def thumbnail(thumb_id: str, request: Request) -> Response:
-        entry = indexed(thumb_id, "sound")
+        entry = _indexed(index, thumb_id, "sound")
         png = index.thumbnail_png(entry.id)  # from the index version's thumbnail array only
         if png is None:
             raise HTTPException(404, detail=f"the index has no thumbnails (sound {entry.id}); rebuild it")
@@ -183,27 +236,3 @@ def create_app(
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return Response(png, media_type="image/png", headers=headers)
-
-    @app.get("/api/info", summary="Index summary and request limits")
-    def info() -> dict[str, Any]:
-        return {**describe(index), "max_k": max_k, "max_query_chars": max_query_chars}
-
-    @app.get("/api/health", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(pages["index.html"])
-
-    @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        if name not in _STATIC:  # a fixed set of files read at start-up
-            raise HTTPException(404, detail="not found")
-        return Response(pages[name], media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> Response:
-        return Response(status_code=204)
-
-    return app
