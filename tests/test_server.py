@@ -52,7 +52,7 @@ def test_search_returns_the_cli_objects(setup, client):
     assert len(client.get("/api/search", params={"q": "rain", "k": 100}).json()) == len(GOOD)
 
 
-def test_audio_is_served_by_id_with_media_type_and_ranges(setup, client):
+def test_audio_is_served_by_id_with_media_type(setup, client):
     _, lib, _, app = setup
     index = app.state.searcher.index
     media = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
@@ -62,9 +62,61 @@ def test_audio_is_served_by_id_with_media_type_and_ranges(setup, client):
         assert r.content == (lib / e.path).read_bytes()
         assert r.headers["content-type"].startswith(media[Path(e.path).suffix.lower()])
         assert r.headers["x-content-type-options"] == "nosniff"
-    r = client.get(f"/api/audio/{index.entries[0].id}", headers={"Range": "bytes=0-9"})
-    assert r.status_code == 206 and len(r.content) == 10
-    assert client.head(f"/api/audio/{index.entries[0].id}").status_code == 200
+        assert r.headers["accept-ranges"] == "bytes" and r.headers["content-length"] == str(len(r.content))
+
+
+@pytest.fixture(scope="module")
+def wav(setup) -> tuple[str, bytes]:
+    """The URL and bytes of the longest indexed WAV file."""
+    _, lib, _, app = setup
+    entry = max((e for e in app.state.searcher.index.entries if e.path.endswith(".wav")), key=lambda e: e.size)
+    return f"/api/audio/{entry.id}", (lib / entry.path).read_bytes()
+
+
+@pytest.mark.parametrize("spec, first, last", [
+    ("0-9", 0, 9),  # first bytes
+    ("100-299", 100, 299),  # middle
+    ("5-5", 5, 5),  # one byte
+    ("{n_10}-", -10, -1),  # open end
+    ("-16", -16, -1),  # suffix
+    ("0-", 0, -1),  # the whole file, as a range
+    ("-{n_plus}", 0, -1),  # a suffix longer than the file: all of it
+    ("10-{n_plus}", 10, -1),  # a last byte beyond the file: up to its end
+])
+def test_a_byte_range_gets_206_with_those_bytes(client, wav, spec, first, last):
+    url, data = wav
+    size = len(data)
+    header = "bytes=" + spec.format(n_10=size - 10, n_plus=size + 1000)
+    first, last = first % size, last % size
+    for method in (client.get, client.head):
+        r = method(url, headers={"Range": header})
+        assert r.status_code == 206, (method, header, r.text)
+        assert r.headers["content-range"] == f"bytes {first}-{last}/{size}"
+        assert r.headers["content-length"] == str(last - first + 1)
+        assert r.headers["accept-ranges"] == "bytes" and r.headers["content-type"].startswith("audio/wav")
+        assert r.content == (data[first : last + 1] if method == client.get else b"")
+
+
+@pytest.mark.parametrize("header", ["items=0-1", "bytes=0-1,4-5", "bytes=0-1,abc"])
+def test_another_unit_or_several_ranges_get_the_whole_file(client, wav, header):
+    url, data = wav
+    r = client.get(url, headers={"Range": header})
+    assert r.status_code == 200 and r.content == data and "content-range" not in r.headers
+    assert r.headers["accept-ranges"] == "bytes" and r.headers["content-length"] == str(len(data))
+    h = client.head(url, headers={"Range": header})
+    assert h.status_code == 200 and h.content == b"" and h.headers["content-length"] == str(len(data))
+
+
+@pytest.mark.parametrize("spec", ["bytes=abc", "bytes=", "bytes", "0-9", "bytes=5-2", "bytes={n}-", "bytes={n_plus}-",
+                                  "bytes=-0", "bytes=1-2-3", "bytes=-5-", "bytes=1_0-20", "bytes=" + "9" * 5000 + "-"])
+def test_a_bad_or_unsatisfiable_range_gets_416(client, wav, spec):
+    url, data = wav
+    header = spec.format(n=len(data), n_plus=len(data) + 7)
+    for method in (client.get, client.head):
+        r = method(url, headers={"Range": header})
+        assert r.status_code == 416, (method, header[:50], r.status_code)
+        assert r.headers["content-range"] == f"bytes */{len(data)}"
+    assert "Range" in client.get(url, headers={"Range": header}).json()["detail"]
 
 
 def test_page_static_files_and_openapi(client):

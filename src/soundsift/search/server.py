@@ -200,14 +200,25 @@ def _indexed(index, raw: str, what: str):
 
 def _add_files(app, index) -> None:
     """The indexed sounds and their thumbnails, by id: only what the index lists, checked on disk."""
+    from stat import S_ISREG
+
     from fastapi import HTTPException, Request
     from fastapi.responses import FileResponse, Response
 
     audio_root_real = os.path.realpath(index.audio_root)
 
+    class WholeFile(FileResponse):
+        """A FileResponse that ignores the request's Range header: the whole file, 200."""
+
+        async def __call__(self, scope, receive, send) -> None:
+            headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
+            await super().__call__({**scope, "headers": headers}, receive, send)
+
     @app.head("/api/audio/{audio_id}", include_in_schema=False)
-    @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id)", response_class=FileResponse)
-    def audio(audio_id: str) -> FileResponse:
+    @app.get("/api/audio/{audio_id}", summary="Stream one indexed file (by id; one HTTP byte range, for seeking)",
+             response_class=FileResponse, responses={206: {"description": "the requested byte range"},
+                                                     416: {"description": "a malformed or unsatisfiable Range"}})
+    def audio(audio_id: str, request: Request) -> FileResponse:
         entry = _indexed(index, audio_id, "sound")
         path = index.audio_file(entry.id)  # from the manifest only
         try:
@@ -216,11 +227,13 @@ def _add_files(app, index) -> None:
             raise HTTPException(404, detail=f"sound {entry.id} is missing from disk; rebuild the index") from None
         inside = os.path.commonpath([os.path.realpath(path), audio_root_real]) == audio_root_real
         same = st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
-        if not (inside or same):  # a link swapped in since indexing that now points outside the library
+        if not S_ISREG(st.st_mode) or not (inside or same):  # e.g. a link swapped in that points outside
             raise HTTPException(404, detail=f"sound {entry.id} changed since indexing; rebuild the index")
         media = AUDIO_MEDIA_TYPES.get(Path(entry.path).suffix.lower(), "application/octet-stream")
-        return FileResponse(path, media_type=media, filename=Path(entry.path).name,
-                            content_disposition_type="inline", headers={"Cache-Control": "private, max-age=3600"})
+        # One stat for the checks, the headers and the range: the Content-Range total is the size served.
+        response = FileResponse if _serve_range(request.headers.get("range"), st.st_size) else WholeFile
+        return response(path, media_type=media, filename=Path(entry.path).name, stat_result=st,
+                        content_disposition_type="inline", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.head("/api/thumbnail/{thumb_id}", include_in_schema=False)
     @app.get("/api/thumbnail/{thumb_id}", summary="Spectrogram thumbnail of one indexed sound (PNG, by id)",
@@ -236,3 +249,34 @@ def _add_files(app, index) -> None:
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return Response(png, media_type="image/png", headers=headers)
+
+
+_BYTE_RANGE = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
+
+
+def _serve_range(header: str | None, size: int) -> bool:
+    """Whether FileResponse is to answer the Range ``header`` (206): a single satisfiable byte range, so every
+    Starlette version with Range support answers it alike. False when there is none or it is ignored (the
+    whole file, 200, as RFC 9110 permits): another unit (RFC 9110 says ignore it; Starlette answers 400) or
+    several ranges (no media player asks for them; Starlette's multipart refuses a whole set for one range
+    beyond the file). A malformed, reversed or out-of-range one gets 416 with ``Content-Range: bytes */size``
+    (Starlette answers the first two 400)."""
+    from fastapi import HTTPException
+
+    if header is None:
+        return False
+    unit, equals, spec = header.partition("=")
+    if (equals and unit.strip().lower() != "bytes") or "," in spec:
+        return False
+    spec = spec.strip()
+    match = _BYTE_RANGE.fullmatch(spec) if len(spec) <= 80 else None  # int() refuses 4300+ digits
+    first, last, suffix = (int(g) if g else None for g in match.groups()) if match else (None, None, None)
+    if match is None:
+        problem = "malformed Range header: expected bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT"
+    elif last is not None and last < first:
+        problem = f"Range bytes={spec} ends before it starts"
+    elif (size - min(suffix, size) if first is None else first) >= size:
+        problem = f"Range bytes={spec} asks for nothing of the file's {size} bytes"
+    else:
+        return True
+    raise HTTPException(416, detail=problem, headers={"Content-Range": f"bytes */{size}"})
