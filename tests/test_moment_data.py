@@ -46,7 +46,7 @@ def test_castella_layout_groups_queries_by_recording(tmp_path: Path) -> None:
 @pytest.mark.parametrize("row, message", [
     ({"qid": "a", "query": "q", "vid": "v", "relevant_windows": [[0, 1]]}, r"bad\.jsonl:2: unknown layout: .*missing duration"),
     ({"qid": "a", "query": "q", "vid": "v", "duration": 60, "relevant_windows": [[5, 4]]}, r"bad\.jsonl:2: window \[5, 4\] ends before it starts"),
-    ({"qid": "a", "query": "q", "vid": "v", "duration": 60, "relevant_windows": [[50, 62]]}, r"bad\.jsonl:2: .*\[50, 62\] lies beyond the recording 'v' \(duration 60 s\)"),
+    ({"qid": "a", "query": "q", "vid": "v", "duration": 60, "relevant_windows": [[50, 62.5]]}, r"bad\.jsonl:2: .*\[50, 62.5\] lies beyond the recording 'v' \(duration 60 s\)"),
     ({"qid": "a", "query": "q", "vid": "v", "duration": 60, "relevant_windows": [[-1, 2]]}, "beyond the recording"),
     ({"qid": "a", "query": "q", "vid": "v", "duration": 60, "relevant_windows": [[1]]}, r"must be \[start, end\]"),
     ({"qid": "32694", "query": "q", "vid": "x", "duration": 60, "relevant_windows": []}, "qid '32694' occurs twice"),
