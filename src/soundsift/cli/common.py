@@ -27,8 +27,8 @@ def format_names() -> list[str]:
     return READERS.names()
 
 
-def dataset_args(p: argparse.ArgumentParser, split: str) -> None:
-    p.add_argument("--data-root", required=True, help="dataset folder")
+def dataset_args(p: argparse.ArgumentParser, split: str, data_root_required: bool = True) -> None:
+    p.add_argument("--data-root", required=data_root_required, help="dataset folder")
     p.add_argument("--format", default="clotho", choices=format_names(), help="dataset layout (see README: Data formats)")
     p.add_argument("--split", default=split, help="split to read (train/val/test and the dataset's own names)")
     p.add_argument("--max-seconds", type=float, default=None, help="cut clips to this length (seconds)")

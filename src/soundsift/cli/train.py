@@ -7,6 +7,7 @@ import json
 import sys
 
 from soundsift.cli.common import dataset_args, quiet
+from soundsift.errors import ConfigError
 from soundsift.names import TEST_SPLIT, TRAIN_SPLIT
 
 
@@ -38,6 +39,10 @@ def teachers_main(args: argparse.Namespace) -> int:
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
+    if args.task == "moments":
+        return evaluate_moments_main(args)
+    if not args.model or not args.data_root:
+        raise ConfigError("evaluate: --model and --data-root are required (except with --task moments)")
     from soundsift.training.evaluate import evaluate
 
     result = evaluate(
@@ -50,6 +55,15 @@ def evaluate_main(args: argparse.Namespace) -> int:
         print(f"{args.relevance}: left out {multi['left_out']} of {multi['left_out'] + multi['n_queries']} "
               f"queries ({reasons}); e.g. {multi['left_out_examples'][0]}", file=sys.stderr)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def evaluate_moments_main(args: argparse.Namespace) -> int:
+    if not args.predictions or not args.annotations:
+        raise ConfigError("evaluate --task moments: give --predictions PRED.jsonl and --annotations GT.jsonl")
+    from soundsift.training.evaluate_moments import evaluate_moments
+
+    print(json.dumps(evaluate_moments(args.predictions, args.annotations), indent=2))
     return 0
 
 
@@ -124,11 +138,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--half", action="store_true", help="store float16 embeddings")
     p.set_defaults(func=teachers_main)
 
-    p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split")
-    p.add_argument("--model", required=True, action="append",
+    p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split, or of moment predictions")
+    p.add_argument("--task", choices=("retrieval", "moments"), default="retrieval",
+                   help="moments: score --predictions against --annotations (DCASE 2026 task 6; docs/moments.md)")
+    p.add_argument("--predictions", default=None, metavar="PRED.jsonl", help="--task moments: predicted windows")
+    p.add_argument("--annotations", default=None, metavar="GT.jsonl", help="--task moments: true windows")
+    p.add_argument("--model", action="append",
                    help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released "
                         "model); repeat it for an ensemble (mean cosine similarity; reports each member and the gain)")
-    dataset_args(p, TEST_SPLIT)
+    dataset_args(p, TEST_SPLIT, data_root_required=False)
     p.add_argument("--submission", default=None, help="also write a DCASE submission CSV here")
     p.add_argument("--relevance", default=None, metavar="FILE",
                    help="a multi-relevance CSV (DCASE 2025 query,audio_filenames or query,file pairs): adds "

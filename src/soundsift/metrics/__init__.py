@@ -23,6 +23,7 @@ bootstrap), :mod:`~soundsift.metrics.submission` (the DCASE CSV). Every public n
 from __future__ import annotations
 
 from soundsift.metrics.intervals import jackknife_ci, paired_bootstrap_ci
+from soundsift.metrics.moments import moment_retrieval_metrics
 from soundsift.metrics.multi import (
     audio_to_text_metrics,
     average_precision_at_k,
@@ -51,6 +52,7 @@ __all__ = [
     "jackknife_ci",
     "map_at_k",
     "metrics_from_ranks",
+    "moment_retrieval_metrics",
     "paired_bootstrap_ci",
     "multi_relevance_metrics",
     "recall_at_k_multi",
