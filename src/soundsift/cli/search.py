@@ -22,6 +22,7 @@ def index_build_main(args: argparse.Namespace) -> int:
     report = build_index(
         args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
+        window=args.window, hop=args.hop,
     )
     print(report.summary())
     for s in report.skipped[:20]:
@@ -66,6 +67,11 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="store a FAISS index (auto: ivfsq (IVF over 8-bit codes, re-ranked exactly) above 100k files when faiss is installed)")
     b.add_argument("--rebuild", action="store_true",
                    help="the index was built with another model: re-embed every file with this one")
+    b.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                   help="files longer than this are also indexed as overlapping windows, so that searches "
+                        "find moments (default: the model's input length, 5 s for zero-shot; 0: whole files only)")
+    b.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                   help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=index_build_main)
     i = sub.add_parser("info", help="summary of an index")
@@ -82,20 +88,25 @@ def search_main(args: argparse.Namespace) -> int:
     from soundsift.audio import audio_file_path
     from soundsift.errors import ConfigError
     from soundsift.search.api import open_index
+    from soundsift.search.moments import format_span, parse_moment_spec
 
     if args.query is None and args.like is None:
         raise ConfigError("give a text query, --like FILE, or both")
     if args.like is not None:
-        audio_file_path(args.like)  # a typo fails before the index opens and the model loads
+        audio_file_path(parse_moment_spec(args.like)[0])  # a typo fails before the index opens and the model loads
     index = open_index(args.index, model=args.model, backend=args.backend)
-    hits = index.search(text=args.query, like=args.like, k=args.k)  # an indexed --like example is left out
+    hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank,
+                        moments=args.moments)  # an indexed --like example is left out
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
     if not hits:
         print("no results" if len(index) else "no results (the index is empty)")
     for h in hits:
-        print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}")
+        span = f"  {format_span(h.start, h.end)}" if h.is_moment else ""
+        print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}{span}")
+        for m in (h.moments or [])[1:]:
+            print(f"{'':15}{m['score']:7.4f}  {format_span(m['start'], m['end'])}")
     return 0
 
 
@@ -107,12 +118,17 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("index", help="index directory")
     p.add_argument("query", nargs="?", default=None,
                    help="what the sound is like, e.g. 'rain on a tin roof' (optional with --like)")
-    p.add_argument("--like", metavar="FILE", default=None,
+    p.add_argument("--like", metavar="FILE[@START-END]", default=None,
                    help="an audio file: rank the sounds by similarity to it (embedded with the index's model; "
                         "the indexed file with its content is left out); with a query too, the sum of the "
-                        "two normalised query vectors")
+                        "two normalised query vectors; FILE@12.5-20 uses that moment of FILE (seconds)")
     p.add_argument("-k", "--k", "--top-k", dest="k", type=positive_int, default=10, help="number of results (default 10)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, path, score, duration}")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {rank, id, path, score, duration, start, end[, moments]}")
+    p.add_argument("--rank", choices=("moments", "files"), default="moments",
+                   help="rank files by their best moment (default) or by their whole-file embedding")
+    p.add_argument("--moments", type=positive_int, default=None, metavar="N",
+                   help="list up to N moments per file (windows within 10%% of its best score, merged)")
     p.add_argument("--model", action="append", default=None,
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",

@@ -16,6 +16,7 @@ from typing import Any
 from soundsift.errors import ConfigError
 from soundsift.search.index import Hit, SoundIndex, TextSearcher, resolve_model_path
 from soundsift.search.index import open_index as open_sound_index
+from soundsift.search.moments import parse_moment_spec
 
 
 class Index:
@@ -50,9 +51,13 @@ class Index:
         """The model that built the index (``DualEncoder`` or ``ModelEnsemble``)."""
         return self.searcher.model
 
-    def search(self, text: str | None = None, like: str | Path | int | None = None, k: int = 10) -> list[Hit]:
-        """The ``k`` best files for ``text``, an example sound ``like`` (an audio file, or the id of an
-        indexed sound), or both; best first. An indexed example is never among its own results."""
+    def search(self, text: str | None = None, like: str | Path | int | None = None, k: int = 10,
+               rank: str = "moments", moments: int | None = None) -> list[Hit]:
+        """The ``k`` best files for ``text``, an example sound ``like`` (an audio file, a moment of one as
+        ``"FILE@START-END"`` seconds, or the id of an indexed sound), or both; best first, each with its
+        best moment (``Hit.start``/``end``). ``rank``: "moments" (files by their best moment) or "files"
+        (by whole-file embedding); ``moments``: up to N moments per hit (``Hit.moments``). An indexed
+        example's file is never among its own results."""
         if text is None and like is None:
             raise ConfigError("give a text query, an example sound (like=FILE or an indexed id), or both")
         vector = exclude = None
@@ -61,9 +66,10 @@ class Index:
         elif like is not None:
             from soundsift.audio import audio_file_path
 
-            audio_file_path(like)  # a typo fails before the model loads
-            vector, exclude = self.searcher.embed_file(like), self.index.find_file(like)
-        return self.searcher.search(text, k, like=vector, exclude=exclude)
+            file = parse_moment_spec(like)[0]
+            audio_file_path(file)  # a typo fails before the model loads
+            vector, exclude = self.searcher.embed_file(like), self.index.find_file(file)
+        return self.searcher.search(text, k, like=vector, exclude=exclude, rank=rank, moments=moments)
 
 
 def open_index(path: str | Path, model: Any = None, backend: str = "auto", device: str = "cpu") -> Index:

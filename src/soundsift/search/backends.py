@@ -88,6 +88,23 @@ class ExactIndex:
         return _sorted_topk(np.concatenate(best_s, axis=1), np.concatenate(best_r, axis=1), k)
 
 
+def open_backend(vectors: np.ndarray, backend: str, stored: dict | None, vdir: Path, exact_limit: int,
+                 auto_kind: str) -> VectorBackend:
+    """The backend a search asked for over ``vectors``: "auto" (exact up to ``exact_limit`` rows, FAISS
+    above when installed), "exact", "faiss" (the index a build ``stored`` in ``vdir``, else
+    ``auto_kind``) or a kind of ``FAISS_KINDS`` (the stored one when it is of that kind)."""
+    if backend == "auto":
+        backend = "faiss" if len(vectors) > exact_limit and faiss_available() else "exact"
+    if backend == "exact":
+        return ExactIndex(vectors)
+    stored = stored or {}
+    kind = stored.get("kind", auto_kind) if backend == "faiss" else backend
+    if stored.get("kind") == kind and (vdir / stored.get("file", "")).is_file():
+        return FaissIndex.load(vdir / stored["file"], kind, stored.get("ef_search", 512),
+                               vectors=vectors, rerank=stored.get("rerank"))
+    return FaissIndex(vectors, kind)
+
+
 def _import_faiss():
     return require("faiss", "the optional extra: pip install 'soundsift[faiss]' (faiss-cpu)", "the FAISS backend")
 

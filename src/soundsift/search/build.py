@@ -26,9 +26,11 @@ import numpy as np
 
 from soundsift.audio import load_audio
 from soundsift.data.records import Problem
-from soundsift.errors import ConfigError, ModelMismatchError
+from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS
-from soundsift.search.index import IndexEntry
+from soundsift.search.embedding import Embedded, build_windows, embed_with_windows
+from soundsift.search.embedding import load_build_model as _load_model
+from soundsift.search.index import IndexEntry, version_dir
 from soundsift.search.scan import (
     Decoded,
     Known,
@@ -41,6 +43,7 @@ from soundsift.search.scan import (
 from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 from soundsift.search.version import BuildReport, VersionContents, previous_thumbnails, write_version
+from soundsift.search.windows import WindowTable, load_windows, window_setting
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
 #: From this many files to decode on, ``processes="auto"`` decodes in worker processes (below it,
@@ -62,6 +65,8 @@ class BuildOptions:
     faiss: str = "auto"
     progress: bool = True
     rebuild: bool = False
+    window: float = 0.0  # seconds; 0: whole files only
+    hop: float = 0.0
 
 
 @dataclass
@@ -82,6 +87,7 @@ class _Previous:
     entries: list[IndexEntry] = field(default_factory=list)
     embeddings: np.ndarray | None = None
     thumbnails: np.ndarray | None = None
+    windows: WindowTable | None = None
     ids: dict[str, int] = field(default_factory=dict)  # path -> id: stable while the audio root is the same
     rows: dict[str, int] = field(default_factory=dict)  # path -> row: embedding reusable if unchanged
     by_sha: dict[str, int] = field(default_factory=dict)  # content -> row: embedding reusable
@@ -93,39 +99,12 @@ class _Previous:
 class _Version:
     """The version being assembled: path -> (entry, embedding), path -> thumbnail, skipped files."""
 
-    kept: dict[str, tuple[IndexEntry, np.ndarray]] = field(default_factory=dict)
+    kept: dict[str, tuple[IndexEntry, Embedded]] = field(default_factory=dict)
     thumbs: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[Problem] = field(default_factory=list)
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append(Problem(file=path, row=None, message=reason))
-
-
-def _load_model(model, model_path):
-    """(loaded model, what the manifest records to load it again: a path, a published name, or a list
-    of those for an ensemble)."""
-    from soundsift.checkpoints import load_model
-    from soundsift.checkpoints.ensemble import ModelEnsemble
-    from soundsift.checkpoints.load import PUBLISHED
-
-    if isinstance(model, (list, tuple)):  # several models: a system ensemble
-        if len(model) == 1:
-            return _load_model(model[0], model_path)
-        loaded = [_load_model(m, None) for m in model]
-        recorded = [r for _, r in loaded]
-        return (ModelEnsemble([m for m, _ in loaded], names=[str(m) for m in model]),
-                recorded if all(recorded) else None)
-
-    if isinstance(model, (str, Path)) and str(model) in PUBLISHED:  # a published model: recorded by name
-        return load_model(str(model)), str(model)
-    if isinstance(model, (str, Path)):
-        model_path = Path(model).resolve()
-        model = load_model(model_path)
-    if not model.identity:
-        raise ValueError("the model has no identity (sha256 of its file): load it with soundsift.load_model")
-    if model_path is not None and str(model_path) in PUBLISHED:
-        return model, str(model_path)
-    return model, (str(Path(model_path).resolve()) if model_path else None)
 
 
 def build_index(
@@ -143,6 +122,8 @@ def build_index(
     faiss: str = "auto",
     progress: bool = True,
     rebuild: bool = False,
+    window: float | None = None,
+    hop: float | None = None,
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
@@ -161,6 +142,9 @@ def build_index(
     folder with no audio file at all is refused (SearchIndexError), and an existing index left as it was.
     An index built with another model is refused (ModelMismatchError) unless ``rebuild``: then every
     file is embedded again with ``model``.
+    ``window``/``hop`` (seconds): files longer than ``window`` are also embedded as windows every ``hop``
+    seconds (``search.moments``); default: the model's input length (``DEFAULT_WINDOW`` for models
+    without one), hop half of it; 0: whole files only. A changed setting re-embeds every file.
     """
     from soundsift.search.scan import check_library
 
@@ -173,6 +157,7 @@ def build_index(
         raise ConfigError(f"unknown faiss option {faiss!r}; use one of {', '.join(FAISS_CHOICES)}")
     check_out_dir(out)
     model, recorded_model = _load_model(model, model_path)
+    options = replace(options, **dict(zip(("window", "hop"), build_windows(model, window, hop))))
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):
         return _Build(root, out, model, recorded_model, options, t0).run()
@@ -219,7 +204,12 @@ class _Build:
                 f"{self.out} was built with another model ({built_with}): pass --rebuild to re-embed every file "
                 "with this one, or choose another --out"
             )
-        if same_model and int(manifest["embed_dim"]) == self.model.embed_dim:
+        same_windows = window_setting(manifest) == (self.options.window, self.options.hop)
+        if same_model and same_windows and int(manifest["embed_dim"]) == self.model.embed_dim:
+            try:
+                prev.windows = load_windows(version_dir(self.out), manifest, len(entries), self.model.embed_dim)
+            except SearchIndexError:  # unreadable windows: every file is embedded again
+                return prev
             prev.by_sha = {e.sha256: row for row, e in enumerate(entries) if e.sha256}
             if prev.ids:
                 prev.rows = {e.path: row for row, e in enumerate(entries)}
@@ -238,7 +228,7 @@ class _Build:
                 continue
             row = prev.rows.get(rel)
             if row is not None and self._unchanged(prev.entries[row], st):
-                version.kept[rel] = (prev.entries[row], prev.embeddings[row])
+                version.kept[rel] = (prev.entries[row], self._previous_vectors(row))
                 if prev.thumbnails is not None:
                     version.thumbs[rel] = prev.thumbnails[row]
                 else:
@@ -299,11 +289,19 @@ class _Build:
     def reuse(self, c: _Candidate, sha: str) -> None:
         """A new or changed file with the content of an indexed one: its embedding and thumbnail kept."""
         row = self.prev.by_sha[sha]
-        self.version.kept[c.path] = (_entry(c, sha, self.prev.entries[row].duration), self.prev.embeddings[row])
+        self.version.kept[c.path] = (_entry(c, sha, self.prev.entries[row].duration), self._previous_vectors(row))
         self.version.thumbs[c.path] = (self.prev.thumbnails[row] if self.prev.thumbnails is not None
                                        else self.thumbnail(c.path))
         self.report.reused += 1
         _count(self.report, c)
+
+    def _previous_vectors(self, row: int) -> Embedded:
+        """The live version's embedding of entry ``row`` and of its windows."""
+        prev, dim = self.prev, self.model.embed_dim
+        if prev.windows is None:
+            return prev.embeddings[row], np.zeros((0, 2)), np.zeros((0, dim), np.float32)
+        rows = prev.windows.rows_of(row)
+        return prev.embeddings[row], prev.windows.spans[rows], np.asarray(prev.windows.embeddings[rows])
 
     def embed(self, waves: list[tuple[_Candidate, Decoded]], bar) -> None:
         """Embed a chunk of decoded files; if the model fails on it, retry file by file and skip the
@@ -316,16 +314,16 @@ class _Build:
             done[0] += n
             bar.update(n)
 
-        batch_size, model = self.options.batch_size, self.model
+        batch_size, model, window, hop = self.options.batch_size, self.model, self.options.window, self.options.hop
         try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
-            vectors: list[np.ndarray | None] = list(
-                model.embed_waveforms([d.wave for _, d in waves], batch_size, progress=advance))
+            vectors: list[Embedded | None] = list(
+                embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
         except Exception:
             bar.update(-done[0])
             vectors = []
             for c, d in waves:
                 try:
-                    vectors.append(model.embed_waveforms([d.wave], 1)[0])
+                    vectors.append(embed_with_windows(model, [d.wave], 1, window, hop)[0])
                 except Exception as exc:
                     self.version.skip(c.path, f"the model cannot embed it: {exc}")
                     vectors.append(None)
@@ -366,15 +364,20 @@ class _Build:
                 e = replace(e, id=next_id)
                 next_id += 1
             entries.append(e)
-        emb = np.stack([kept[p][1] for p in paths]).astype(np.float32) if paths else \
+        emb = np.stack([kept[p][1][0] for p in paths]).astype(np.float32) if paths else \
             np.zeros((0, self.model.embed_dim), np.float32)
+        spans = [np.column_stack([np.full(len(kept[p][1][1]), row), kept[p][1][1]]) for row, p in enumerate(paths)]
+        windows = (np.concatenate([np.zeros((0, 3)), *spans]).astype(np.float64),
+                   np.concatenate([np.zeros((0, self.model.embed_dim)), *(kept[p][1][2] for p in paths)]
+                                  ).astype(np.float32))
         thumbs = np.stack([self.version.thumbs[p] for p in paths]).astype(np.uint8) if paths else \
             np.zeros((0, THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
         self.report.files = len(entries)
         self.report.skipped = [{"path": p.file, "reason": p.message}
                                for p in sorted(self.version.skipped, key=lambda p: p.file)]
         return VersionContents(self.model, self.recorded_model, self.root, entries, emb, thumbs, next_id,
-                               self.prev.build_no, self.options.faiss)
+                               self.prev.build_no, self.options.faiss, windows,
+                               (self.options.window, self.options.hop))
 
 
 def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:

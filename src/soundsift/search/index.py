@@ -19,7 +19,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,8 +27,10 @@ import numpy as np
 
 from soundsift.downloader import file_digest
 from soundsift.errors import AudioError, ConfigError, ModelMismatchError, SearchIndexError, check_format
-from soundsift.search.backends import FAISS_KINDS, ExactIndex, FaissIndex, faiss_available
+from soundsift.search.backends import FAISS_KINDS, open_backend
+from soundsift.search.moments import Hit, cut_moment, parse_moment_spec
 from soundsift.search.thumbnails import encode_png
+from soundsift.search.windows import WindowTable, load_windows, rank_hits
 
 INDEX_FORMAT = "soundsift-index"
 INDEX_VERSION = 1
@@ -56,20 +58,6 @@ class IndexEntry:
     mtime_ns: int
     sha256: str
     duration: float
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the same fields in ``search --json`` and ``GET /api/search``."""
-
-    rank: int
-    id: int
-    path: str
-    score: float
-    duration: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def safe_relative_path(rel: str, where: str) -> str:
@@ -131,7 +119,8 @@ class SoundIndex:
     """A loaded index: entries, their embeddings, and a vector backend to rank them."""
 
     def __init__(self, path: Path, vdir: Path, manifest: dict[str, Any], embeddings: np.ndarray,
-                 backend: str = "auto", thumbnails: np.ndarray | None = None) -> None:
+                 backend: str = "auto", thumbnails: np.ndarray | None = None,
+                 windows: WindowTable | None = None) -> None:
         self.path = path
         self.version_dir = vdir
         self.manifest = manifest
@@ -150,6 +139,10 @@ class SoundIndex:
         self.audio_root = Path(manifest["audio_root"])
         self._by_id = {e.id: i for i, e in enumerate(self.entries)}
         self.backend = self._make_backend(backend)
+        self.windows = windows  # the long files' windows (``search.windows``), or None
+        if windows is not None:
+            windows.backend = open_backend(windows.embeddings, backend, (manifest.get("windows") or {}).get("faiss"),
+                                           vdir, EXACT_LIMIT, AUTO_FAISS_KIND)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -166,16 +159,8 @@ class SoundIndex:
     def _make_backend(self, backend: str):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown search backend {backend!r}; use one of {', '.join(BACKENDS)}")
-        if backend == "auto":
-            backend = "faiss" if len(self) > EXACT_LIMIT and faiss_available() else "exact"
-        if backend == "exact":
-            return ExactIndex(self.embeddings)
-        stored = self.manifest.get("faiss") or {}
-        kind = stored.get("kind", AUTO_FAISS_KIND) if backend == "faiss" else backend
-        if stored.get("kind") == kind and (self.version_dir / stored.get("file", "")).is_file():
-            return FaissIndex.load(self.version_dir / stored["file"], kind, stored.get("ef_search", 512),
-                                   vectors=self.embeddings, rerank=stored.get("rerank"))
-        return FaissIndex(self.embeddings, kind)
+        return open_backend(self.embeddings, backend, self.manifest.get("faiss"), self.version_dir,
+                            EXACT_LIMIT, AUTO_FAISS_KIND)
 
     def get(self, entry_id: int) -> IndexEntry | None:
         """The entry with this id, or None when no such id is indexed."""
@@ -208,22 +193,12 @@ class SoundIndex:
             return None
         return encode_png(np.asarray(self.thumbnails[row]))
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10, exclude: int | None = None) -> list[list[Hit]]:
-        """Rank the indexed files for each query vector (unit norm); best first. ``exclude``: an id left
-        out of every ranking (the example of a more-like-this query)."""
-        extra = 1 if exclude is not None and exclude in self._by_id else 0
-        scores, rows = self.backend.search(queries, k + extra)
-        out = []
-        for srow, rrow in zip(scores, rows):
-            hits = []
-            for s, r in zip(srow.tolist(), rrow.tolist()):
-                e = self.entries[r]
-                if e.id == exclude or len(hits) == k:
-                    continue
-                hits.append(Hit(rank=len(hits) + 1, id=e.id, path=e.path, score=round(float(s), 6),
-                                duration=e.duration))
-            out.append(hits)
-        return out
+    def search_vectors(self, queries: np.ndarray, k: int = 10, exclude: int | None = None,
+                       rank: str = "moments", moments: int | None = None) -> list[list[Hit]]:
+        """Rank the indexed files for each query vector (unit norm); best first, each with its best moment
+        (``search.windows.rank_hits``). ``exclude``: an id left out of every ranking (the example of a
+        more-like-this query); ``rank``: "moments" or "files"; ``moments``: up to N moments per hit."""
+        return rank_hits(self, queries, k, exclude, rank, moments)
 
     def check_model(self, model) -> None:
         """Refuse a model whose identity differs from the one that built this index."""
@@ -258,7 +233,8 @@ def open_index(path: str | Path, backend: str = "auto", mmap: bool = False) -> S
             thumbnails = np.load(vdir / THUMBNAILS, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise SearchIndexError(f"{vdir / THUMBNAILS}: cannot read the thumbnails ({exc})") from exc
-    return SoundIndex(root, vdir, manifest, embeddings, backend, thumbnails)
+    windows = load_windows(vdir, manifest, len(manifest["entries"]), int(manifest["embed_dim"]), mmap)
+    return SoundIndex(root, vdir, manifest, embeddings, backend, thumbnails, windows)
 
 
 def resolve_model_path(index: SoundIndex, model_path: str | Path | list | None) -> Path | list[Path]:
@@ -337,36 +313,41 @@ class TextSearcher:
         return out
 
     def embed_file(self, path: str | Path) -> np.ndarray:
-        """The embedding of an audio file (the example of a query by example), as the build makes it.
-        AudioError naming the file when it is missing or not audio."""
+        """The embedding of an audio file, or of a moment ``FILE@START-END`` (seconds), as the build makes
+        it (the example of a query by example). AudioError naming the file when it is missing or not
+        audio; ConfigError naming the moment when it is empty or leaves the file."""
         from soundsift.audio import load_audio
 
-        wave = load_audio(path, self.model.sample_rate)
+        file, start, end = parse_moment_spec(path)
+        wave = load_audio(file, self.model.sample_rate)
         if not len(wave):
-            raise AudioError(f"{path}: holds no audio samples")
+            raise AudioError(f"{file}: holds no audio samples")
+        if start is not None and end is not None:
+            wave = cut_moment(wave, self.model.sample_rate, str(path), start, end)
         return self.model.embed_waveforms([wave], 1)[0]
 
     def search(self, query: str | None, k: int = 10, *, like: np.ndarray | None = None,
-               exclude: int | None = None) -> list[Hit]:
+               exclude: int | None = None, rank: str = "moments", moments: int | None = None) -> list[Hit]:
         """The ``k`` best files for a text query, an example vector ``like`` (from ``embed_file`` or
         ``index.vector``), or both combined; best first. ``exclude``: an id never returned (the
-        indexed example itself)."""
+        indexed example itself); ``rank`` and ``moments`` as in ``SoundIndex.search_vectors``."""
         if query is None:
             if like is None:
                 raise ConfigError("give a text query, an example sound, or both")
-            return self.index.search_vectors(combine_queries(like), k, exclude=exclude)[0]
+            return self.index.search_vectors(combine_queries(like), k, exclude, rank, moments)[0]
         if not query.strip():
             raise ConfigError("empty search query")
         if like is None and exclude is None:
-            return self.search_many([query], k)[0]
+            return self.search_many([query], k, rank, moments)[0]
         vec = combine_queries(self.embed_queries([query])[0], like)
-        return self.index.search_vectors(vec, k, exclude=exclude)[0]
+        return self.index.search_vectors(vec, k, exclude, rank, moments)[0]
 
-    def search_many(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
+    def search_many(self, queries: list[str], k: int = 10, rank: str = "moments",
+                    moments: int | None = None) -> list[list[Hit]]:
         for q in queries:
             if not q.strip():
                 raise ConfigError("empty search query")
-        return self.index.search_vectors(self.embed_queries(list(queries)), k)
+        return self.index.search_vectors(self.embed_queries(list(queries)), k, rank=rank, moments=moments)
 
 
 def load_searcher(index_path: str | Path, model_path: str | Path | None = None, backend: str = "auto",

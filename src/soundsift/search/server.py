@@ -1,7 +1,8 @@
 """HTTP search API and web page for an index (FastAPI). Holds no search logic: see ``soundsift.search.index``.
 
-Routes: ``GET /api/search?q=&like=&k=`` (the objects of ``search --json``; ``like=ID`` ranks by
-similarity to an indexed sound, leaving that sound out; with ``q`` too, both combined),
+Routes: ``GET /api/search?q=&like=&k=&rank=&moments=`` (the objects of ``search --json``, with the
+best moment's ``start``/``end``; ``like=ID`` ranks by similarity to an indexed sound, leaving that
+sound out; with ``q`` too, both combined),
 ``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
 input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/info``, ``GET /`` (the page, no
 external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
@@ -11,7 +12,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from soundsift.audio import AUDIO_MEDIA_TYPES
 from soundsift.errors import ConfigError, require
@@ -67,7 +68,7 @@ def create_app(
     ``TextSearcher`` (tests)."""
     require("fastapi", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
     from fastapi import FastAPI, HTTPException, Query
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
 
     from soundsift.search.index import describe, load_searcher
     from soundsift.version import __version__
@@ -82,6 +83,9 @@ def create_app(
         path: str
         score: float
         duration: float
+        start: float = Field(description="start (s) of the best-matching moment")
+        end: float = Field(description="end (s) of the best-matching moment")
+        moments: list[dict[str, float]] | None = None
 
     app = FastAPI(
         title="soundsift search", version=__version__, docs_url=None, redoc_url=None,
@@ -92,7 +96,7 @@ def create_app(
 
     _guard(app, allowed_hosts)
 
-    @app.get("/api/search", response_model=list[HitOut],
+    @app.get("/api/search", response_model=list[HitOut], response_model_exclude_none=True,
              summary="Search the sounds with a text query, an indexed example sound, or both")
     def search(
         q: str = Query("", max_length=max_query_chars, description="text query"),
@@ -100,6 +104,8 @@ def create_app(
             "id of an indexed sound: rank by similarity to it (it is left out of the results); "
             "with q too, the sum of the two normalised query vectors")),
         k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
+        rank: Literal["moments", "files"] = Query("moments", description="rank files by best moment or whole file"),
+        moments: int | None = Query(None, ge=1, le=100, description="up to N moments per result"),
     ) -> list[dict[str, Any]]:
         example = None
         if like is not None:
@@ -110,7 +116,8 @@ def create_app(
             raise HTTPException(422, detail="the query is empty: give q (text), like (a sound id), or both")
         like_vector = None if example is None else index.vector(example)
         try:
-            hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example)
+            hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example, rank=rank,
+                                   moments=moments)
         except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
             raise HTTPException(422, detail=str(exc)) from None
         return [h.to_dict() for h in hits]

@@ -31,6 +31,7 @@ from soundsift.search.index import (
 )
 from soundsift.search.store import write_json
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH
+from soundsift.search.windows import WINDOW_EMBEDDINGS, WINDOW_SPANS
 
 
 @dataclass
@@ -74,6 +75,8 @@ class VersionContents:
     next_id: int
     build_no: int
     faiss: str
+    windows: tuple[np.ndarray, np.ndarray] | None = None  # (W, 3) entry row, start, end; (W, D) embeddings
+    window_setting: tuple[float, float] = (0.0, 0.0)  # (window, hop) seconds
 
 
 def previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndarray | None:
@@ -94,19 +97,31 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def _write_faiss(tmp: Path, vectors: np.ndarray, faiss: str, name: str) -> dict[str, Any] | None:
+    """Store a FAISS index of ``vectors`` as ``tmp/name`` (``{}``: its kind) when ``faiss`` asks for one
+    ("auto": ``AUTO_FAISS_KIND`` above ``EXACT_LIMIT`` rows, if faiss is installed); its manifest record."""
+    big = len(vectors) > EXACT_LIMIT and faiss_available()
+    want = faiss if faiss != "auto" else (AUTO_FAISS_KIND if big else "none")
+    if want == "none" or not len(vectors):
+        return None
+    index = FaissIndex(vectors, want)
+    index.save(tmp / name.format(want))
+    return {**index.params, "file": name.format(want)}
+
+
 def write_version(tmp: Path, version: VersionContents, report: BuildReport, t0: float) -> None:
     """Write the files of one index version into the (temporary) directory ``tmp``; ``report.seconds``
     counts from ``t0`` (``time.perf_counter``)."""
     model, faiss, entries, emb = version.model, version.faiss, version.entries, version.embeddings
     _save_npy(tmp / EMBEDDINGS, emb)
     _save_npy(tmp / THUMBNAILS, version.thumbnails)
-    faiss_info = None
-    big = len(entries) > EXACT_LIMIT and faiss_available()
-    want = faiss if faiss != "auto" else (AUTO_FAISS_KIND if big else "none")
-    if want != "none" and len(entries):
-        index = FaissIndex(emb, want)
-        index.save(tmp / f"faiss-{want}.index")
-        faiss_info = {**index.params, "file": f"faiss-{want}.index"}
+    faiss_info = _write_faiss(tmp, emb, faiss, "faiss-{}.index")
+    spans, win_emb = version.windows if version.windows is not None else (np.zeros((0, 3)), emb[:0])
+    windows_info = {"window": version.window_setting[0], "hop": version.window_setting[1], "count": len(spans)}
+    if len(spans):
+        _save_npy(tmp / WINDOW_SPANS, spans)
+        _save_npy(tmp / WINDOW_EMBEDDINGS, win_emb)
+        windows_info["faiss"] = _write_faiss(tmp, win_emb, faiss, "faiss-windows-{}.index")
     manifest = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
@@ -118,6 +133,7 @@ def write_version(tmp: Path, version: VersionContents, report: BuildReport, t0: 
         "embed_dim": model.embed_dim,
         "next_id": version.next_id,
         "faiss": faiss_info,
+        "windows": windows_info,
         "thumbnails": {"file": THUMBNAILS, "height": THUMB_HEIGHT, "width": THUMB_WIDTH, "kind": "spectrogram"},
         "entries": [asdict(e) for e in entries],
     }

@@ -1,0 +1,81 @@
+"""The model's side of an index build: loading it (``load_build_model``), its window defaults
+(``build_windows``), and embedding decoded files with their windows (``embed_with_windows``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundsift.search.moments import check_windows, default_windows, window_spans
+
+
+def load_build_model(model: Any, model_path: str | Path | None) -> tuple[Any, Any]:
+    """(loaded model, what the manifest records to load it again: a path, a published name, or a list
+    of those for an ensemble)."""
+    from soundsift.checkpoints import load_model
+    from soundsift.checkpoints.ensemble import ModelEnsemble
+    from soundsift.checkpoints.load import PUBLISHED
+
+    if isinstance(model, (list, tuple)):  # several models: a system ensemble
+        if len(model) == 1:
+            return load_build_model(model[0], model_path)
+        loaded = [load_build_model(m, None) for m in model]
+        recorded = [r for _, r in loaded]
+        return (ModelEnsemble([m for m, _ in loaded], names=[str(m) for m in model]),
+                recorded if all(recorded) else None)
+
+    if isinstance(model, (str, Path)) and str(model) in PUBLISHED:  # a published model: recorded by name
+        return load_model(str(model)), str(model)
+    if isinstance(model, (str, Path)):
+        model_path = Path(model).resolve()
+        model = load_model(model_path)
+    if not model.identity:
+        raise ValueError("the model has no identity (sha256 of its file): load it with soundsift.load_model")
+    if model_path is not None and str(model_path) in PUBLISHED:
+        return model, str(model_path)
+    return model, (str(Path(model_path).resolve()) if model_path else None)
+
+
+
+def model_input_seconds(model: Any) -> float | None:
+    """The longest input the model's audio encoder takes in one piece (PaSST, ATST: 10-s segments), or
+    None when it has no fixed input (the zero-shot model); an ensemble: its shortest member's."""
+    members = getattr(model, "members", None)
+    if members:
+        found = [s for s in (model_input_seconds(m) for m in members) if s]
+        return min(found) if found else None
+    segment = getattr(getattr(model, "audio", None), "segment", None)
+    return int(segment) / float(model.sample_rate) if segment else None
+
+
+def build_windows(model: Any, window: float | None, hop: float | None) -> tuple[float, float]:
+    """(window, hop) seconds for a build: given, or the model's defaults (``default_windows``); checked
+    against the model's input length. (0, 0): whole files only."""
+    seconds = model_input_seconds(model)
+    default_window, default_hop = default_windows(seconds)
+    if window is None:
+        return check_windows(default_window, default_hop if hop is None else hop, seconds)
+    return check_windows(window, hop, seconds)
+
+
+Embedded = tuple[np.ndarray, np.ndarray, np.ndarray]  # file vector, (W, 2) spans in seconds, (W, D) vectors
+
+
+def embed_with_windows(model: Any, waves: list[np.ndarray], batch_size: int, window: float, hop: float,
+                       progress: Callable[[int], None] | None = None) -> list[Embedded]:
+    """Each wave's whole-file embedding, and the spans and embeddings of its windows (none for a file no
+    longer than ``window`` seconds). ``progress(n)`` counts whole files."""
+    rate = int(model.sample_rate)
+    spans = [window_spans(len(w), int(round(window * rate)), int(round(hop * rate))) for w in waves]
+    pieces = [wave[a:b] for wave, sp in zip(waves, spans) for a, b in sp.tolist()]
+    vectors = model.embed_waveforms(waves, batch_size, progress=progress)
+    windowed = model.embed_waveforms(pieces, batch_size) if pieces else np.zeros((0, model.embed_dim), np.float32)
+    out, at = [], 0
+    for vec, sp in zip(vectors, spans):
+        out.append((vec, np.round(sp / rate, 3), windowed[at: at + len(sp)]))
+        at += len(sp)
+    return out
