@@ -166,17 +166,22 @@ def lay_out(cache: Path, items) -> Path:
     return folder
 
 
-def ranks_via_index(folder: Path, items, model, model_path, work: Path) -> np.ndarray:
-    """1-based rank of each item's own sound for its description, via build_index + load_searcher."""
+def open_built(folder: Path, model, model_path, work: Path):
+    """An index of ``folder`` built with ``build_index`` (default windows), opened with ``load_searcher``."""
     from soundsift.search.build import build_index
     from soundsift.search.index import load_searcher
 
     out = work / "index"
     shutil.rmtree(out, ignore_errors=True)
     build_index(folder, out, model, model_path=None, progress=False)
-    searcher = load_searcher(out, model_path=model_path)
+    return load_searcher(out, model_path=model_path)
+
+
+def ranks_via_index(searcher, items, rank: str = "moments") -> np.ndarray:
+    """1-based rank of each item's own sound for its description; files ranked by their best moment
+    (the default) or by their whole-file embedding (``rank="files"``)."""
     n = len(items)
-    hits = searcher.search_many([text for _, text, _ in items], k=n)
+    hits = searcher.search_many([text for _, text, _ in items], k=n, rank=rank)
     ranks = np.full(n, n + 1, dtype=np.int64)
     for i, ((path, _, name), row) in enumerate(zip(items, hits)):
         want = name.replace("/", "__") + path.suffix
@@ -333,13 +338,15 @@ def run(argv: list[str] | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         zero = load_model("zero-shot", device="cpu")
-        rows[ZERO] = by_split(ranks_via_index(folder, items, zero, "zero-shot", work), items)
+        searcher = open_built(folder, zero, "zero-shot", work)
+        rows[ZERO] = by_split(ranks_via_index(searcher, items), items)
+        rows[f"{ZERO}, files ranked whole"] = by_split(ranks_via_index(searcher, items, "files"), items)
         speed = build_speed(folder, items, work) if args.speed else []
         demo_path = args.model or (train_demo(args.cache / "demo") if args.train_demo else None)
         if demo_path is not None:
             demo = load_model(demo_path, device="cpu")
             rows[f"demo model ({Path(demo_path).name})"] = by_split(
-                ranks_via_index(folder, items, demo, demo_path, work), items)
+                ranks_via_index(open_built(folder, demo, demo_path, work), items), items)
     rand = [by_split(r, items) for r in random_ranks(len(items))]
     rows["random ranking (mean of 200)"] = {
         s: {k: float(np.mean([r[s][k] for r in rand])) for k in ("mAP@10", "R@1", "R@10")} for s in rand[0]}

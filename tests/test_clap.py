@@ -240,7 +240,7 @@ def test_index_build_and_search_with_a_clap_folder(model, clap_folder, tmp_path,
     folder = str(clap_folder)
     assert main(["-q", "index", "build", str(lib), "--out", str(tmp_path / "idx"), "--model", folder]) == 0
     capsys.readouterr()
-    assert main(["-q", "search", str(tmp_path / "idx"), "a dog", "--json", "--model", folder]) == 0
+    assert main(["-q", "search", str(tmp_path / "idx"), "a dog", "--json", "--model", folder, "--rank", "files"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert {h["path"] for h in hits} == {"tone.wav", "noise.wav"}
     audio = model.embed_waveforms([waves[0], waves[1][: 12 * SR]])
