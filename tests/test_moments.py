@@ -159,6 +159,10 @@ def test_index_records_windows_covering_long_files_only(library):
     assert spans[0].tolist() == [0.0, 4.0] and spans[-1].tolist() == [20.0, 24.0] and len(spans) == 11
     assert len(index.windows) == 11  # the 2-s file stays one item
     assert index.manifest["windows"] == {"window": 4.0, "hop": 2.0, "count": 11, "faiss": None}
+    from soundsift.search.index import describe
+
+    summary = describe(index)  # what `index info` and /api/info show
+    assert (summary["windows"], summary["window_seconds"], summary["hop_seconds"]) == (11, 4.0, 2.0)
 
 
 def test_api_hits_carry_moments_that_match_their_windows(library):

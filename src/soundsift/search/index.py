@@ -30,7 +30,7 @@ from soundsift.errors import AudioError, ConfigError, ModelMismatchError, Search
 from soundsift.search.backends import FAISS_KINDS, open_backend
 from soundsift.search.moments import Hit, cut_moment, parse_moment_spec
 from soundsift.search.thumbnails import encode_png
-from soundsift.search.windows import WindowTable, load_windows, rank_hits
+from soundsift.search.windows import WindowTable, load_windows, rank_hits, window_setting
 
 INDEX_FORMAT = "soundsift-index"
 INDEX_VERSION = 1
@@ -378,4 +378,8 @@ def describe(index: SoundIndex) -> dict[str, Any]:
         "total_hours": round(total / 3600, 3) if math.isfinite(total) else None,
         "skipped": len(report.get("skipped", [])),
         "thumbnails": index.thumbnails is not None,
+        # long files are also indexed as overlapping windows (window, hop seconds; 0: whole files only)
+        "windows": len(index.windows) if index.windows is not None else 0,
+        "window_seconds": window_setting(index.manifest)[0],
+        "hop_seconds": window_setting(index.manifest)[1],
     }
