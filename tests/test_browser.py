@@ -8,6 +8,8 @@ test; elsewhere it is skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import socket
 import sys
@@ -19,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from soundsift.search.build import build_index  # noqa: E402
-from test_index import GOOD, make_library, make_model  # noqa: E402
+from test_index import GOOD, make_library, make_model, write_sound  # noqa: E402
 
 CHROMIUM = os.environ.get("SOUNDSIFT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -47,32 +49,49 @@ def chromium():
     return CHROMIUM
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    try:
-        import uvicorn
+@contextlib.contextmanager
+def _serve(index_dir: Path):
+    """The search app for ``index_dir`` on a free loopback port, in a thread: yields its base URL."""
+    import uvicorn
 
-        from soundsift.search.server import LOOPBACK_HOSTS, create_app
-    except ImportError as exc:
-        _require(False, f"the serve extra is missing ({exc})")
-    base = tmp_path_factory.mktemp("browser")
-    lib = make_library(base / "sounds")
-    build_index(lib, base / "idx", make_model(base / "model.pt"), progress=False)
-    app = create_app(base / "idx", allowed_hosts=list(LOOPBACK_HOSTS))
+    from soundsift.search.server import LOOPBACK_HOSTS, create_app
+
+    app = create_app(index_dir, allowed_hosts=list(LOOPBACK_HOSTS))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        deadline = time.monotonic() + 20
+        while not srv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _require_serve() -> None:
+    try:
+        import uvicorn  # noqa: F401
+
+        from soundsift.search.server import create_app  # noqa: F401
+    except ImportError as exc:
+        _require(False, f"the serve extra is missing ({exc})")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _require_serve()
+    base = tmp_path_factory.mktemp("browser")
+    lib = make_library(base / "sounds")
+    build_index(lib, base / "idx", make_model(base / "model.pt"), progress=False)
+    with _serve(base / "idx") as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -185,3 +204,125 @@ def test_search_page_in_headless_chromium(chromium, server):
             browser.close()
     assert all(u.startswith(server) or u.startswith("data:") for u in requests), requests
     assert not [e for e in errors if "422" not in e], errors  # the 422 above is expected
+
+
+LONG_SECONDS, WINDOW, HOP = 24.0, 4.0, 2.0  # the long file is six windows long
+EVENT = (12.0, 16.0)  # a loud tone in quiet noise: the moment the query below finds
+
+
+@pytest.fixture(scope="module")
+def moment_server(tmp_path_factory):
+    """An index built with windows: one long recording (an event in quiet noise) and two short sounds."""
+    import numpy as np
+    import soundfile as sf
+
+    _require_serve()
+    base = tmp_path_factory.mktemp("moments")
+    lib = base / "sounds"
+    lib.mkdir()
+    rate = 16000
+    t = np.arange(int(LONG_SECONDS * rate)) / rate
+    wave = 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    event = (t >= EVENT[0]) & (t < EVENT[1])
+    wave[event] += 0.5 * np.sin(2 * np.pi * 1500 * t[event])
+    sf.write(str(lib / "field recording.wav"), wave.astype(np.float32), rate)
+    write_sound(lib / "beep.wav", 16000, 1, 2.0, "WAV", None, seed=2)
+    write_sound(lib / "hum.wav", 16000, 1, 1.0, "WAV", None, seed=3)
+    build_index(lib, base / "idx", make_model(base / "model.pt"), progress=False, window=WINDOW, hop=HOP)
+    with _serve(base / "idx") as url:
+        yield url
+
+
+def _poll(page, expression: str, seconds: float = 15.0):
+    """page.evaluate(expression) until it is truthy (wait_for_function would need eval: the CSP forbids)."""
+    deadline = time.monotonic() + seconds
+    value = page.evaluate(expression)
+    while not value and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = page.evaluate(expression)
+    return value
+
+
+@pytest.mark.slow
+def test_page_plays_the_moment_in_headless_chromium(chromium, moment_server):
+    """A hit that is a part of a long file: the page shows its span, marks it on the thumbnail, cues the
+    player at its start (fetching the audio with Range requests) and plays from there when clicked."""
+    from playwright.sync_api import sync_playwright
+
+    query = "a loud beep"
+    ranges: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.on("request", lambda r: ranges.append(r.headers.get("range", ""))
+                    if "/api/audio/" in r.url else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(moment_server + "/")
+            page.fill("#q", query)
+            page.press("#q", "Enter")
+            page.wait_for_selector("#results .result")
+            api = page.evaluate(f"async () => (await (await fetch('/api/search?q={query.replace(' ', '+')}&k=10'))"
+                                ".json())")
+            long_hit = next(h for h in api if h["path"] == "field recording.wav")
+            start, end, duration = long_hit["start"], long_hit["end"], long_hit["duration"]
+            # The search found the event, a part of the file (windows merged around it, not the whole file).
+            assert duration == pytest.approx(LONG_SECONDS, abs=0.01)
+            assert 0 < start <= EVENT[0] and EVENT[1] <= end < duration, long_hit
+            result = page.locator(f"#results .result[data-id='{long_hit['id']}']")
+
+            # The span as mm:ss-mm:ss; short whole files show none and have no mark.
+            a, b = math.floor(start), math.ceil(end)  # whole seconds, rounded down / up, as the CLI prints
+            span = f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}"
+            assert result.locator(".moment").text_content() == span
+            shorts = page.locator("#results .result", has_not=page.locator(".moment"))
+            assert shorts.count() == len(api) - 1
+            assert shorts.locator(".moment-mark").count() == 0
+
+            # The mark spans start/duration to end/duration of the thumbnail's width.
+            thumb = result.locator("img.thumb")
+            _poll(page, "(() => [...document.querySelectorAll('#results img.thumb')]"
+                        ".every(i => i.complete && i.naturalWidth > 0))()")
+            box, mark = thumb.bounding_box(), result.locator(".moment-mark").bounding_box()
+            assert box["width"] == pytest.approx(96, abs=0.5)
+            assert mark["x"] - box["x"] == pytest.approx(box["width"] * start / duration, abs=1.0)
+            assert mark["width"] == pytest.approx(box["width"] * (end - start) / duration, abs=1.0)
+            assert mark["y"] == pytest.approx(box["y"], abs=0.5) and mark["height"] == pytest.approx(box["height"], abs=0.5)
+
+            # Cued: once the metadata is in, the player stands at the moment's start without a click.
+            audio = f"document.querySelector(\"#results .result[data-id='{long_hit['id']}'] audio\")"
+            assert _poll(page, f"{audio}.readyState >= 1"), "the player did not load its metadata"
+            assert _poll(page, f"Math.abs({audio}.currentTime - {start}) < 0.25"), page.evaluate(f"{audio}.currentTime")
+
+            # Clicking the thumbnail plays from the moment (again from the start after the listener moved on).
+            page.evaluate(f"{audio}.currentTime = 1")
+            result.locator("button.thumb-play").click()
+            assert _poll(page, f"!{audio}.paused && {audio}.currentTime > 0"), "playback did not start"
+            played = page.evaluate(f"{audio}.currentTime")
+            assert start - 0.01 <= played < start + 0.25 + 1.0, played  # from start, not from 1 s
+            assert page.evaluate(f"{audio}.error") is None
+            assert any(r.startswith("bytes=") for r in ranges), ranges  # the browser seeks with Range requests
+
+            # Keyboard only: Tab reaches the thumbnail button, Enter plays this result from its moment.
+            page.evaluate(f"{audio}.pause(); {audio}.currentTime = 2")
+            result.locator("button.more").focus()
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.classList.contains('thumb-play')")
+            assert "from " + span in page.evaluate("document.activeElement.getAttribute('aria-label')")
+            page.keyboard.press("Enter")
+            assert _poll(page, f"!{audio}.paused")
+            assert start - 0.01 <= page.evaluate(f"{audio}.currentTime") < start + 1.25
+
+            # "More like this" still works on a long file's result.
+            result.locator("button.more").click()
+            page.wait_for_url(f"**like={long_hit['id']}**")
+            page.locator("#status", has_text="sounds like").wait_for()
+            ids = page.locator("#results .result").evaluate_all("els => els.map(e => e.dataset.id)")
+            assert str(long_hit["id"]) not in ids and len(ids) == len(api) - 1
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -37,6 +37,29 @@ function formatDuration(seconds) {
   return `${m}:${String(s).padStart(2, "0")}`;
 }
 
+// mm:ss-mm:ss, whole seconds rounded down / up: the same text as the CLI's search output.
+function formatSpan(start, end) {
+  const mmss = (t) => `${String(Math.floor(t / 60)).padStart(2, "0")}:${String(t % 60).padStart(2, "0")}`;
+  return `${mmss(Math.floor(start))}-${mmss(Math.ceil(end))}`;
+}
+
+// The hit's best moment when it is a part of its file (start/end in seconds), else null.
+function momentOf(hit) {
+  const start = Number(hit.start), end = Number(hit.end), duration = Number(hit.duration);
+  if (!(duration > 0) || !Number.isFinite(start) || !Number.isFinite(end) || !(end > start)) return null;
+  if (start <= 0.05 && end >= duration - 0.05) return null; // the whole file
+  return { start: Math.max(0, start), end: Math.min(end, duration), duration };
+}
+
+// Start a player at its hit's moment: once the metadata is known (seeking needs it), unless the
+// listener already moved it. /api/audio answers Range requests, so seeking in long files is cheap.
+function cueMoment(audio, start) {
+  if (!(start > 0)) return;
+  const seek = () => { if (audio.currentTime < 0.01) audio.currentTime = start; };
+  if (audio.readyState >= 1) seek();
+  else audio.addEventListener("loadedmetadata", seek, { once: true });
+}
+
 function render(hits) {
   results.replaceChildren();
   for (const hit of hits) {
@@ -60,6 +83,16 @@ function render(hits) {
       d.textContent = duration;
       path.append(d);
     }
+    const moment = momentOf(hit);
+    if (moment) {
+      const span = document.createElement("span");
+      span.className = "moment";
+      span.textContent = formatSpan(moment.start, moment.end);
+      span.title = "best-matching moment";
+      path.append(span);
+      li.dataset.start = String(moment.start);
+      li.dataset.end = String(moment.end);
+    }
     const thumb = document.createElement("img");
     thumb.className = "thumb";
     thumb.width = 96;
@@ -68,24 +101,49 @@ function render(hits) {
     thumb.loading = "lazy";
     thumb.decoding = "async";
     thumb.src = `/api/thumbnail/${encodeURIComponent(hit.id)}`;
-    thumb.addEventListener("error", () => { thumb.hidden = true; }, { once: true });
+    // The thumbnail is a button that plays the result from its moment (keyboard: Tab, Enter/Space).
+    const play = document.createElement("button");
+    play.type = "button";
+    play.className = "thumb-play";
+    play.setAttribute("aria-label", moment ? `Play ${hit.path} from ${formatSpan(moment.start, moment.end)}`
+                                           : `Play ${hit.path}`);
+    play.append(thumb);
+    if (moment) {
+      // Marks the moment across the thumbnail (CSSOM properties: allowed by the page's CSP).
+      const mark = document.createElement("span");
+      mark.className = "moment-mark";
+      mark.style.left = `${(100 * moment.start / moment.duration).toFixed(3)}%`;
+      mark.style.width = `${(100 * (moment.end - moment.start) / moment.duration).toFixed(3)}%`;
+      play.append(mark);
+    }
+    thumb.addEventListener("error", () => { thumb.hidden = true; play.classList.add("no-thumb"); }, { once: true });
     const audio = document.createElement("audio");
     audio.controls = true;
     audio.preload = "metadata";
     audio.src = `/api/audio/${encodeURIComponent(hit.id)}`;
+    audio.setAttribute("aria-label", `Player for ${hit.path}`);
+    if (moment) cueMoment(audio, moment.start);
     const more = document.createElement("button");
     more.type = "button";
     more.className = "more";
     more.textContent = "More like this";
     more.setAttribute("aria-label", `More sounds like ${hit.path}`);
     more.dataset.id = String(hit.id);
-    li.append(rank, score, path, more, thumb, audio);
+    li.append(rank, score, path, more, play, audio);
     results.append(li);
     names.set(String(hit.id), hit.path);
   }
 }
 
 results.addEventListener("click", (event) => {
+  const play = event.target.closest("button.thumb-play");
+  if (play) {
+    const li = play.closest(".result");
+    const audio = li.querySelector("audio");
+    audio.currentTime = Number(li.dataset.start || 0); // from the moment, every time
+    audio.play().catch(() => {}); // a refused autoplay leaves the player at the moment, ready
+    return;
+  }
   const more = event.target.closest("button.more");
   if (!more) return;
   setLike(more.dataset.id);
