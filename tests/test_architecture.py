@@ -24,7 +24,7 @@ LAYERS = [
     {"errors", "version", "names"},
     {"atomic", "registry", "string_table"},
     {"downloader", "audio", "config", "teacher_store"},
-    {"losses", "metrics", "correspondences", "estimators", "encoders", "data"},
+    {"losses", "metrics", "correspondences", "estimators", "encoders", "data", "spans"},
     {"model"},
     {"checkpoints"},
     {"training", "search"},
@@ -118,7 +118,8 @@ def test_imports_point_down_the_layers():
     assert not wrong, "imports that point up or sideways: " + ", ".join(sorted(wrong))
 
 
-MATH = ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences", "soundsift.estimators")
+MATH = ("soundsift.losses", "soundsift.metrics", "soundsift.correspondences", "soundsift.estimators",
+        "soundsift.spans")
 
 
 def test_math_modules_know_tensors_not_models_or_files():

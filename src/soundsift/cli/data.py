@@ -10,6 +10,12 @@ from soundsift.cli.common import format_names, quiet
 
 
 def synth_main(args: argparse.Namespace) -> int:
+    if args.moments:
+        from soundsift.data.synth.moments import generate_moments
+
+        path = generate_moments(args.out, preset=args.preset, seed=args.seed, progress=not quiet(args))
+        print(f"wrote the {args.preset} moment benchmark (seed {args.seed}) in Clotho-Moment layout to {path}")
+        return 0
     from soundsift.data.synth.benchmark import generate
 
     path = generate(args.out, preset=args.preset, seed=args.seed, progress=not quiet(args))
@@ -53,6 +59,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="runs/synth", help="folder to write the benchmark into")
     p.add_argument("--preset", default="small", help="size: tiny | small | medium | large")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same benchmark")
+    p.add_argument("--moments", action="store_true",
+                   help="write the moment benchmark instead: long recordings with events at known times, "
+                        "annotations in Clotho-Moment's layout (presets tiny | small; docs/moments.md)")
     p.set_defaults(func=synth_main)
 
     p = sub.add_parser("data", help="dataset tools")

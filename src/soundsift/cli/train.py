@@ -59,8 +59,15 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 
 def evaluate_moments_main(args: argparse.Namespace) -> int:
+    if args.data_root and not args.predictions:
+        from soundsift.training.evaluate_moments import evaluate_moment_baseline
+
+        print(json.dumps(evaluate_moment_baseline(args.model, args.data_root, args.split, args.window, args.hop,
+                                                  args.out, args.batch_size, args.baseline), indent=2))
+        return 0
     if not args.predictions or not args.annotations:
-        raise ConfigError("evaluate --task moments: give --predictions PRED.jsonl and --annotations GT.jsonl")
+        raise ConfigError("evaluate --task moments: give --predictions PRED.jsonl and --annotations GT.jsonl, "
+                          "or --model M (or --baseline random) and --data-root DIR")
     from soundsift.training.evaluate_moments import evaluate_moments
 
     print(json.dumps(evaluate_moments(args.predictions, args.annotations), indent=2))
@@ -143,6 +150,12 @@ def add_parsers(sub) -> None:
                    help="moments: score --predictions against --annotations (DCASE 2026 task 6; docs/moments.md)")
     p.add_argument("--predictions", default=None, metavar="PRED.jsonl", help="--task moments: predicted windows")
     p.add_argument("--annotations", default=None, metavar="GT.jsonl", help="--task moments: true windows")
+    p.add_argument("--baseline", choices=("window", "random"), default="window",
+                   help="--task moments with --data-root: a sliding window over --model, or random windows")
+    p.add_argument("--window", type=float, default=None, help="--task moments: window seconds (default: the model's)")
+    p.add_argument("--hop", type=float, default=None, help="--task moments: hop seconds (default: half the window)")
+    p.add_argument("--out", default=None, metavar="PRED.jsonl",
+                   help="--task moments with --data-root: where to write the predictions")
     p.add_argument("--model", action="append",
                    help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released "
                         "model); repeat it for an ensemble (mean cosine similarity; reports each member and the gain)")

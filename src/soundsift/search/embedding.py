@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.search.moments import check_windows, default_windows, window_spans
+from soundsift.checkpoints.windows import build_windows, model_input_seconds  # noqa: F401  (re-exported)
+from soundsift.spans import window_spans
 
 
 def load_build_model(model: Any, model_path: str | Path | None) -> tuple[Any, Any]:
@@ -39,27 +40,6 @@ def load_build_model(model: Any, model_path: str | Path | None) -> tuple[Any, An
         return model, str(model_path)
     return model, (str(Path(model_path).resolve()) if model_path else None)
 
-
-
-def model_input_seconds(model: Any) -> float | None:
-    """The longest input the model's audio encoder takes in one piece (PaSST, ATST: 10-s segments), or
-    None when it has no fixed input (the zero-shot model); an ensemble: its shortest member's."""
-    members = getattr(model, "members", None)
-    if members:
-        found = [s for s in (model_input_seconds(m) for m in members) if s]
-        return min(found) if found else None
-    segment = getattr(getattr(model, "audio", None), "segment", None)
-    return int(segment) / float(model.sample_rate) if segment else None
-
-
-def build_windows(model: Any, window: float | None, hop: float | None) -> tuple[float, float]:
-    """(window, hop) seconds for a build: given, or the model's defaults (``default_windows``); checked
-    against the model's input length. (0, 0): whole files only."""
-    seconds = model_input_seconds(model)
-    default_window, default_hop = default_windows(seconds)
-    if window is None:
-        return check_windows(default_window, default_hop if hop is None else hop, seconds)
-    return check_windows(window, hop, seconds)
 
 
 Embedded = tuple[np.ndarray, np.ndarray, np.ndarray]  # file vector, (W, 2) spans in seconds, (W, D) vectors

@@ -1,13 +1,6 @@
-"""Moments in long recordings: the windows a build embeds, and the moments a search reports.
-
-A file longer than the window is embedded as overlapping windows (``window_spans``: starts every
-``hop`` samples, the last window aligned to the end of the file, so every sample is covered); a file
-no longer than the window stays one item. A search scores every window of a candidate file and merges
-them into moments (``merge_moments``): consecutive windows scoring at least ``best - (1 - ratio) * |best|``
-(``ratio`` = ``MOMENT_RATIO``, 0.9: within 10 % of the file's best window score) form one moment
-scored by its best window; moments overlapping a better one by a temporal IoU of ``NMS_IOU`` or more
-are dropped (temporal non-maximum suppression). Pure numpy: no model, no index.
-"""
+"""Moments in long recordings as search reports them: ``FILE@START-END`` specs, cutting a moment out
+of a wave, ``mm:ss`` spans, and ``Hit`` (one search result). The windows and their merging into moments
+live in ``soundsift.spans`` (shared with training's sliding-window baseline) and are re-exported here."""
 
 from __future__ import annotations
 
@@ -19,85 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from soundsift.errors import ConfigError
-
-MOMENT_RATIO = 0.9  # windows within 10 % of the file's best window score join a moment
-NMS_IOU = 0.5  # a moment overlapping a better one by this temporal IoU or more is dropped
-DEFAULT_WINDOW = 5.0  # seconds, for models without a fixed input length (the zero-shot model)
-
-
-@dataclass(frozen=True)
-class Moment:
-    """A span of a file (seconds) and the best score of the windows it merges."""
-
-    start: float
-    end: float
-    score: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"start": self.start, "end": self.end, "score": self.score}
-
-
-def window_spans(n_samples: int, window: int, hop: int) -> np.ndarray:
-    """(W, 2) int64 sample spans [start, end) of the windows of a file of ``n_samples``; empty when
-    ``window`` is 0 or the file is no longer than one window. Starts 0, hop, 2 hop, ... below
-    ``n_samples - window``, then one window ending at the last sample."""
-    if window <= 0 or n_samples <= window:
-        return np.zeros((0, 2), np.int64)
-    if not 0 < hop <= window:
-        raise ConfigError(f"hop {hop} samples must be above 0 and at most the window ({window} samples)")
-    starts = list(range(0, n_samples - window, hop)) + [n_samples - window]
-    return np.array([[s, s + window] for s in starts], np.int64)
-
-
-def default_windows(input_seconds: float | None) -> tuple[float, float]:
-    """(window, hop) seconds: the model's fixed input length (or ``DEFAULT_WINDOW``), hop half of it."""
-    window = input_seconds or DEFAULT_WINDOW
-    return window, window / 2
-
-
-def check_windows(window: float, hop: float | None, input_seconds: float | None) -> tuple[float, float]:
-    """(window, hop) checked: ConfigError naming the value for a negative window, a window longer than
-    the model accepts (``input_seconds``) or a hop outside (0, window]. Hop defaults to half the window."""
-    if not math.isfinite(window) or window < 0:
-        raise ConfigError(f"--window {window}: must be 0 (whole files only) or a number of seconds above 0")
-    if input_seconds and window > input_seconds + 1e-9:
-        raise ConfigError(f"--window {window}: longer than the model's input of {input_seconds:g} s")
-    hop = window / 2 if hop is None else hop
-    if window and not (math.isfinite(hop) and 0 < hop <= window):
-        raise ConfigError(f"--hop {hop}: must be above 0 and at most the window ({window:g} s)")
-    return float(window), float(hop if window else 0.0)
-
-
-def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Intersection over union of two time spans (0 when both are empty)."""
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
-
-
-def merge_moments(spans: np.ndarray, scores: np.ndarray, ratio: float = MOMENT_RATIO,
-                  nms_iou: float = NMS_IOU) -> list[Moment]:
-    """Moments from window ``spans`` (W, 2 seconds, in time order) and their ``scores``, best first (see
-    the module docstring)."""
-    if not len(scores):
-        return []
-    best = float(np.max(scores))
-    threshold = best - (1.0 - ratio) * abs(best)
-    runs: list[Moment] = []
-    first = None
-    for i, s in enumerate([*np.asarray(scores, np.float64).tolist(), -math.inf]):
-        if s >= threshold and first is None:
-            first = i
-        elif s < threshold and first is not None:
-            runs.append(Moment(float(spans[first][0]), float(spans[i - 1][1]),
-                               round(float(np.max(scores[first:i])), 6)))
-            first = None
-    kept: list[Moment] = []
-    for m in sorted(runs, key=lambda m: (-m.score, m.start)):
-        if all(temporal_iou((m.start, m.end), (o.start, o.end)) < nms_iou for o in kept):
-            kept.append(m)
-    return kept
-
+from soundsift.spans import (  # noqa: F401  (re-exported: the search side's names)
+    DEFAULT_WINDOW,
+    MOMENT_RATIO,
+    NMS_IOU,
+    Moment,
+    check_windows,
+    default_windows,
+    merge_moments,
+    temporal_iou,
+    window_spans,
+)
 
 _MOMENT_RE = re.compile(r"^(?P<file>.+)@(?P<start>\d+(?:\.\d*)?)-(?P<end>\d+(?:\.\d*)?)$")
 

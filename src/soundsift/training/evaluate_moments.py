@@ -1,4 +1,5 @@
-"""``evaluate --task moments``: a prediction file in the task's format scored against moment annotations."""
+"""``evaluate --task moments``: a prediction file in the task's format scored against moment annotations,
+or a baseline's predictions (a sliding window over a model, or random windows) written and scored."""
 
 from __future__ import annotations
 
@@ -27,3 +28,48 @@ def evaluate_moments(predictions: str | Path, annotations: str | Path) -> dict[s
         raise DatasetError(f"{annotations}: {e}") from None
     return {"task": "moments", "predictions": str(predictions), "annotations": str(annotations),
             "max_predictions": MAX_PREDICTIONS, **metrics}
+
+
+def evaluate_moment_baseline(model: str | list[str] | None, data_root: str | Path, split: str,
+                             window: float | None = None, hop: float | None = None, out: str | Path | None = None,
+                             batch_size: int = 32, baseline: str = "window", seed: int = 0) -> dict[str, object]:
+    """Predict the moments of ``split`` of a moment benchmark (``synth --moments`` layout: the annotation
+    file and ``{split}/{vid}.wav``) with ``baseline`` ("window": a sliding window over ``model``;
+    "random": random windows), write them to ``out`` (default: ``moments_{baseline}_{split}.jsonl`` under
+    ``data_root``) and score them (``evaluate_moments``)."""
+    from soundsift.checkpoints.windows import build_windows
+    from soundsift.data.synth.moments import annotation_file, moment_split
+    from soundsift.errors import ConfigError
+    from soundsift.spans import check_windows, default_windows
+    from soundsift.training.moment_baseline import (
+        random_predictions,
+        sliding_window_predictions,
+        write_predictions,
+    )
+
+    split = moment_split(split)
+    annotations = annotation_file(data_root, split)
+    recordings = read_moment_annotations(annotations)
+    out = Path(out) if out else Path(data_root) / f"moments_{baseline}_{split}.jsonl"
+    if baseline == "random":
+        window, hop = check_windows(*(default_windows(None) if window is None else (window, hop)), None)
+        predictions = random_predictions(recordings, window, seed)
+        name = None
+    elif baseline == "window":
+        if not model:
+            raise ConfigError("evaluate --task moments: give --model (or --baseline random) with --data-root")
+        from soundsift.checkpoints import load_model
+
+        name = model[0] if isinstance(model, list) and len(model) == 1 else model
+        if isinstance(name, list):
+            raise ConfigError("evaluate --task moments: one --model for the sliding-window baseline")
+        loaded = load_model(name)
+        window, hop = build_windows(loaded, window, hop)
+        if not window:
+            raise ConfigError("--window 0: the sliding-window baseline needs a window above 0 s")
+        predictions = sliding_window_predictions(loaded, recordings, Path(data_root) / split, window, hop, batch_size)
+    else:
+        raise ConfigError(f"--baseline {baseline!r}: use window or random")
+    write_predictions(out, predictions)
+    return {"baseline": baseline, "model": name, "split": split, "window": window, "hop": hop,
+            **evaluate_moments(out, annotations)}
