@@ -2,6 +2,7 @@
 
     python benchmarks/search.py                       # 1M x 1024 and 1M x 521 (zero-shot): exact, IVF, IVF-SQ8
     python benchmarks/search.py --n 100000 --dim 1024 --faiss ivf,ivfsq,hnsw
+    python benchmarks/search.py --n 0 --files 10000 --seconds 60 --window 5 --hop 2.5   # windows only
 
 Two data sets, reported separately:
 - "random":     uniformly random unit vectors. The exact-scan latency does not depend on the data, so
@@ -16,6 +17,17 @@ sound index already holds; for "exact" the vectors themselves), p50/p95 latency 
 (and batches), recall@k against the exact result and the exact/FAISS speed ratio (> 1: FAISS is
 faster); the last line is ``ratio: X``, exact p50 / ivfsq p50 on structured vectors at the largest
 dimension run (1024 by default).
+
+Windows (``--files N``): a library of N files of ``--seconds`` each, indexed as the index builds long
+files (one whole-file row per file plus its windows of ``--window`` / ``--hop`` seconds, spans from
+``soundsift.spans.window_spans``), so rows = N + N x windows per file. Each window is a structured
+vector; a file's vector is the normalised mean of its windows. A real ``SoundIndex`` with these rows is
+searched with ``search_vectors`` (``rank_hits``: files ranked by their best moment), once with the exact
+scan and once with FAISS IVF-SQ8 over both files and windows; the baseline measured in the same run is
+the whole-file search (``--rank files`` on an index without windows, exact scan over N rows). Prints
+rows, memory, p50/p95 per query, and the recall@k of the ranked files against the exact ranking; with
+``--files`` the last line is ``ratio: X``, exact p50 / ivfsq p50 of the moment ranking (``--n 0``
+skips the flat benchmark above).
 """
 
 from __future__ import annotations
@@ -30,6 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from soundsift.search.backends import ExactIndex, FaissIndex  # noqa: E402
+from soundsift.search.index import SoundIndex  # noqa: E402
+from soundsift.search.windows import WindowTable  # noqa: E402
+from soundsift.spans import window_spans  # noqa: E402
 
 CHUNK = 65536
 
@@ -140,6 +155,88 @@ def run(label: str, data: np.ndarray, queries: np.ndarray) -> list[dict]:
     return results
 
 
+def window_library(mix: Mixture, files: int, seconds: float, window: float, hop: float):
+    """(file vectors, window vectors, window spans (W, 3): owner row, start, end seconds)."""
+    rate = 1000  # spans in milliseconds, as the build computes them in samples
+    one = window_spans(int(round(seconds * rate)), int(round(window * rate)), int(round(hop * rate))) / rate
+    per = len(one)
+    wins = mix.sample(files * per)
+    if per:
+        vecs = wins.reshape(files, per, -1).mean(axis=1)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    else:
+        vecs = mix.sample(files)
+    spans = np.empty((files * per, 3), np.float64)
+    spans[:, 0] = np.repeat(np.arange(files), per)
+    spans[:, 1:] = np.tile(one, (files, 1))
+    return vecs, wins, spans
+
+
+def window_index(vecs: np.ndarray, wins: np.ndarray, spans: np.ndarray, backend: str) -> SoundIndex:
+    """A ``SoundIndex`` held in memory over these rows (no files on disk)."""
+    n, dim = vecs.shape
+    entries = [{"id": i + 1, "path": f"f{i}.wav", "size": 0, "mtime_ns": 0, "duration": args.seconds}
+               for i in range(n)]
+    manifest = {"model": {}, "audio_root": "/nonexistent", "entries": entries, "embed_dim": dim}
+    table = WindowTable(wins, spans[:, 1:], spans[:, 0].astype(np.int64), n) if len(wins) else None
+    return SoundIndex(Path("/nonexistent"), Path("/nonexistent"), manifest, vecs, backend=backend, windows=table)
+
+
+def search_latency(index: SoundIndex, queries: np.ndarray, rank: str) -> tuple[np.ndarray, list[list[int]]]:
+    """Seconds per single-query ``search_vectors`` call, and the ranked ids of every query."""
+    index.search_vectors(queries[:1], args.k, rank=rank)  # warm-up
+    times, ids = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits = index.search_vectors(q[None], args.k, rank=rank)[0]
+        times.append(time.perf_counter() - t)
+        ids.append([h.id for h in hits])
+    return np.array(times), ids
+
+
+def windows_report() -> float | None:
+    """The windows benchmark (see the module docstring); returns exact p50 / ivfsq p50."""
+    rng = np.random.default_rng(args.seed + 1)
+    dim = args.windows_dim
+    mix = Mixture(dim, args.clusters, args.intrinsic, args.spread, rng)
+    t = time.perf_counter()
+    vecs, wins, spans = window_library(mix, args.files, args.seconds, args.window, args.hop)
+    queries = mix.sample(args.single)
+    rows = len(vecs) + len(wins)
+    print(f"\n[windows] {args.files:,} files x {args.seconds:g} s ({args.files * args.seconds / 3600:,.1f} h), "
+          f"window {args.window:g} s / hop {args.hop:g} s: {len(wins) // max(args.files, 1)} windows per file, "
+          f"{rows:,} rows ({args.files:,} files + {len(wins):,} windows) x {dim}; "
+          f"{rows / (args.files * args.seconds):.3f} rows per second of audio; generated in "
+          f"{time.perf_counter() - t:.1f} s; {len(queries)} single queries, k={args.k}")
+    out = {}
+    base = window_index(vecs, wins[:0], spans[:0], "exact")
+    b_times, _ = search_latency(base, queries, "files")
+    print(f"  {'baseline: files only, exact':<34} rows {len(vecs):>9,}  memory {vecs.nbytes:>13,} B  "
+          f"p50 {ms(b_times, 50)} ms  p95 {ms(b_times, 95)} ms")
+    del base
+    truth = None
+    for backend in ("exact", "ivfsq"):
+        t = time.perf_counter()
+        index = window_index(vecs, wins, spans, backend)
+        build = time.perf_counter() - t
+        memory = vecs.nbytes + wins.nbytes
+        if backend != "exact":
+            memory += index.backend.memory_bytes() + index.windows.backend.memory_bytes()
+        times, ids = search_latency(index, queries, "moments")
+        truth = ids if truth is None else truth
+        r = float(np.mean([len(set(a) & set(e)) / max(len(e), 1) for a, e in zip(ids, truth)]))
+        out[backend] = float(np.median(times))
+        print(f"  {'moments, ' + backend:<34} rows {rows:>9,}  memory {memory:>13,} B  p50 {ms(times, 50)} ms  "
+              f"p95 {ms(times, 95)} ms  files recall@{args.k} vs exact {r:.4f}  built in {build:.1f} s")
+        del index
+        gc.collect()
+    ratio = out["exact"] / out["ivfsq"]
+    print(f"  windows: moment ranking over {rows:,} rows: exact p50 {1000 * out['exact']:.2f} ms, ivfsq p50 "
+          f"{1000 * out['ivfsq']:.2f} ms (speed {ratio:.1f}x); whole-file baseline p50 "
+          f"{1000 * float(np.median(b_times)):.2f} ms")
+    return ratio
+
+
 def main() -> None:
     import faiss
 
@@ -147,7 +244,7 @@ def main() -> None:
     print(f"search benchmark: n={args.n:,} dims={args.dim} k={args.k}; faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} threads; numpy {np.__version__}")
     results = []
-    for dim in args.dim:
+    for dim in args.dim if args.n else []:
         if "structured" in args.data:  # first: the figures that matter, before the worst case
             mix = Mixture(dim, args.clusters, args.intrinsic, args.spread, rng)
             t = time.perf_counter()
@@ -164,6 +261,11 @@ def main() -> None:
             results += run("random (worst case)", data, random_unit(args.queries, dim, rng))
             del data
             gc.collect()
+    window_ratio = windows_report() if args.files else None
+    if not args.n:
+        if window_ratio is not None:
+            print(f"ratio: {window_ratio:.1f}")
+        return
     print(f"\nsummary at n={args.n:,} (latency: single queries; speed = exact p50 / index p50; recall@{args.k} "
           "vs exact; memory: bytes beyond the float32 vectors, for exact the vectors)")
     for r in results:
@@ -173,7 +275,9 @@ def main() -> None:
     top = max(args.dim)
     exact_p50 = [r["p50"] for r in results if r["data"] == "structured" and r["dim"] == top and r["kind"] == "exact"]
     new_p50 = [r["p50"] for r in results if r["data"] == "structured" and r["dim"] == top and r["kind"] == "ivfsq"]
-    if exact_p50 and new_p50:
+    if window_ratio is not None:
+        print(f"ratio: {window_ratio:.1f}")
+    elif exact_p50 and new_p50:
         print(f"ratio: {exact_p50[0] / new_p50[0]:.1f}")
 
 
@@ -202,9 +306,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--intrinsic", type=int, default=16, help="intrinsic dimension of the structured data")
     p.add_argument("--spread", type=float, default=0.5, help="cluster spread in latent units")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--files", type=int, default=0, help="windows report: number of files (0: no report)")
+    p.add_argument("--seconds", type=float, default=60.0, help="windows report: duration of each file")
+    p.add_argument("--window", type=float, default=5.0, help="windows report: window seconds")
+    p.add_argument("--hop", type=float, default=2.5, help="windows report: hop seconds")
+    p.add_argument("--windows-dim", type=int, default=521, help="windows report: embedding dimension")
     a = p.parse_args(argv)
-    if a.n < a.k or a.queries < a.batch:
-        p.error("need n >= k and queries >= batch")
+    if (a.n and a.n < a.k) or a.n < 0 or a.queries < a.batch:
+        p.error("need n = 0 or n >= k, and queries >= batch")
+    if a.files and (a.files < a.k or not 0 < a.hop <= a.window or a.seconds <= 0):
+        p.error("windows report: need files >= k, 0 < hop <= window and seconds > 0")
     return a
 
 

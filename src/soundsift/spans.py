@@ -22,7 +22,8 @@ from soundsift.errors import ConfigError
 
 MOMENT_RATIO = 0.9  # windows within 10 % of the file's best window score join a moment
 NMS_IOU = 0.5  # a moment overlapping a better one by this temporal IoU or more is dropped
-DEFAULT_WINDOW = 5.0  # seconds, for models without a fixed input length (the zero-shot model)
+DEFAULT_WINDOW = 10.0  # seconds, for models without a fixed input length (the zero-shot model); chosen on
+# synth --moments small validation (docs/moments.md, "Choosing the window")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="the index was built with another model: re-embed every file with this one")
     b.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="files longer than this are also indexed as overlapping windows, so that searches "
-                        "find moments (default: the model's input length, 5 s for zero-shot; 0: whole files only)")
+                        "find moments (default: the model's input length, 10 s for zero-shot; 0: whole files only)")
     b.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
