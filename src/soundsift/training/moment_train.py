@@ -61,7 +61,7 @@ def train_moments(model_name: str, data_root: str | Path, out: str | Path, windo
     """Train the moment model on the training split, save it as ``out/moment_model.pt``, and (unless
     ``eval_split`` is None) write and score its predictions on ``eval_split``; ``out/result.json`` holds
     the losses' first and last values and the metrics."""
-    from soundsift.training.evaluate_moments import evaluate_moments
+    from soundsift.metrics.moments import moment_retrieval_metrics
     from soundsift.training.moment_baseline import write_predictions
     from soundsift.training.moment_model import MomentTrainOptions, save_moment_model, train_moment_model
 
@@ -81,7 +81,9 @@ def train_moments(model_name: str, data_root: str | Path, out: str | Path, windo
 
         split, predictions, _ = learned_predictions(path, data_root, eval_split, model_name, batch_size)
         pred_path = write_predictions(out / f"moments_learned_{split}.jsonl", predictions)
-        result["eval"] = {"split": split, **evaluate_moments(pred_path, annotation_file(data_root, split))}
+        truth = [q.windows for rec in read_moment_annotations(annotation_file(data_root, split)) for q in rec.queries]
+        metrics = moment_retrieval_metrics(truth, [p["pred_relevant_windows"] for p in predictions])
+        result["eval"] = {"split": split, "predictions": str(pred_path), **metrics}
     data = (json.dumps(result, indent=2) + "\n").encode()
 
     def write(tmp: Path) -> None:
