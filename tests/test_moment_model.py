@@ -112,7 +112,7 @@ def test_cli_end_to_end_on_the_tiny_preset(tmp_path, capsys):
     assert 0 <= result["eval"]["R1@0.5"] <= 100 and result["eval"]["n_without_prediction"] == 0
     assert len(list((bench / "moment_features").glob("*.npz"))) == 2  # train and test embeddings cached
     out = tmp_path / "pred.jsonl"
-    assert main(["-q", "evaluate", "--task", "moments", "--baseline", "learned", "--data-root", str(bench),
+    assert main(["-q", "evaluate", "--task", "moments", "--data-root", str(bench),  # learned: the default
                  "--split", "test", "--moment-model", str(run / "moment_model.pt"), "--out", str(out)]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["baseline"] == "learned" and again["R1@0.5"] == result["eval"]["R1@0.5"]

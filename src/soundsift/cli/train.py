@@ -178,9 +178,10 @@ def add_parsers(sub) -> None:
                    help="moments: score --predictions against --annotations (DCASE 2026 task 6; docs/moments.md)")
     p.add_argument("--predictions", default=None, metavar="PRED.jsonl", help="--task moments: predicted windows")
     p.add_argument("--annotations", default=None, metavar="GT.jsonl", help="--task moments: true windows")
-    p.add_argument("--baseline", choices=("window", "learned", "random"), default="window",
-                   help="--task moments with --data-root: a sliding window over --model, the learned moment model "
-                        "(--moment-model, from train-moments), or random windows")
+    p.add_argument("--baseline", choices=("window", "learned", "random"), default=None,
+                   help="--task moments with --data-root: the learned moment model (--moment-model, from "
+                        "train-moments; the default when given), a sliding window over --model (the default "
+                        "otherwise), or random windows")
     p.add_argument("--moment-model", default=None, metavar="RUN/moment_model.pt",
                    help="--baseline learned: the moment model train-moments saved")
     p.add_argument("--window", type=float, default=None, help="--task moments: window seconds (default: the model's)")
