@@ -63,7 +63,8 @@ def evaluate_moments_main(args: argparse.Namespace) -> int:
         from soundsift.training.evaluate_moments import evaluate_moment_baseline
 
         print(json.dumps(evaluate_moment_baseline(args.model, args.data_root, args.split, args.window, args.hop,
-                                                  args.out, args.batch_size, args.baseline), indent=2))
+                                                  args.out, args.batch_size, args.baseline,
+                                                  moment_model=args.moment_model), indent=2))
         return 0
     if not args.predictions or not args.annotations:
         raise ConfigError("evaluate --task moments: give --predictions PRED.jsonl and --annotations GT.jsonl, "
@@ -115,6 +116,16 @@ def reproduce_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_moments_main(args: argparse.Namespace) -> int:
+    from soundsift.training.moment_model import MomentTrainOptions
+    from soundsift.training.moment_train import train_moments
+
+    options = MomentTrainOptions(hidden=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed)
+    print(json.dumps(train_moments(args.model, args.data_root, args.out, args.window, args.hop, options,
+                                   args.batch_size, None if args.no_eval else "test"), indent=2))
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", overrides_dest="overrides", help="train (stage 1 or stage 2) from a YAML config")
     p.add_argument("--config", required=True, help="YAML file, or a packaged one such as demo/stage1.yaml")
@@ -145,13 +156,34 @@ def add_parsers(sub) -> None:
     p.add_argument("--half", action="store_true", help="store float16 embeddings")
     p.set_defaults(func=teachers_main)
 
+    from soundsift.training.moment_train import LEARNED_HOP, LEARNED_WINDOW
+
+    p = sub.add_parser("train-moments", help="train the learned moment model over a model's window embeddings "
+                                             "(a synth --moments benchmark; docs/moments.md)")
+    p.add_argument("--data-root", required=True, help="a moment benchmark (synth --moments layout)")
+    p.add_argument("--model", default="zero-shot", help="the frozen soundsift model whose window embeddings it reads")
+    p.add_argument("--out", required=True, metavar="RUN", help="folder for moment_model.pt, predictions, result.json")
+    p.add_argument("--window", type=float, default=LEARNED_WINDOW, help="window seconds (default %(default)s)")
+    p.add_argument("--hop", type=float, default=LEARNED_HOP, help="hop seconds (default %(default)s)")
+    p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=128, help="hidden channels (default %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="embedding batch size")
+    p.add_argument("--no-eval", action="store_true", help="do not predict and score the test split")
+    p.set_defaults(func=train_moments_main)
+
     p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split, or of moment predictions")
     p.add_argument("--task", choices=("retrieval", "moments"), default="retrieval",
                    help="moments: score --predictions against --annotations (DCASE 2026 task 6; docs/moments.md)")
     p.add_argument("--predictions", default=None, metavar="PRED.jsonl", help="--task moments: predicted windows")
     p.add_argument("--annotations", default=None, metavar="GT.jsonl", help="--task moments: true windows")
-    p.add_argument("--baseline", choices=("window", "random"), default="window",
-                   help="--task moments with --data-root: a sliding window over --model, or random windows")
+    p.add_argument("--baseline", choices=("window", "learned", "random"), default=None,
+                   help="--task moments with --data-root: the learned moment model (--moment-model, from "
+                        "train-moments; the default when given), a sliding window over --model (the default "
+                        "otherwise), or random windows")
+    p.add_argument("--moment-model", default=None, metavar="RUN/moment_model.pt",
+                   help="--baseline learned: the moment model train-moments saved")
     p.add_argument("--window", type=float, default=None, help="--task moments: window seconds (default: the model's)")
     p.add_argument("--hop", type=float, default=None, help="--task moments: hop seconds (default: half the window)")
     p.add_argument("--out", default=None, metavar="PRED.jsonl",

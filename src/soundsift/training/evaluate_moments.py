@@ -32,10 +32,12 @@ def evaluate_moments(predictions: str | Path, annotations: str | Path) -> dict[s
 
 def evaluate_moment_baseline(model: str | list[str] | None, data_root: str | Path, split: str,
                              window: float | None = None, hop: float | None = None, out: str | Path | None = None,
-                             batch_size: int = 32, baseline: str = "window", seed: int = 0) -> dict[str, object]:
+                             batch_size: int = 32, baseline: str | None = None, seed: int = 0,
+                             moment_model: str | Path | None = None) -> dict[str, object]:
     """Predict the moments of ``split`` of a moment benchmark (``synth --moments`` layout: the annotation
     file and ``{split}/{vid}.wav``) with ``baseline`` ("window": a sliding window over ``model``;
-    "random": random windows), write them to ``out`` (default: ``moments_{baseline}_{split}.jsonl`` under
+    "random": random windows; "learned": the saved ``moment_model``, over ``model``'s or the model it was
+    trained on's cached window embeddings), write them to ``out`` (default: ``moments_{baseline}_{split}.jsonl`` under
     ``data_root``) and score them (``evaluate_moments``)."""
     from soundsift.checkpoints.windows import build_windows
     from soundsift.data.synth.moments import annotation_file, moment_split
@@ -47,11 +49,23 @@ def evaluate_moment_baseline(model: str | list[str] | None, data_root: str | Pat
         write_predictions,
     )
 
+    if baseline is None:  # the learned model beat the sliding window on synth --moments small (docs/moments.md)
+        baseline = "learned" if moment_model else "window"
     split = moment_split(split)
     annotations = annotation_file(data_root, split)
     recordings = read_moment_annotations(annotations)
     out = Path(out) if out else Path(data_root) / f"moments_{baseline}_{split}.jsonl"
-    if baseline == "random":
+    if baseline == "learned":
+        if not moment_model:
+            raise ConfigError("evaluate --task moments --baseline learned: give --moment-model RUN/moment_model.pt")
+        from soundsift.training.moment_train import learned_predictions
+
+        if isinstance(model, list) and len(model) > 1:
+            raise ConfigError("evaluate --task moments: one --model for the learned moment model")
+        given = model[0] if isinstance(model, list) and model else model or None
+        split, predictions, used = learned_predictions(moment_model, data_root, split, given, batch_size)
+        name, window, hop = used["model"], used["window"], used["hop"]
+    elif baseline == "random":
         window, hop = check_windows(*(default_windows(None) if window is None else (window, hop)), None)
         predictions = random_predictions(recordings, window, seed)
         name = None
@@ -69,7 +83,7 @@ def evaluate_moment_baseline(model: str | list[str] | None, data_root: str | Pat
             raise ConfigError("--window 0: the sliding-window baseline needs a window above 0 s")
         predictions = sliding_window_predictions(loaded, recordings, Path(data_root) / split, window, hop, batch_size)
     else:
-        raise ConfigError(f"--baseline {baseline!r}: use window or random")
+        raise ConfigError(f"--baseline {baseline!r}: use window, learned or random")
     write_predictions(out, predictions)
     return {"baseline": baseline, "model": name, "split": split, "window": window, "hop": hop,
             **evaluate_moments(out, annotations)}
