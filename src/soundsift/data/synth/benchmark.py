@@ -73,8 +73,8 @@ FORMAT_VERSION = 1
 RELEVANCE_FILE = "relevance_evaluation.csv"  # the name `soundsift download dcase2025` gives the real one
 DENSE_LIMIT = 64_000_000  # store holds/fraction densely up to this many (caption, clip) pairs
 CSV_HEADER = ("file_name", *(f"caption_{k}" for k in range(1, CAPTIONS_PER_CLIP + 1)))
-_ALIASES = {"train": TRAIN_SPLIT, "dev": TRAIN_SPLIT, "val": VAL_SPLIT, "valid": VAL_SPLIT,
-            "test": TEST_SPLIT, "eval": TEST_SPLIT}
+SPLIT_ALIASES = {"train": TRAIN_SPLIT, "dev": TRAIN_SPLIT, "val": VAL_SPLIT, "valid": VAL_SPLIT,
+                 "test": TEST_SPLIT, "eval": TEST_SPLIT}
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def file_name(index: int, facts: ClipFacts) -> str:
 def build_split(split: str, preset: str | Preset = "small", seed: int = 0, n_clips: int | None = None,
                 duration: float | None = None) -> SynthSplit:
     """The facts and captions of ``split`` without rendering audio (fast: a facts-only path)."""
-    split = _ALIASES.get(split, split)
+    split = SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or train/val/test)")
     p = resolve_preset(preset, duration=duration, **{split: n_clips})
@@ -212,7 +212,7 @@ def load_ground_truth(root: str | Path, split: str, dense: bool = True) -> dict[
     clip, class, level, pitch, rate (-1 where absent), rate_hz, onset, offset in seconds). Splits above
     DENSE_LIMIT pairs store only the compact arrays; ``dense=True`` then computes holds/fraction.
     """
-    split = _ALIASES.get(split, split)
+    split = SPLIT_ALIASES.get(split, split)
     path = Path(root) / f"synth_ground_truth_{split}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no synth ground truth (generate the benchmark with soundsift synth)")

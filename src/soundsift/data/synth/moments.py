@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.data.synth.benchmark import _atomic_write, _write_wav
+from soundsift.data.synth.benchmark import SPLIT_ALIASES, _atomic_write, _write_wav
 from soundsift.data.synth.facts import SPLITS, rng_for, sample_facts
 from soundsift.data.synth.text import make_captions
 from soundsift.errors import ConfigError
@@ -41,8 +41,6 @@ EVENTS_P = (0.4, 0.35, 0.25)  # 1, 2, 3 events
 BACKGROUND_DBFS = (-40.0, -30.0)
 FOREGROUND_DB = (3.0, 12.0)  # an overlaid clip's rms over the background's, dB (Clotho-Moment's fg_dB)
 LIGHTHOUSE_SPLIT = {TRAIN_SPLIT: "train", VAL_SPLIT: "val", TEST_SPLIT: "test"}
-_ALIASES = {"train": TRAIN_SPLIT, "dev": TRAIN_SPLIT, "val": VAL_SPLIT, "valid": VAL_SPLIT,
-            "test": TEST_SPLIT, "eval": TEST_SPLIT}
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class PlacedEvent:
 
 def moment_split(split: str) -> str:
     """The canonical split name (development/validation/evaluation) of ``split`` or an alias (train/val/test)."""
-    name = _ALIASES.get(split, split)
+    name = SPLIT_ALIASES.get(split, split)
     if name not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or train/val/test)")
     return name
