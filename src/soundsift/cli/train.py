@@ -168,7 +168,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")
     p.add_argument("--hidden", type=int, default=128, help="hidden channels (default %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batch order")
     p.add_argument("--batch-size", type=int, default=32, help="embedding batch size")
     p.add_argument("--no-eval", action="store_true", help="do not predict and score the test split")
     p.set_defaults(func=train_moments_main)
@@ -179,9 +179,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--predictions", default=None, metavar="PRED.jsonl", help="--task moments: predicted windows")
     p.add_argument("--annotations", default=None, metavar="GT.jsonl", help="--task moments: true windows")
     p.add_argument("--baseline", choices=("window", "learned", "random"), default=None,
-                   help="--task moments with --data-root: the learned moment model (--moment-model, from "
-                        "train-moments; the default when given), a sliding window over --model (the default "
-                        "otherwise), or random windows")
+                   help="--task moments with --data-root: learned (the model train-moments saved; chosen "
+                        "when --moment-model is given), window (a sliding window over --model; chosen "
+                        "otherwise) or random (random windows)")
     p.add_argument("--moment-model", default=None, metavar="RUN/moment_model.pt",
                    help="--baseline learned: the moment model train-moments saved")
     p.add_argument("--window", type=float, default=None, help="--task moments: window seconds (default: the model's)")
