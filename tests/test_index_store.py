@@ -144,7 +144,7 @@ def test_merge_plan_keeps_segments_logarithmic():
 def _naive_top(vectors: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> list[list[int]]:
     out = []
     for qi in range(len(q)):
-        scored = sorted(((-float(vectors[r] @ q[qi]), r) for r in range(len(vectors)) if allowed[r]))
+        scored = sorted((-float(vectors[r] @ q[qi]), r) for r in range(len(vectors)) if allowed[r])
         out.append([r for _, r in scored[:k]])
     return out
 

@@ -157,6 +157,10 @@ class PartedBackend:
     def __len__(self) -> int:
         return len(self.parted) if self.allowed is None else int(self.allowed.sum())
 
+    def memory_bytes(self) -> int:
+        """Bytes the parts' FAISS indexes hold beyond the vectors (see ``FaissIndex.memory_bytes``)."""
+        return sum(b.memory_bytes() for b in self.backends if hasattr(b, "memory_bytes"))
+
     def restricted(self, allowed: np.ndarray | None) -> PartedBackend:
         """This backend with searches restricted to the live rows in ``allowed``."""
         out = copy.copy(self)

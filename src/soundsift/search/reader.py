@@ -24,7 +24,7 @@ from soundsift.search.index_types import (
     read_manifest,
     version_dir,
 )
-from soundsift.search.segments import ENTRY_DTYPE, Segment, open_segment, sha_bytes
+from soundsift.search.segments import Segment, memory_segment, open_segment
 from soundsift.search.store import SEGMENTS
 from soundsift.search.windows import WINDOW_EMBEDDINGS, WINDOW_SPANS
 
@@ -96,11 +96,6 @@ def legacy_segment(vdir: Path, manifest: dict[str, Any], mmap: bool = False) -> 
         if thumbs.ndim != 3 or len(thumbs) != len(entries) or thumbs.dtype != np.uint8:
             raise SearchIndexError(f"{vdir / THUMBNAILS}: shape {thumbs.shape} ({thumbs.dtype}) does not "
                                    f"match the manifest ({len(entries)} entries of uint8 images)")
-    table = np.zeros(len(entries), ENTRY_DTYPE)
-    for i, e in enumerate(entries):
-        table[i] = (e.id, e.size, e.mtime_ns, e.duration, 0, 0, sha_bytes(e.sha256))
-    encoded = [e.path.encode("utf-8") for e in entries]
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in encoded], dtype=np.int64)]).astype(np.int64)
     info = manifest.get("windows") or {}
     w_spans, w_emb = np.zeros((0, 3)), np.zeros((0, dim), np.float32)
     if info.get("count"):
@@ -114,5 +109,4 @@ def legacy_segment(vdir: Path, manifest: dict[str, Any], mmap: bool = False) -> 
                 len(owners) and (owners.min() < 0 or owners.max() >= len(entries) or np.any(np.diff(owners) < 0))):
             raise SearchIndexError(f"{vdir / WINDOW_SPANS}: the windows ({w_emb.shape}, {w_spans.shape}) do not "
                                    f"match the manifest ({info['count']} windows of {len(entries)} entries x {dim})")
-    return Segment(None, table, b"".join(encoded), offsets, emb, thumbs, w_spans, w_emb, manifest.get("faiss"),
-                   info.get("faiss"), vdir)
+    return memory_segment(entries, emb, thumbs, w_spans, w_emb, manifest.get("faiss"), info.get("faiss"), vdir)

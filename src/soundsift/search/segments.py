@@ -126,6 +126,24 @@ def write_faiss(tmp: Path, vectors: np.ndarray, faiss: str, name: str) -> dict[s
     return {**index.params, "file": name.format(want)}
 
 
+def memory_segment(entries: list[IndexEntry], embeddings: np.ndarray, thumbnails: np.ndarray | None = None,
+                   window_spans: np.ndarray | None = None, window_embeddings: np.ndarray | None = None,
+                   faiss: dict[str, Any] | None = None, windows_faiss: dict[str, Any] | None = None,
+                   directory: Path | None = None) -> Segment:
+    """A segment held in memory (a format-1 version as read, or rows made up by a benchmark); the
+    windows' spans are (W, 3): owning row, start, end."""
+    table = np.zeros(len(entries), ENTRY_DTYPE)
+    for i, e in enumerate(entries):
+        table[i] = (e.id, e.size, e.mtime_ns, e.duration, 0, 0, sha_bytes(e.sha256))
+    encoded = [e.path.encode("utf-8") for e in entries]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in encoded], dtype=np.int64)]).astype(np.int64)
+    dim = embeddings.shape[1]
+    spans = np.zeros((0, 3)) if window_spans is None else window_spans
+    w_emb = np.zeros((0, dim), np.float32) if window_embeddings is None else window_embeddings
+    return Segment(None, table, b"".join(encoded), offsets, embeddings, thumbnails, spans, w_emb, faiss,
+                   windows_faiss, directory)
+
+
 def _save(path: Path, array: np.ndarray) -> int:
     with open(path, "wb") as f:
         np.save(f, array)

@@ -27,7 +27,7 @@ from soundsift.search.index_types import (
 from soundsift.search.live import Parted, PartedBackend, RowView
 from soundsift.search.moments import Hit
 from soundsift.search.reader import LiveVersion, read_live
-from soundsift.search.segments import ENTRY_DTYPE, Segment, sha_bytes
+from soundsift.search.segments import ENTRY_DTYPE, Segment, memory_segment, sha_bytes
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, encode_png
 from soundsift.search.windows import WindowTable, rank_hits
 
@@ -201,6 +201,19 @@ class SoundIndex:
                 f"{str(identity)[:12] + '...' if identity else 'unidentified'}; query with the model "
                 "that built the index, or rebuild the index with this model"
             )
+
+
+def memory_index(entries: list[IndexEntry], embeddings: np.ndarray, window_spans: np.ndarray | None = None,
+                 window_embeddings: np.ndarray | None = None, backend: str = "auto",
+                 audio_root: str = "/nonexistent") -> SoundIndex:
+    """A ``SoundIndex`` over rows held in memory, no files on disk (benchmarks); window spans are (W, 3):
+    owning row, start, end."""
+    dim = int(embeddings.shape[1])
+    manifest = {"format": "soundsift-index", "version": 2, "model": {}, "audio_root": audio_root,
+                "embed_dim": dim, "segments": []}
+    seg = memory_segment(entries, embeddings, None, window_spans, window_embeddings)
+    return SoundIndex(LiveVersion(Path(audio_root), Path(audio_root), manifest, [seg], [np.zeros(0, np.int64)]),
+                      backend)
 
 
 class _Restricted:
