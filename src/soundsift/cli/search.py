@@ -94,14 +94,19 @@ def search_main(args: argparse.Namespace) -> int:
         raise ConfigError("give a text query, --like FILE, or both")
     if args.like is not None:
         audio_file_path(parse_moment_spec(args.like)[0])  # a typo fails before the index opens and the model loads
+    if args.where is not None:
+        from soundsift.search.where import parse_where
+
+        parse_where(args.where)  # likewise a malformed filter
     index = open_index(args.index, model=args.model, backend=args.backend)
-    hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank,
-                        moments=args.moments)  # an indexed --like example is left out
+    hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank, moments=args.moments,
+                        where=args.where)  # an indexed --like example is left out
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
     if not hits:
-        print("no results" if len(index) else "no results (the index is empty)")
+        print("no results" + (" match the filter" if args.where else "") if len(index)
+              else "no results (the index is empty)")
     for h in hits:
         span = f"  {format_span(h.start, h.end)}" if h.is_moment else ""
         print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}{span}")
@@ -127,6 +132,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    help="print a JSON list of {rank, id, path, score, duration, start, end[, moments]}")
     p.add_argument("--rank", choices=("moments", "files"), default="moments",
                    help="rank files by their best moment (default) or by their whole-file embedding")
+    p.add_argument("--where", metavar="FILTER", default=None,
+                   help="only files that match, e.g. \"duration < 5 and path ~ 'foley/'\" (fields: duration, "
+                        "size, sample_rate, channels, path, folder, ext, id; see docs/library.md)")
     p.add_argument("--moments", type=positive_int, default=None, metavar="N",
                    help="list up to N moments per file (windows within 10%% of its best score, merged)")
     p.add_argument("--model", action="append", default=None,

@@ -1,6 +1,6 @@
 """HTTP search API and web page for an index (FastAPI). Holds no search logic: see ``soundsift.search.index``.
 
-Routes: ``GET /api/search?q=&like=&k=&rank=&moments=`` (the objects of ``search --json``, with the
+Routes: ``GET /api/search?q=&like=&k=&rank=&moments=&where=`` (the objects of ``search --json``, with the
 best moment's ``start``/``end``; ``like=ID`` ranks by similarity to an indexed sound, leaving that
 sound out; with ``q`` too, both combined),
 ``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
@@ -106,6 +106,9 @@ def create_app(
         k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
         rank: Literal["moments", "files"] = Query("moments", description="rank files by best moment or whole file"),
         moments: int | None = Query(None, ge=1, le=100, description="up to N moments per result"),
+        where: str | None = Query(None, max_length=1000, description=(
+            "only files that match this filter, e.g. duration < 5 and path ~ 'foley/' (fields: duration, size, "
+            "sample_rate, channels, path, folder, ext, id)")),
     ) -> list[dict[str, Any]]:
         example = None
         if like is not None:
@@ -117,7 +120,7 @@ def create_app(
         like_vector = None if example is None else index.vector(example)
         try:
             hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example, rank=rank,
-                                   moments=moments)
+                                   moments=moments, where=where or None)
         except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
             raise HTTPException(422, detail=str(exc)) from None
         return [h.to_dict() for h in hits]

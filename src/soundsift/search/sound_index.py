@@ -188,7 +188,7 @@ class SoundIndex:
             return rank_hits(self, queries, k, exclude, rank, moments)
         from soundsift.search.where import parse_where
 
-        allowed = parse_where(where).mask(self) if isinstance(where, str) else where.mask(self)
+        allowed = parse_where(where).mask(self)
         return rank_hits(_Restricted(self, allowed), queries, k, exclude, rank, moments)
 
     def check_model(self, model) -> None:
