@@ -34,6 +34,20 @@ def index_build_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_watch_main(args: argparse.Namespace) -> int:
+    from soundsift.search.watch import WatchOptions, Watcher
+
+    model = args.model if args.model is None or len(args.model) > 1 else args.model[0]
+    watcher = Watcher(args.folder, args.out, model, WatchOptions(args.debounce, args.poll, args.faiss),
+                      report=lambda line: print(line, flush=True))
+    print(f"watching {watcher.folder} for {watcher.out} (Ctrl+C stops)", flush=True)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        print("stopped; the index holds the last complete version", file=sys.stderr)
+    return 0
+
+
 def index_info_main(args: argparse.Namespace) -> int:
     from soundsift.search.index import describe, open_index
 
@@ -74,6 +88,18 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=index_build_main)
+    w = sub.add_parser("watch", help="keep an index current while files are added, changed, moved or deleted")
+    w.add_argument("folder", help="the audio folder to watch (recursively)")
+    w.add_argument("--out", required=True, help="index directory (created, or caught up by a rescan on start)")
+    w.add_argument("--model", action="append", default=None,
+                   help="the model (default: the one that built the index, else zero-shot; repeat it for an ensemble)")
+    w.add_argument("--debounce", type=float, default=1.0, metavar="SECONDS",
+                   help="quiet time before a batch of changes is indexed; a file is indexed once its size and "
+                        "mtime stay the same for this long (default 1)")
+    w.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to look for a folder that has disappeared (default 2)")
+    w.add_argument("--faiss", choices=FAISS_CHOICES, default="auto", help="FAISS option for new segments, as in build")
+    w.set_defaults(func=index_watch_main)
     i = sub.add_parser("info", help="summary of an index")
     i.add_argument("index", help="index directory")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -49,19 +49,20 @@ class LiveVersion:
         return self.manifest["version"] == LEGACY_VERSION
 
 
-def read_live(root: str | Path, mmap: bool = False) -> LiveVersion:
-    """The live version of the index at ``root``; SearchIndexError naming what is missing or malformed."""
+def read_live(root: str | Path, mmap: bool = False, segments: dict[str, Segment] | None = None) -> LiveVersion:
+    """The live version of the index at ``root``; SearchIndexError naming what is missing or malformed.
+    ``segments``: segments already open, by name (reused: a segment never changes)."""
     root = Path(root)
     vdir = version_dir(root)
     manifest = read_manifest(vdir)
     if manifest["version"] == LEGACY_VERSION:
         return LiveVersion(root, vdir, manifest, [legacy_segment(vdir, manifest, mmap)], [np.zeros(0, np.int64)])
-    segments, deleted = [], []
+    opened, deleted = [], []
     for info in manifest["segments"]:
         name = str(info.get("name", ""))
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise SearchIndexError(f"{vdir / MANIFEST}: bad segment name {name!r}")
-        seg = open_segment(root / SEGMENTS / name, mmap)
+        seg = (segments or {}).get(name) or open_segment(root / SEGMENTS / name, mmap)
         gone = np.zeros(0, np.int64)
         if info.get("deleted"):
             try:
@@ -71,9 +72,9 @@ def read_live(root: str | Path, mmap: bool = False) -> LiveVersion:
             if len(gone) != int(info["deleted"]) or (len(gone) and (gone.min() < 0 or gone.max() >= len(seg)
                                                                     or np.any(np.diff(gone) <= 0))):
                 raise SearchIndexError(f"{vdir / deleted_file(name)}: does not match the manifest")
-        segments.append(seg)
+        opened.append(seg)
         deleted.append(gone)
-    return LiveVersion(root, vdir, manifest, segments, deleted)
+    return LiveVersion(root, vdir, manifest, opened, deleted)
 
 
 def legacy_segment(vdir: Path, manifest: dict[str, Any], mmap: bool = False) -> Segment:

@@ -62,6 +62,7 @@ class Segment:
     windows_faiss: dict[str, Any] | None = None
     directory: Path | None = None
     _paths: list[str] | None = field(default=None, repr=False)
+    backends: dict = field(default_factory=dict, repr=False)  # opened search backends (``sound_index``)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -50,6 +50,16 @@ class EntryTable(Sequence):
         return self.segments[int(part[0])].entry(int(local[0]))
 
 
+def _backend(seg: Segment, what: str, backend: str):
+    """The backend of a segment's rows or windows, opened once per segment (a segment never changes, and
+    a server's next version reuses the segments it already has open)."""
+    key = (what, backend, EXACT_LIMIT)
+    if key not in seg.backends:
+        vectors, stored = (seg.embeddings, seg.faiss) if what == "rows" else (seg.window_embeddings, seg.windows_faiss)
+        seg.backends[key] = open_backend(vectors, backend, stored, seg.directory, EXACT_LIMIT, AUTO_FAISS_KIND)
+    return seg.backends[key]
+
+
 def _view(parted: Parted, arrays: list[np.ndarray], empty: np.ndarray):
     """The live rows of ``arrays`` as one array: the array itself when there is one with no deletions."""
     if not arrays:
@@ -83,8 +93,8 @@ class SoundIndex:
         self._ids = ids[self._id_order]
         if len(ids) > 1 and bool(np.any(np.diff(self._ids) == 0)):
             raise SearchIndexError(f"{self.version_dir}: duplicate ids in the index")
-        self.backend = PartedBackend(self.parted, [s.embeddings for s in segs], [
-            open_backend(s.embeddings, backend, s.faiss, s.directory, EXACT_LIMIT, AUTO_FAISS_KIND) for s in segs], dim)
+        self.backend = PartedBackend(self.parted, [s.embeddings for s in segs],
+                                     [_backend(s, "rows", backend) for s in segs], dim)
         self.windows = self._windows(backend, dim)  # the long files' windows (``search.windows``), or None
 
     def _windows(self, backend: str, dim: int) -> WindowTable | None:
@@ -104,9 +114,7 @@ class SoundIndex:
             return None
         table = WindowTable(_view(wparted, arrays, np.zeros((0, dim), np.float32)), np.concatenate(spans),
                             np.concatenate(owners), len(self.parted))
-        table.backend = PartedBackend(wparted, arrays, [
-            open_backend(s.window_embeddings, backend, s.windows_faiss, s.directory, EXACT_LIMIT, AUTO_FAISS_KIND)
-            for _, s in parts], dim)
+        table.backend = PartedBackend(wparted, arrays, [_backend(s, "windows", backend) for _, s in parts], dim)
         return table
 
     def __len__(self) -> int:
