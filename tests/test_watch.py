@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from soundsift.search.build import build_index, update_index  # noqa: E402
 from soundsift.search.index import open_index  # noqa: E402
-from soundsift.search.watch import WatchOptions, Watcher  # noqa: E402
+from soundsift.search.watch import Watcher, WatchOptions  # noqa: E402
 from test_index import make_library, make_model, write_sound  # noqa: E402
 
 LIMIT = 30.0  # seconds any change may take to reach the index (debounce 0.3 s; a slow shared machine)

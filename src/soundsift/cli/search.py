@@ -35,7 +35,7 @@ def index_build_main(args: argparse.Namespace) -> int:
 
 
 def index_watch_main(args: argparse.Namespace) -> int:
-    from soundsift.search.watch import WatchOptions, Watcher
+    from soundsift.search.watch import Watcher, WatchOptions
 
     model = args.model if args.model is None or len(args.model) > 1 else args.model[0]
     watcher = Watcher(args.folder, args.out, model, WatchOptions(args.debounce, args.poll, args.faiss),

@@ -20,7 +20,7 @@ import numpy as np
 from soundsift.audio import AUDIO_EXTENSIONS, load_audio
 from soundsift.data.records import Problem
 from soundsift.errors import ModelMismatchError, SearchIndexError
-from soundsift.search.changes import Base, ShaIndex, gather, merge_plan
+from soundsift.search.changes import Base, ShaIndex, concat_rows, gather, live_windows, merge_plan
 from soundsift.search.embedding import Embedded, embed_with_windows
 from soundsift.search.index_types import IndexEntry
 from soundsift.search.reader import LiveVersion, read_live
@@ -33,7 +33,7 @@ from soundsift.search.scan import (
     safe_sha,
     scan_audio_files,
 )
-from soundsift.search.segments import Rows, Segment, write_segment
+from soundsift.search.segments import Rows, write_segment
 from soundsift.search.store import publish_version
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 from soundsift.search.version import BuildReport, VersionPlan, write_version
@@ -360,12 +360,12 @@ class Build:
         n_old = merge - (1 if paths and merge else 0)
         tail = alive[len(alive) - n_old:] if n_old > 0 else []
         if tail:
-            rows = _concat(gather(base, tail), rows)
+            rows = concat_rows(gather(base, tail), rows)
             self.report.merged = merge
         keep = [p for p in alive if p not in tail]
         listed: list[tuple[str, int, np.ndarray]] = [
             (str(base.segments[p].name), len(base.segments[p]), np.array(sorted(base.deleted[p]), np.int64)) for p in keep]
-        windows = sum(_live_windows(base.segments[p], base.deleted[p]) for p in keep)
+        windows = sum(live_windows(base.segments[p], base.deleted[p]) for p in keep)
         if len(rows.entries):
             seg, written = write_segment(self.out, self._segment_name(), rows, self.options.faiss)
             self.report.bytes_written += written
@@ -376,16 +376,6 @@ class Build:
         self.report.skipped = [{"path": p.file, "reason": p.message} for p in sorted(new.skipped, key=lambda p: p.file)]
         return VersionPlan(self.model, self.recorded_model, self.root, listed, self.next_id, self.build_no,
                            (self.options.window, self.options.hop), windows, self.report.files)
-
-
-def _live_windows(seg: Segment, deleted: set[int]) -> int:
-    offsets = seg.window_rows()
-    return int(offsets[-1]) - sum(int(offsets[r + 1] - offsets[r]) for r in deleted)
-
-
-def _concat(a: Rows, b: Rows) -> Rows:
-    return Rows(a.entries + b.entries, a.rates + b.rates, np.concatenate([a.embeddings, b.embeddings]),
-                np.concatenate([a.thumbnails, b.thumbnails]), a.windows + b.windows)
 
 
 def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:

@@ -170,3 +170,15 @@ def gather(base: Base, parts: list[int]) -> Rows:
     dim = base.segments[parts[0]].embeddings.shape[1]
     return Rows(entries, rates, np.concatenate([np.zeros((0, dim), np.float32), *emb]),
                 np.concatenate(thumbs), windows)
+
+
+def live_windows(seg: Segment, deleted: set[int]) -> int:
+    """How many windows of ``seg`` belong to rows not in ``deleted``."""
+    offsets = seg.window_rows()
+    return int(offsets[-1]) - sum(int(offsets[r + 1] - offsets[r]) for r in deleted)
+
+
+def concat_rows(a: Rows, b: Rows) -> Rows:
+    """The rows of ``a`` then those of ``b``."""
+    return Rows(a.entries + b.entries, a.rates + b.rates, np.concatenate([a.embeddings, b.embeddings]),
+                np.concatenate([a.thumbnails, b.thumbnails]), a.windows + b.windows)
