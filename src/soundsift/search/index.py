@@ -189,6 +189,7 @@ def describe(index: SoundIndex) -> dict[str, Any]:
         "model_identity": index.model_identity,
         "backend": index.backend.name,
         "version": index.version_dir.name,
+        "segments": len(index.segments),  # immutable pieces of the index (merged as updates add more)
         "created": index.manifest.get("created"),
         "total_hours": round(total / 3600, 3) if math.isfinite(total) else None,
         "skipped": len(report.get("skipped", [])),
