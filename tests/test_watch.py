@@ -195,3 +195,38 @@ def test_serve_switches_versions_under_concurrent_requests(tmp_path, model_path)
         thread.join(10)
         sock.close()
     assert errors == [] and len(seen) > 10
+
+
+def test_a_file_replaced_while_it_is_decoded_is_indexed_again_on_its_event(tmp_path, model_path, monkeypatch):
+    """The row records the size and mtime seen before decoding, so the replacement (and the event it
+    raises) re-embeds the file: the index ends equal to a fresh build."""
+    import os
+
+    import soundsift.search.scan as scan
+
+    folder = make_library(tmp_path / "sounds")
+    out = tmp_path / "idx"
+    build_index(folder, out, model_path, progress=False)
+    write_sound(folder / "new.wav", 16000, 1, 0.8, "WAV", None, seed=80)
+    real = scan.load_audio
+
+    def replaced_midway(path, rate):
+        wave = real(path, rate)
+        if Path(path).name == "new.wav" and not (tmp_path / "done").exists():
+            (tmp_path / "done").touch()
+            write_sound(folder / "new.wav", 16000, 1, 1.1, "WAV", None, seed=81)  # replaced while decoding
+            st = os.stat(folder / "new.wav")
+            os.utime(folder / "new.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        return wave
+
+    monkeypatch.setattr(scan, "load_audio", replaced_midway)
+    update_index(out, ["new.wav"])
+    monkeypatch.undo()
+    again = update_index(out, ["new.wav"])  # what the watcher does on the replacement's event
+    assert again.updated == 1 and again.embedded == 1
+    build_index(folder, tmp_path / "fresh", model_path, progress=False)
+    a, b = open_index(out), open_index(tmp_path / "fresh")
+    va = {e.path: np.asarray(a.embeddings[i]) for i, e in enumerate(a.entries)}
+    vb = {e.path: np.asarray(b.embeddings[i]) for i, e in enumerate(b.entries)}
+    assert _paths(out) == _paths(tmp_path / "fresh")
+    np.testing.assert_allclose(va["new.wav"], vb["new.wav"], atol=1e-6)
