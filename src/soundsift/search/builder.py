@@ -121,7 +121,7 @@ class Build:
         if live is None:
             return
         manifest = live.manifest
-        self.next_id = int(manifest.get("next_id", 0))
+        self.next_id = max(self.next_id, int(manifest.get("next_id", 0)))  # ids are never reused
         self.build_no = int(manifest.get("build", 0)) + 1
         same_model = manifest["model"].get("identity") == self.model.identity
         if not same_model and not self.options.rebuild:

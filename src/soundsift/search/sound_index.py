@@ -88,6 +88,7 @@ class SoundIndex:
         self.thumbnails = None if any(t is None for t in thumbs) else _view(
             self.parted, thumbs, np.zeros((0, THUMB_HEIGHT, THUMB_WIDTH), np.uint8))  # (N, height, width) uint8
         self._columns: dict[str, np.ndarray] = {}
+        self.cache: dict[str, Any] = {}  # data derived from this version on demand (filters' columns and masks)
         ids = self.column("id")
         self._id_order = np.argsort(ids, kind="stable")
         self._ids = ids[self._id_order]

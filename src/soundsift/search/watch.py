@@ -176,8 +176,13 @@ class Watcher:
                     return
                 self.report(f"{self.folder}: folder is back; catching up")
             observer = Observer()
-            observer.schedule(self._handler(), str(self.folder), recursive=True)
-            observer.start()
+            try:
+                observer.schedule(self._handler(), str(self.folder), recursive=True)
+                observer.start()
+            except OSError as exc:  # inotify's watch limit, say (fs.inotify.max_user_watches)
+                self.report(f"{self.folder}: cannot watch it ({exc}); trying again in {self.options.poll:g} s")
+                stop.wait(self.options.poll)
+                continue
             try:
                 with self._lock:
                     self._pending.clear()

@@ -81,7 +81,7 @@ class Filter:
         self.text, self._test = text, test
 
     def mask(self, index: Any) -> np.ndarray:
-        cache = index.__dict__.setdefault("_where_masks", {})
+        cache = index.cache.setdefault("where_masks", {})
         key = (self.text, len(index))
         if key not in cache:
             if len(cache) > 32:
@@ -95,7 +95,7 @@ class _Columns:
 
     def __init__(self, index: Any) -> None:
         self.index = index
-        self.store = index.__dict__.setdefault("_where_columns", {})
+        self.store = index.cache.setdefault("where_columns", {})
 
     def get(self, field: str):
         if field not in self.store:
