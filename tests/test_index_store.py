@@ -259,3 +259,17 @@ def test_a_format_1_index_is_read_and_migrated_once(tmp_path, model_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_index(work, out, model_path, progress=False, window=4.0, hop=2.0)  # no second migration
+
+
+def test_the_cli_says_the_migration_in_one_line(tmp_path, model_path, capsys):
+    from soundsift.cli.main import main
+
+    work = make_library(tmp_path / "sounds")
+    out = tmp_path / "idx"
+    build_index(work, out, model_path, progress=False)
+    to_legacy(out)
+    assert main(["index", "build", str(work), "--model", str(model_path), "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "format 1" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "migrated once" in lines[0]
+    assert open_index(out).manifest["version"] == 2

@@ -16,9 +16,17 @@ from soundsift.errors import require
 # ------------------------------------------------------------------------------------------------ index
 
 
+def _one_line_warnings() -> None:
+    """Warnings (a migrated index, an unreadable previous version) as one ``warning: ...`` line each."""
+    import warnings
+
+    warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+
+
 def index_build_main(args: argparse.Namespace) -> int:
     from soundsift.search.build import build_index
 
+    _one_line_warnings()
     report = build_index(
         args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
