@@ -230,3 +230,24 @@ def test_a_file_replaced_while_it_is_decoded_is_indexed_again_on_its_event(tmp_p
     vb = {e.path: np.asarray(b.embeddings[i]) for i, e in enumerate(b.entries)}
     assert _paths(out) == _paths(tmp_path / "fresh")
     np.testing.assert_allclose(va["new.wav"], vb["new.wav"], atol=1e-6)
+
+
+def test_a_file_that_grows_without_events_stays_pending(tmp_path, model_path):
+    folder = tmp_path / "sounds"
+    folder.mkdir()
+    watcher = Watcher(folder, tmp_path / "idx", model_path, WatchOptions(debounce=0.2), report=lambda line: None)
+    (folder / "a.wav").write_bytes(b"RIFF" + bytes(100))
+    watcher.note(str(folder / "a.wav"))
+    watcher.note(str(folder / ".hidden.wav"))  # ignored, as the index ignores hidden files
+    watcher.note(str(tmp_path / "idx" / "CURRENT"))  # the index itself: ignored
+    assert watcher.ready() == []  # too recent
+    time.sleep(0.25)
+    with open(folder / "a.wav", "ab") as f:  # grew after its last event (no event seen)
+        f.write(bytes(100))
+    assert watcher.ready() == []  # changed since its event: looked at again later
+    time.sleep(0.25)
+    assert watcher.ready() == ["a.wav"]
+    (folder / "a.wav").unlink()
+    watcher.note(str(folder / "a.wav"))
+    time.sleep(0.25)
+    assert watcher.ready() == ["a.wav"]  # a deletion is applied once its event is old enough

@@ -102,8 +102,8 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--model", action="append", default=None,
                    help="the model (default: the one that built the index, else zero-shot; repeat it for an ensemble)")
     w.add_argument("--debounce", type=float, default=1.0, metavar="SECONDS",
-                   help="quiet time before a batch of changes is indexed; a file is indexed once its size and "
-                        "mtime stay the same for this long (default 1)")
+                   help="a changed file is indexed once this long has passed since its last change event and "
+                        "its size and mtime stayed the same meanwhile (default 1)")
     w.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
                    help="how often to look for a folder that has disappeared (default 2)")
     w.add_argument("--faiss", choices=FAISS_CHOICES, default="auto", help="FAISS option for new segments, as in build")

@@ -3,9 +3,9 @@
 On start (and whenever the folder comes back after disappearing) a full scan brings the index up to date
 (``build_index``: only changed files are embedded), so a crash or a restart loses nothing. Then
 file-system events (watchdog: inotify, FSEvents, ReadDirectoryChangesW) name the paths that changed;
-they are applied in batches (``update_index``: the touched paths only, no scan) once the folder has been
-quiet for ``debounce`` seconds and each file's size and mtime have stayed the same across one more
-``debounce`` (a file still being copied in is waited out; one written again later is updated again).
+they are applied in batches (``update_index``: the touched paths only, no scan) once a path's last event
+is ``debounce`` seconds old and its size and mtime are still what they were at that event (a file still
+being copied in is waited out; one written again later is updated again).
 Moves are a deletion and an addition (the embedding is reused by content). A folder that disappears or
 becomes unreadable is reported; nothing is removed from the index, and watching resumes with a rescan
 when it returns. An update that fails is reported and retried with the next batch; the index keeps its
@@ -71,8 +71,18 @@ class Watcher:
             return
         if rel == "." or any(part.startswith(".") for part in rel.split("/")):
             return
+        state = self._state(rel)
         with self._lock:
             self._pending[rel] = time.monotonic()
+            self._seen[rel] = state
+
+    def _state(self, rel: str) -> tuple[int, int] | None:
+        """(size, mtime_ns) of a file; None for a folder or a path that is gone."""
+        try:
+            st = os.stat(self.folder / rel)
+        except OSError:
+            return None
+        return None if os.path.isdir(self.folder / rel) else (st.st_size, st.st_mtime_ns)
 
     def _handler(self):
         from watchdog.events import FileSystemEventHandler
@@ -91,26 +101,20 @@ class Watcher:
         return Handler()
 
     def ready(self) -> list[str]:
-        """Pending paths whose events are ``debounce`` old and whose size and mtime did not change since
-        the last look (files still being written stay pending)."""
+        """Pending paths whose last event is ``debounce`` old and whose size and mtime are what they were
+        at that event (a file still being written, even without events, stays pending)."""
         now, out = time.monotonic(), []
         with self._lock:
-            due = [rel for rel, t in self._pending.items() if now - t >= self.options.debounce]
-        for rel in due:
-            try:
-                st = os.stat(self.folder / rel)
-                state = None if os.path.isdir(self.folder / rel) else (st.st_size, st.st_mtime_ns)
-            except OSError:
-                state = None  # gone: a deletion, applied at once
-            if state is not None and self._seen.get(rel) != state:
-                self._seen[rel] = state  # look again one debounce later
-                with self._lock:
-                    self._pending[rel] = now
-                continue
+            due = [(rel, self._seen.get(rel)) for rel, t in self._pending.items() if now - t >= self.options.debounce]
+        for rel, seen in due:
+            state = self._state(rel)
             with self._lock:
+                if state is not None and state != seen:  # changed since: look again one debounce later
+                    self._pending[rel], self._seen[rel] = now, state
+                    continue
                 if self._pending.get(rel, now) <= now:
                     self._pending.pop(rel, None)
-            self._seen.pop(rel, None)
+                    self._seen.pop(rel, None)
             out.append(rel)
         return out
 
