@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from soundsift.search.backends import VectorBackend, _sorted_topk, as_queries
+from soundsift.search.backends import _BLOCK_FLOATS, VectorBackend, _sorted_topk, as_queries
 
 
 class Parted:
@@ -107,18 +107,18 @@ def masked_search(backend: VectorBackend, vectors: np.ndarray, q: np.ndarray, k:
                   mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best rows of ``backend`` (over ``vectors``) among those in ``mask`` (None: all).
 
-    Exact backend: the best allowed rows exactly (a top-(k + excluded) scan when few are excluded, else a
-    scan of the allowed rows alone). FAISS: candidates fetched in growing numbers until k are allowed;
-    when that would fetch more than a quarter of the rows, the allowed rows are scanned exactly."""
+    Exact backend: the best allowed rows exactly (one scan with the excluded rows' scores masked when
+    many are allowed, else a scan of the allowed rows alone). FAISS: candidates fetched in growing
+    numbers until k are allowed; when that would fetch more than a quarter of the rows, the allowed rows
+    are scanned exactly."""
     if mask is None:
         return backend.search(q, k)
     n, allowed = len(mask), np.flatnonzero(mask)
     k = min(k, len(allowed))
     if k == 0:
         return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-    excluded = n - len(allowed)
-    if backend.name == "exact" and excluded <= n // 2:  # the k + excluded best hold k allowed ones
-        return _first_allowed(*backend.search(q, k + excluded), mask, k)
+    if backend.name == "exact" and len(allowed) > n // 4:
+        return _masked_scan(vectors, q, k, mask)
     fetch = k + math.ceil(1.5 * k * n / len(allowed))
     while backend.name != "exact" and fetch <= n // 4:
         scores, rows = backend.search(q, fetch)
@@ -129,8 +129,21 @@ def masked_search(backend: VectorBackend, vectors: np.ndarray, q: np.ndarray, k:
         fetch *= 4
     sub = np.asarray(vectors[allowed], np.float32)
     scores = q @ sub.T
-    s, r = _sorted_topk(scores, np.broadcast_to(allowed, scores.shape), k)
-    return s, r
+    return _sorted_topk(scores, np.broadcast_to(allowed, scores.shape), k)
+
+
+def _masked_scan(vectors: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An exact scan in blocks (as ``ExactIndex``), the scores of rows outside ``mask`` set to -inf."""
+    block = max(4096, _BLOCK_FLOATS // max(1, len(q)))
+    best_s, best_r = [], []
+    for start in range(0, len(vectors), block):
+        s = q @ np.asarray(vectors[start:start + block], np.float32).T
+        s[:, ~mask[start:start + block]] = -np.inf
+        r = np.broadcast_to(np.arange(start, start + s.shape[1], dtype=np.int64), s.shape)
+        s, r = _sorted_topk(s, r, min(k, s.shape[1]))
+        best_s.append(s)
+        best_r.append(r)
+    return _sorted_topk(np.concatenate(best_s, axis=1), np.concatenate(best_r, axis=1), k)
 
 
 def _allowed(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
