@@ -60,7 +60,8 @@ class LiveSearcher:
             print(f"index {self.path}: keeping version {old.index.version_dir.name}: cannot open the new one "
                   f"({exc}); trying again", file=sys.stderr)
             return
-        searcher._cache = old._cache  # the same model: its text embeddings stay valid
+        searcher._cache, searcher._lock = old._cache, old._lock  # the same model: its text embeddings stay
+        # valid; one lock, as requests still on the old searcher use the same cache
         self._segments = {s.name: s for s in live.segments if s.name}
         self._searcher = searcher
         self.reloads += 1
