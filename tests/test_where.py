@@ -194,3 +194,29 @@ def test_api_where(library):
     bad = client.get("/api/search", params={"q": "rain", "where": "ext = "})
     assert bad.status_code == 422 and "at position 7" in bad.json()["detail"]
     assert client.get("/api/search", params={"q": "rain", "where": "x" * 1001}).status_code == 422
+
+
+def test_filters_with_stored_faiss_segments(tmp_path, monkeypatch):
+    """Segments searched with their stored FAISS index (ivfsq; exact at this size) give the same filtered
+    results as the exact scan."""
+    pytest.importorskip("faiss", reason="the faiss extra is not installed")
+    import soundsift.search.segments as segments
+    import soundsift.search.sound_index as sound_index
+
+    monkeypatch.setattr(segments, "EXACT_LIMIT", 2)
+    monkeypatch.setattr(sound_index, "EXACT_LIMIT", 2)
+    lib = make_library(tmp_path / "sounds")
+    model = make_model(tmp_path / "model.pt")
+    out = tmp_path / "idx"
+    build_index(lib, out, model, progress=False, window=4.0, hop=2.0)
+    write_sound(lib / "weather/drizzle.wav", 16000, 1, 9.0, "WAV", None, seed=12)
+    (lib / "machines/engine.mp3").unlink()
+    update_index(out, ["weather/drizzle.wav", "machines/engine.mp3"])
+    fast, exact = open_index(out), open_index(out, backend="exact")
+    assert "faiss" in fast.backend.name and fast.segments[0].faiss["kind"] == "ivfsq"
+    q = load_model(model).embed_texts(["rain", "a dog"])
+    for text in ("duration > 1", "folder ~ weather", "ext = wav"):
+        for rank in ("moments", "files"):
+            a = fast.search_vectors(q, 3, rank=rank, where=text)
+            b = exact.search_vectors(q, 3, rank=rank, where=text)
+            assert [[h.id for h in hits] for hits in a] == [[h.id for h in hits] for hits in b]
