@@ -42,8 +42,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from soundsift.search.backends import ExactIndex, FaissIndex  # noqa: E402
-from soundsift.search.index import SoundIndex  # noqa: E402
-from soundsift.search.windows import WindowTable  # noqa: E402
+from soundsift.search.index import IndexEntry, SoundIndex  # noqa: E402
+from soundsift.search.sound_index import memory_index  # noqa: E402
 from soundsift.spans import window_spans  # noqa: E402
 
 CHUNK = 65536
@@ -175,11 +175,8 @@ def window_library(mix: Mixture, files: int, seconds: float, window: float, hop:
 def window_index(vecs: np.ndarray, wins: np.ndarray, spans: np.ndarray, backend: str) -> SoundIndex:
     """A ``SoundIndex`` held in memory over these rows (no files on disk)."""
     n, dim = vecs.shape
-    entries = [{"id": i + 1, "path": f"f{i}.wav", "size": 0, "mtime_ns": 0, "duration": args.seconds}
-               for i in range(n)]
-    manifest = {"model": {}, "audio_root": "/nonexistent", "entries": entries, "embed_dim": dim}
-    table = WindowTable(wins, spans[:, 1:], spans[:, 0].astype(np.int64), n) if len(wins) else None
-    return SoundIndex(Path("/nonexistent"), Path("/nonexistent"), manifest, vecs, backend=backend, windows=table)
+    entries = [IndexEntry(i + 1, f"f{i}.wav", 0, 0, "", args.seconds) for i in range(n)]
+    return memory_index(entries, vecs, spans if len(wins) else None, wins if len(wins) else None, backend)
 
 
 def search_latency(index: SoundIndex, queries: np.ndarray, rank: str) -> tuple[np.ndarray, list[list[int]]]:

@@ -326,3 +326,40 @@ def test_page_plays_the_moment_in_headless_chromium(chromium, moment_server):
         finally:
             browser.close()
     assert not errors, errors
+
+
+@pytest.mark.slow
+def test_page_folder_and_duration_filters_in_headless_chromium(chromium, server):
+    """The page's folder field and duration range reach /api/search as one where= filter; every result
+    matches, and the URL keeps the filters."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server + "/")
+            page.locator("#info", has_text="sounds indexed").wait_for()
+            page.fill("#q", "rain")
+            page.fill("#folder", "weather/")
+            page.fill("#dmin", "0.7")
+            page.press("#q", "Enter")
+            page.locator("#status", has_text="(filtered)").wait_for()
+            paths = page.locator("#results .result .path").all_text_contents()
+            want = [p for p, (_, _, seconds, _, _) in GOOD.items() if p.startswith("weather/") and seconds >= 0.7]
+            assert len(paths) == len(want) == 1 and paths[0].startswith(want[0])  # the path, then its duration
+            assert "folder=weather" in page.url and "min=0.7" in page.url
+            page.fill("#dmin", "")
+            page.fill("#dmax", "0.6")
+            page.press("#q", "Enter")
+            page.locator("#status", has_text="(filtered)").wait_for()
+            assert page.locator("#results .result").count() == 1  # weather/Thunder Storm (0.5 s)
+            page.fill("#dmax", "0.1")
+            page.press("#q", "Enter")
+            page.locator("#status", has_text="No sounds match").wait_for()
+        finally:
+            browser.close()
+    assert errors == []

@@ -101,6 +101,27 @@ def make_model(path: Path, seed: int = 0, text: str = "test-index-text", **audio
     return save_model(model, path)
 
 
+def to_legacy(out: Path) -> Path:
+    """Rewrite the live version of the index ``out`` as soundsift wrote it before segments (format 1:
+    every entry in manifest.json, the arrays beside it); its directory."""
+    from dataclasses import asdict
+
+    index = open_index(out)
+    vdir = index.version_dir
+    manifest = {k: v for k, v in index.manifest.items() if k not in ("segments", "items")}
+    manifest.update(version=1, entries=[asdict(e) for e in index.entries])
+    np.save(vdir / "embeddings.npy", np.asarray(index.embeddings))
+    np.save(vdir / "thumbnails.npy", np.asarray(index.thumbnails))
+    if index.windows is not None:
+        owners = index.windows.owners.astype(np.float64)[:, None]
+        np.save(vdir / "window_spans.npy", np.hstack([owners, index.windows.spans]))
+        np.save(vdir / "window_embeddings.npy", np.asarray(index.windows.embeddings))
+        manifest["windows"]["count"] = len(index.windows)
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(out / "segments")
+    return vdir
+
+
 # ------------------------------------------------------------------------------- generated library
 
 GOOD = {
@@ -181,7 +202,7 @@ def test_decoding_in_worker_processes_gives_the_same_index(lib, model_path, tmp_
     a, b = open_index(tmp_path / "t"), open_index(tmp_path / "p")
     assert [(e.id, e.path, e.sha256, e.duration) for e in a.entries] == [(e.id, e.path, e.sha256, e.duration) for e in b.entries]
     np.testing.assert_array_equal(a.embeddings, b.embeddings)
-    np.testing.assert_array_equal(np.load(a.version_dir / "thumbnails.npy"), np.load(b.version_dir / "thumbnails.npy"))
+    np.testing.assert_array_equal(np.asarray(a.thumbnails), np.asarray(b.thumbnails))
     assert threads.skipped == procs.skipped and procs.skipped
     # a copy under a new name is reused by content, also when the hashing happens in another process
     lib2 = tmp_path / "lib2"
@@ -350,7 +371,7 @@ def test_index_errors_name_the_problem(lib, model_path, tmp_path):
         build_index(tmp_path / "nope", tmp_path / "idx", model_path, progress=False)
     out = tmp_path / "idx"
     build_index(lib, out, model_path, progress=False)
-    vdir = open_index(out).version_dir
+    vdir = to_legacy(out)  # a format-1 index lists its entries in the manifest
     manifest = json.loads((vdir / "manifest.json").read_text())
     manifest["entries"][0]["path"] = "../../etc/passwd"
     (vdir / "manifest.json").write_text(json.dumps(manifest))
@@ -455,7 +476,7 @@ def test_index_built_with_faiss_is_searched_with_it(lib, model_path, tmp_path):
     pytest.importorskip("faiss", reason="the faiss extra is not installed")
     build_index(lib, tmp_path / "idx", model_path, progress=False, faiss="hnsw")
     index = open_index(tmp_path / "idx", backend="faiss")
-    assert index.backend.name == "faiss" and (index.version_dir / "faiss-hnsw.index").is_file()
+    assert index.backend.name == "faiss" and (index.segments[0].directory / "faiss-hnsw.index").is_file()
     exact = open_index(tmp_path / "idx", backend="exact")
     q = load_model(model_path).embed_texts(["rain"])
     assert [h.id for h in index.search_vectors(q, 5)[0]] == [h.id for h in exact.search_vectors(q, 5)[0]]
@@ -465,14 +486,15 @@ def test_index_built_with_faiss_is_searched_with_it(lib, model_path, tmp_path):
 
 def test_auto_backend_switches_to_stored_faiss_above_the_limit(lib, model_path, tmp_path, monkeypatch):
     pytest.importorskip("faiss", reason="the faiss extra is not installed")
-    import soundsift.search.index as si
-    import soundsift.search.version as ib  # the version writer decides on FAISS
+    import soundsift.search.segments as ib  # the segment writer decides on FAISS
+    import soundsift.search.sound_index as si
 
     monkeypatch.setattr(si, "EXACT_LIMIT", 3)
     monkeypatch.setattr(ib, "EXACT_LIMIT", 3)
     build_index(lib, tmp_path / "idx", model_path, progress=False)  # faiss="auto"
     index = open_index(tmp_path / "idx")
-    assert index.backend.name == "faiss" and index.manifest["faiss"]["kind"] == si.AUTO_FAISS_KIND
-    assert (index.version_dir / index.manifest["faiss"]["file"]).is_file()
+    stored = index.segments[0].faiss
+    assert index.backend.name == "faiss" and stored["kind"] == si.AUTO_FAISS_KIND
+    assert (index.segments[0].directory / stored["file"]).is_file()
     monkeypatch.setattr(si, "EXACT_LIMIT", 100)
     assert open_index(tmp_path / "idx").backend.name == "exact"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import soundsift.search.build as build_module  # noqa: E402
+import soundsift.search.builder as build_module  # noqa: E402
 import soundsift.search.scan as scan_module  # noqa: E402
 from soundsift.checkpoints import load_model  # noqa: E402
 from soundsift.cli.main import main  # noqa: E402
@@ -23,7 +23,7 @@ from soundsift.model import DualEncoder  # noqa: E402
 from soundsift.search.build import build_index  # noqa: E402
 from soundsift.search.index import TextSearcher, combine_queries, open_index  # noqa: E402
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, encode_png, make_thumbnail  # noqa: E402
-from test_index import GOOD, _touch_later, make_library, make_model, write_sound  # noqa: E402
+from test_index import GOOD, _touch_later, make_library, make_model, to_legacy, write_sound  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -132,7 +132,7 @@ def test_an_index_built_before_thumbnails_gets_them_without_re_embedding(built, 
     lib, model, _ = built
     out = tmp_path / "idx"
     build_index(lib, out, model, progress=False)
-    vdir = open_index(out).version_dir
+    vdir = to_legacy(out)  # thumbnails came before segments (index format 2)
     manifest = json.loads((vdir / "manifest.json").read_text())
     del manifest["thumbnails"]
     (vdir / "manifest.json").write_text(json.dumps(manifest))
@@ -143,7 +143,8 @@ def test_an_index_built_before_thumbnails_gets_them_without_re_embedding(built, 
     calls = []
     real = DualEncoder.embed_waveforms
     monkeypatch.setattr(DualEncoder, "embed_waveforms", lambda self, w, *a, **k: calls.append(len(w)) or real(self, w, *a, **k))
-    report = build_index(lib, out, model, progress=False)
+    with pytest.warns(UserWarning, match="migrated once"):
+        report = build_index(lib, out, model, progress=False)
     assert calls == [] and report.unchanged == len(GOOD) and report.thumbnails == len(GOOD)
     index = open_index(out)
     assert all(png_size(index.thumbnail_png(e.id)) == (THUMB_WIDTH, THUMB_HEIGHT) for e in index.entries)

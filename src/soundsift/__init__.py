@@ -8,6 +8,7 @@ stays fast and imports neither torch models, Lightning nor transformers)::
     audio = model.embed_audio(["dog.wav", waveform])    # files and/or mono waveforms at model.sample_rate
     text = model.embed_text(["a dog barks"])            # (n, D) unit vectors
     soundsift.build_index("sounds/", "sounds.idx", model="model.pt")
+    soundsift.update_index("sounds.idx", ["new/dog.wav", "old/"])   # only these paths: added, changed or gone
     hits = soundsift.open_index("sounds.idx").search(text="a dog barks", k=5)   # rank, id, path, score
 
 See docs/architecture.md for the layout of the package.
@@ -28,6 +29,7 @@ _API = {
     "list_models": "soundsift.checkpoints.load",
     "ModelEnsemble": "soundsift.checkpoints.ensemble",
     "build_index": "soundsift.search.build",
+    "update_index": "soundsift.search.build",
     "open_index": "soundsift.search.api",
     "Hit": "soundsift.search.index",
     "save_model": "soundsift.checkpoints.format",

@@ -16,9 +16,17 @@ from soundsift.errors import require
 # ------------------------------------------------------------------------------------------------ index
 
 
+def _one_line_warnings() -> None:
+    """Warnings (a migrated index, an unreadable previous version) as one ``warning: ...`` line each."""
+    import warnings
+
+    warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+
+
 def index_build_main(args: argparse.Namespace) -> int:
     from soundsift.search.build import build_index
 
+    _one_line_warnings()
     report = build_index(
         args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
@@ -31,6 +39,20 @@ def index_build_main(args: argparse.Namespace) -> int:
         print(f"  ... and {len(report.skipped) - 20} more", file=sys.stderr)
     if report.skipped:
         print(f"skipped files and reasons: {args.out}/{report.version}/skipped.txt", file=sys.stderr)
+    return 0
+
+
+def index_watch_main(args: argparse.Namespace) -> int:
+    from soundsift.search.watch import Watcher, WatchOptions
+
+    model = args.model if args.model is None or len(args.model) > 1 else args.model[0]
+    watcher = Watcher(args.folder, args.out, model, WatchOptions(args.debounce, args.poll, args.faiss),
+                      report=lambda line: print(line, flush=True))
+    print(f"watching {watcher.folder} for {watcher.out} (Ctrl+C stops)", flush=True)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        print("stopped; the index holds the last complete version", file=sys.stderr)
     return 0
 
 
@@ -74,6 +96,18 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=index_build_main)
+    w = sub.add_parser("watch", help="keep an index current while files are added, changed, moved or deleted")
+    w.add_argument("folder", help="the audio folder to watch (recursively)")
+    w.add_argument("--out", required=True, help="index directory (created, or caught up by a rescan on start)")
+    w.add_argument("--model", action="append", default=None,
+                   help="the model (default: the one that built the index, else zero-shot; repeat it for an ensemble)")
+    w.add_argument("--debounce", type=float, default=1.0, metavar="SECONDS",
+                   help="a changed file is indexed once this long has passed since its last change event and "
+                        "its size and mtime stayed the same meanwhile (default 1)")
+    w.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to look for a folder that has disappeared (default 2)")
+    w.add_argument("--faiss", choices=FAISS_CHOICES, default="auto", help="FAISS option for new segments, as in build")
+    w.set_defaults(func=index_watch_main)
     i = sub.add_parser("info", help="summary of an index")
     i.add_argument("index", help="index directory")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -94,14 +128,19 @@ def search_main(args: argparse.Namespace) -> int:
         raise ConfigError("give a text query, --like FILE, or both")
     if args.like is not None:
         audio_file_path(parse_moment_spec(args.like)[0])  # a typo fails before the index opens and the model loads
+    if args.where is not None:
+        from soundsift.search.where import parse_where
+
+        parse_where(args.where)  # likewise a malformed filter
     index = open_index(args.index, model=args.model, backend=args.backend)
-    hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank,
-                        moments=args.moments)  # an indexed --like example is left out
+    hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank, moments=args.moments,
+                        where=args.where)  # an indexed --like example is left out
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
         return 0
     if not hits:
-        print("no results" if len(index) else "no results (the index is empty)")
+        print("no results" + (" match the filter" if args.where else "") if len(index)
+              else "no results (the index is empty)")
     for h in hits:
         span = f"  {format_span(h.start, h.end)}" if h.is_moment else ""
         print(f"{h.rank:4d}  {h.score:7.4f}  {h.path}{span}")
@@ -127,6 +166,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    help="print a JSON list of {rank, id, path, score, duration, start, end[, moments]}")
     p.add_argument("--rank", choices=("moments", "files"), default="moments",
                    help="rank files by their best moment (default) or by their whole-file embedding")
+    p.add_argument("--where", metavar="FILTER", default=None,
+                   help="only files that match, e.g. \"duration < 5 and path ~ 'foley/'\" (fields: duration, "
+                        "size, sample_rate, channels, path, folder, ext, id; see docs/library.md)")
     p.add_argument("--moments", type=positive_int, default=None, metavar="N",
                    help="list up to N moments per file (windows within 10%% of its best score, merged)")
     p.add_argument("--model", action="append", default=None,

@@ -52,14 +52,19 @@ class Index:
         return self.searcher.model
 
     def search(self, text: str | None = None, like: str | Path | int | None = None, k: int = 10,
-               rank: str = "moments", moments: int | None = None) -> list[Hit]:
+               rank: str = "moments", moments: int | None = None, where: str | None = None) -> list[Hit]:
         """The ``k`` best files for ``text``, an example sound ``like`` (an audio file, a moment of one as
         ``"FILE@START-END"`` seconds, or the id of an indexed sound), or both; best first, each with its
         best moment (``Hit.start``/``end``). ``rank``: "moments" (files by their best moment) or "files"
-        (by whole-file embedding); ``moments``: up to N moments per hit (``Hit.moments``). An indexed
-        example's file is never among its own results."""
+        (by whole-file embedding); ``moments``: up to N moments per hit (``Hit.moments``); ``where``: a
+        filter every result matches (``search.where``, e.g. ``"duration < 5 and path ~ 'foley/'"``). An
+        indexed example's file is never among its own results."""
         if text is None and like is None:
             raise ConfigError("give a text query, an example sound (like=FILE or an indexed id), or both")
+        if where is not None:
+            from soundsift.search.where import parse_where
+
+            where = parse_where(where)  # a malformed filter fails before the model loads
         vector = exclude = None
         if isinstance(like, int):
             vector, exclude = self.index.vector(like), like
@@ -69,7 +74,7 @@ class Index:
             file = parse_moment_spec(like)[0]
             audio_file_path(file)  # a typo fails before the model loads
             vector, exclude = self.searcher.embed_file(like), self.index.find_file(file)
-        return self.searcher.search(text, k, like=vector, exclude=exclude, rank=rank, moments=moments)
+        return self.searcher.search(text, k, like=vector, exclude=exclude, rank=rank, moments=moments, where=where)
 
 
 def open_index(path: str | Path, model: Any = None, backend: str = "auto", device: str = "cpu") -> Index:

@@ -7,104 +7,31 @@ never reused. Nothing is reused across a change of model or audio root. Each fil
 spectrogram thumbnail (``make_thumbnail``), made from the audio decoded for embedding and kept or reused
 exactly like its embedding: an incremental build draws only the new and changed files.
 
-Atomic: everything is written into ``INDEX/.tmp-*``, renamed to a fresh ``INDEX/vNNNNNN-*`` directory,
-and only then is ``INDEX/CURRENT`` replaced (``os.replace`` of a file, atomic on POSIX and Windows).
+Proportional: unchanged files stay in the segments that hold them; a build writes one segment of the new
+and changed files (``search.builder``; ``update_index`` looks at given paths only, without a scan).
+
+Atomic: segments and the version are written into ``.tmp-*`` directories, renamed to fresh names, and
+only then is ``INDEX/CURRENT`` replaced (``os.replace`` of a file, atomic on POSIX and Windows).
 Killed at any moment, the previous version stays live; leftovers are removed by the next build.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from soundsift.audio import load_audio
-from soundsift.data.records import Problem
-from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
+from soundsift.errors import ConfigError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS
-from soundsift.search.embedding import Embedded, build_windows, embed_with_windows
+from soundsift.search.builder import PROCESS_THRESHOLD, Build, BuildOptions  # noqa: F401  (re-exported)
+from soundsift.search.embedding import build_windows
 from soundsift.search.embedding import load_build_model as _load_model
-from soundsift.search.index import IndexEntry, version_dir
-from soundsift.search.scan import (
-    Decoded,
-    Known,
-    decode_file,
-    decoder_pool,
-    relative_reason,
-    safe_sha,
-    scan_audio_files,
-)
-from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous
-from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
-from soundsift.search.version import BuildReport, VersionContents, previous_thumbnails, write_version
-from soundsift.search.windows import WindowTable, load_windows, window_setting
+from soundsift.search.store import BuildLock, check_out_dir
+from soundsift.search.version import BuildReport
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
-#: From this many files to decode on, ``processes="auto"`` decodes in worker processes (below it,
-#: starting them costs more than the GIL does).
-PROCESS_THRESHOLD = 50
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """How ``build_index`` works (see its docstring); the outcome does not depend on them, except
-    ``faiss`` and ``rebuild``."""
-
-    batch_size: int = 16
-    chunk_files: int = 32
-    chunk_samples: int | None = None
-    workers: int = 2
-    processes: bool | str = "auto"
-    checksum: bool = False
-    faiss: str = "auto"
-    progress: bool = True
-    rebuild: bool = False
-    window: float = 0.0  # seconds; 0: whole files only
-    hop: float = 0.0
-
-
-@dataclass
-class _Candidate:
-    """A file to decode and embed (new or changed)."""
-
-    path: str  # relative, POSIX
-    size: int
-    mtime_ns: int
-    id: int  # -1 for a new file
-    status: str  # "added" | "updated"
-
-
-@dataclass
-class _Previous:
-    """What the live version offers a build: ids to keep, and rows whose embeddings may be reused."""
-
-    entries: list[IndexEntry] = field(default_factory=list)
-    embeddings: np.ndarray | None = None
-    thumbnails: np.ndarray | None = None
-    windows: WindowTable | None = None
-    ids: dict[str, int] = field(default_factory=dict)  # path -> id: stable while the audio root is the same
-    rows: dict[str, int] = field(default_factory=dict)  # path -> row: embedding reusable if unchanged
-    by_sha: dict[str, int] = field(default_factory=dict)  # content -> row: embedding reusable
-    next_id: int = 0
-    build_no: int = 1
-
-
-@dataclass
-class _Version:
-    """The version being assembled: path -> (entry, embedding), path -> thumbnail, skipped files."""
-
-    kept: dict[str, tuple[IndexEntry, Embedded]] = field(default_factory=dict)
-    thumbs: dict[str, np.ndarray] = field(default_factory=dict)
-    skipped: list[Problem] = field(default_factory=list)
-
-    def skip(self, path: str, reason: str) -> None:
-        self.skipped.append(Problem(file=path, row=None, message=reason))
 
 
 def build_index(
@@ -160,233 +87,55 @@ def build_index(
     options = replace(options, **dict(zip(("window", "hop"), build_windows(model, window, hop))))
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):
-        return _Build(root, out, model, recorded_model, options, t0).run()
+        return Build(root, out, model, recorded_model, options, t0).run(None)
 
 
-class _Build:
-    """One build under the index's lock, in named steps: read what the live version offers, plan the
-    changes, decode and embed what is new, reuse what is unchanged, assemble and publish the version."""
 
-    def __init__(self, root: Path, out: Path, model: Any, recorded_model: Any, options: BuildOptions,
-                 t0: float) -> None:
-        self.root, self.out, self.model, self.recorded_model = root, out, model, recorded_model
-        self.options, self.t0 = options, t0
-        self.prev = _Previous()
-        self.version = _Version()
-        self.report = BuildReport(index=str(out), version="", audio_root=str(root))
 
-    def run(self) -> BuildReport:
-        self.prev = self.read_live_version()
-        self.report.version = name = f"v{self.prev.build_no:06d}-{uuid.uuid4().hex[:8]}"
-        todo, no_thumb = self.plan()
-        self.decode_and_embed(todo)
-        self.draw_thumbnails(no_thumb)
-        contents = self.assemble()
-        publish_version(self.out, name, lambda tmp: write_version(tmp, contents, self.report, self.t0))
-        return self.report
+def update_index(
+    index: str | Path,
+    paths: Iterable[str | Path],
+    model: Any = None,
+    *,
+    model_path: str | Path | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    faiss: str = "auto",
+    progress: bool = False,
+) -> BuildReport:
+    """Bring the index at ``index`` up to date for ``paths`` only (files or folders under its audio root,
+    absolute or relative to it): existing audio files are added or re-embedded if changed, folders are
+    scanned, and rows of paths that no longer exist (a deleted or moved file or folder) are deleted.
+    The cost is that of the change, not of the index (``index watch`` and the update benchmark use it).
+    ``model``: the one that built the index (default: the recorded one) or a loaded model with
+    ``model_path``; window setting and FAISS option as in ``build_index``.
+    """
+    from soundsift.search.index_types import read_manifest, version_dir
+    from soundsift.search.windows import window_setting
 
-    def read_live_version(self) -> _Previous:
-        """What the live version (if any) offers; refuses one built with another model unless ``rebuild``."""
-        found = read_previous(self.out)
-        if found is None:
-            return _Previous()
-        manifest, entries, emb = found
-        prev = _Previous(entries=entries, embeddings=emb,
-                         thumbnails=previous_thumbnails(self.out, manifest, len(entries)),
-                         next_id=int(manifest.get("next_id", max((e.id for e in entries), default=-1) + 1)),
-                         build_no=int(manifest.get("build", 0)) + 1)
-        if manifest["audio_root"] == str(self.root):
-            prev.ids = {e.path: e.id for e in entries}
-        same_model = manifest["model"].get("identity") == self.model.identity
-        if not same_model and not self.options.rebuild:
-            built_with = manifest["model"].get("path") or f"sha256 {str(manifest['model'].get('identity'))[:12]}"
-            raise ModelMismatchError(
-                f"{self.out} was built with another model ({built_with}): pass --rebuild to re-embed every file "
-                "with this one, or choose another --out"
-            )
-        same_windows = window_setting(manifest) == (self.options.window, self.options.hop)
-        if same_model and same_windows and int(manifest["embed_dim"]) == self.model.embed_dim:
+    t0 = time.perf_counter()
+    out = Path(index).absolute()
+    manifest = read_manifest(version_dir(out))
+    root = Path(manifest["audio_root"])
+    rels = []
+    for p in paths:
+        p = Path(p)
+        if p.is_absolute():
             try:
-                prev.windows = load_windows(version_dir(self.out), manifest, len(entries), self.model.embed_dim)
-            except SearchIndexError:  # unreadable windows: every file is embedded again
-                return prev
-            prev.by_sha = {e.sha256: row for row, e in enumerate(entries) if e.sha256}
-            if prev.ids:
-                prev.rows = {e.path: row for row, e in enumerate(entries)}
-        return prev
-
-    def plan(self) -> tuple[list[_Candidate], list[str]]:
-        """Keep the unchanged files; (files to decode, kept files that still need a thumbnail)."""
-        prev, version, report = self.prev, self.version, self.report
-        todo: list[_Candidate] = []
-        no_thumb: list[str] = []  # unchanged files whose previous version has no thumbnail
-        seen: set[str] = set()
-        for rel, st in scan_audio_files(self.root, exclude=self.out):
-            seen.add(rel)
-            if isinstance(st, Exception):
-                version.skip(rel, str(st))
-                continue
-            row = prev.rows.get(rel)
-            if row is not None and self._unchanged(prev.entries[row], st):
-                version.kept[rel] = (prev.entries[row], self._previous_vectors(row))
-                if prev.thumbnails is not None:
-                    version.thumbs[rel] = prev.thumbnails[row]
-                else:
-                    no_thumb.append(rel)
-                report.unchanged += 1
-                continue
-            status, old_id = ("updated", prev.ids[rel]) if rel in prev.ids else ("added", -1)  # new: id at the end
-            todo.append(_Candidate(rel, st.st_size, st.st_mtime_ns, old_id, status))
-        report.removed = len(prev.entries) - len(set(prev.ids) & seen)
-        return todo, no_thumb
-
-    def _unchanged(self, entry: IndexEntry, st: os.stat_result) -> bool:
-        same = entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns
-        return same and (not self.options.checksum or safe_sha(self.root / entry.path) == entry.sha256)
-
-    def decode_and_embed(self, todo: list[_Candidate]) -> None:
-        """Decode a few files ahead (threads or processes); embed in chunks bounded by file count and
-        samples; reuse the embedding of a content already indexed; skip what fails."""
-        from tqdm.auto import tqdm
-
-        opts, rate = self.options, self.model.sample_rate
-        max_samples = opts.chunk_samples or 600 * rate
-        workers = max(1, int(opts.workers))
-        processes = opts.processes
-        if processes == "auto":
-            processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
-        known = frozenset(self.prev.by_sha)
-        with tqdm(total=len(todo), desc="embedding", unit="file", disable=not opts.progress,
-                  dynamic_ncols=True) as bar, decoder_pool(workers, bool(processes), known) as pool:
-            ahead = workers * (4 if processes else 2)
-
-            def submit(c: _Candidate):
-                path = self.root / c.path
-                return pool.submit(decode_file, path, rate) if processes else \
-                    pool.submit(decode_file, path, rate, known)
-
-            futures = [submit(c) for c in todo[:ahead]]
-            waves: list[tuple[_Candidate, Decoded]] = []
-            for i, c in enumerate(todo):
-                result = futures[i].result()
-                futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
-                if i + ahead < len(todo):
-                    futures.append(submit(todo[i + ahead]))
-                if isinstance(result, Decoded):
-                    self.version.thumbs[c.path] = result.thumbnail
-                    self.report.thumbnails += 1
-                    waves.append((c, result))
-                    if len(waves) >= opts.chunk_files or sum(len(d.wave) for _, d in waves) >= max_samples:
-                        self.embed(waves, bar)
-                    continue
-                if isinstance(result, Known):
-                    self.reuse(c, result.sha256)
-                else:
-                    self.version.skip(c.path, relative_reason(result.reason, self.root, c.path))
-                bar.update(1)
-            self.embed(waves, bar)
-
-    def reuse(self, c: _Candidate, sha: str) -> None:
-        """A new or changed file with the content of an indexed one: its embedding and thumbnail kept."""
-        row = self.prev.by_sha[sha]
-        self.version.kept[c.path] = (_entry(c, sha, self.prev.entries[row].duration), self._previous_vectors(row))
-        self.version.thumbs[c.path] = (self.prev.thumbnails[row] if self.prev.thumbnails is not None
-                                       else self.thumbnail(c.path))
-        self.report.reused += 1
-        _count(self.report, c)
-
-    def _previous_vectors(self, row: int) -> Embedded:
-        """The live version's embedding of entry ``row`` and of its windows."""
-        prev, dim = self.prev, self.model.embed_dim
-        if prev.windows is None:
-            return prev.embeddings[row], np.zeros((0, 2)), np.zeros((0, dim), np.float32)
-        rows = prev.windows.rows_of(row)
-        return prev.embeddings[row], prev.windows.spans[rows], np.asarray(prev.windows.embeddings[rows])
-
-    def embed(self, waves: list[tuple[_Candidate, Decoded]], bar) -> None:
-        """Embed a chunk of decoded files; if the model fails on it, retry file by file and skip the
-        files that fail. Empties ``waves``."""
-        if not waves:
-            return
-        done = [0]  # files the bar was advanced by before a failure (they are redone one by one)
-
-        def advance(n: int) -> None:
-            done[0] += n
-            bar.update(n)
-
-        batch_size, model, window, hop = self.options.batch_size, self.model, self.options.window, self.options.hop
-        try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
-            vectors: list[Embedded | None] = list(
-                embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
-        except Exception:
-            bar.update(-done[0])
-            vectors = []
-            for c, d in waves:
-                try:
-                    vectors.append(embed_with_windows(model, [d.wave], 1, window, hop)[0])
-                except Exception as exc:
-                    self.version.skip(c.path, f"the model cannot embed it: {exc}")
-                    vectors.append(None)
-                bar.update(1)
-        for (c, d), vec in zip(waves, vectors):
-            if vec is not None:
-                self.version.kept[c.path] = (_entry(c, d.sha256, len(d.wave) / model.sample_rate), vec)
-                self.report.embedded += 1
-                _count(self.report, c)
-        waves.clear()
-
-    def thumbnail(self, rel: str) -> np.ndarray:
-        """The thumbnail of a file whose embedding is kept (decoded for it alone; blank if that fails)."""
-        try:
-            wave = load_audio(self.root / rel, self.model.sample_rate)
-        except Exception:
-            return np.zeros((THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
-        return make_thumbnail(wave, self.model.sample_rate)
-
-    def draw_thumbnails(self, paths: list[str]) -> None:
-        """Thumbnails of kept files whose previous version had none (built before thumbnails existed)."""
-        if not paths:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, int(self.options.workers))) as threads:
-            for rel, thumb in zip(paths, threads.map(self.thumbnail, paths)):
-                self.version.thumbs[rel] = thumb
-                self.report.thumbnails += 1
-
-    def assemble(self) -> VersionContents:
-        """The version's contents in path order; new files get fresh ids in path
-        order, and ids of deleted files are never reused. Fills the report's file count and skips."""
-        kept, next_id = self.version.kept, self.prev.next_id
-        paths = sorted(kept)
-        entries = []
-        for p in paths:
-            e = kept[p][0]
-            if e.id < 0:
-                e = replace(e, id=next_id)
-                next_id += 1
-            entries.append(e)
-        emb = np.stack([kept[p][1][0] for p in paths]).astype(np.float32) if paths else \
-            np.zeros((0, self.model.embed_dim), np.float32)
-        spans = [np.column_stack([np.full(len(kept[p][1][1]), row), kept[p][1][1]]) for row, p in enumerate(paths)]
-        windows = (np.concatenate([np.zeros((0, 3)), *spans]).astype(np.float64),
-                   np.concatenate([np.zeros((0, self.model.embed_dim)), *(kept[p][1][2] for p in paths)]
-                                  ).astype(np.float32))
-        thumbs = np.stack([self.version.thumbs[p] for p in paths]).astype(np.uint8) if paths else \
-            np.zeros((0, THUMB_HEIGHT, THUMB_WIDTH), np.uint8)
-        self.report.files = len(entries)
-        self.report.skipped = [{"path": p.file, "reason": p.message}
-                               for p in sorted(self.version.skipped, key=lambda p: p.file)]
-        return VersionContents(self.model, self.recorded_model, self.root, entries, emb, thumbs, next_id,
-                               self.prev.build_no, self.options.faiss, windows,
-                               (self.options.window, self.options.hop))
-
-
-def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:
-    return IndexEntry(id=c.id, path=c.path, size=c.size, mtime_ns=c.mtime_ns, sha256=sha,
-                      duration=round(float(duration), 3))
-
-
-def _count(report: BuildReport, c: _Candidate) -> None:
-    if c.status == "added":
-        report.added += 1
-    else:
-        report.updated += 1
+                p = p.relative_to(root)
+            except ValueError:
+                raise SearchIndexError(f"{p}: not under the index's audio folder {root}") from None
+        rel = p.as_posix()
+        if rel in ("", ".") or ".." in p.parts:
+            raise SearchIndexError(f"{p}: give a file or folder inside the index's audio folder {root}")
+        rels.append(rel)
+    if model is None:
+        model = manifest["model"].get("path")
+        if not model:
+            raise SearchIndexError(f"{out}: the index records no model; pass the model that built it")
+    model, recorded = _load_model(model, model_path)
+    window, hop = window_setting(manifest)
+    options = BuildOptions(batch_size=batch_size, workers=workers, processes=False, faiss=faiss, progress=progress,
+                           window=window, hop=hop)
+    with BuildLock(out):
+        return Build(root, out, model, recorded, options, t0).run(rels)

@@ -34,6 +34,8 @@ def load_build_model(model: Any, model_path: str | Path | None) -> tuple[Any, An
     if isinstance(model, (str, Path)):
         model_path = Path(model).resolve()
         model = load_model(model_path)
+    if isinstance(model_path, (list, tuple)):  # a loaded ensemble, recorded as the list of its models
+        return model, [str(m) for m in model_path]
     if not model.identity:
         raise ValueError("the model has no identity (sha256 of its file): load it with soundsift.load_model")
     if model_path is not None and str(model_path) in PUBLISHED:

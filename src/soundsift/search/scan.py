@@ -11,7 +11,7 @@ error for the build report (paths relative to the library).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +76,10 @@ def check_library(root: Path, given: str | Path, exclude: Path | None = None) ->
                                f"{', '.join(e[1:] for e in AUDIO_EXTENSIONS)}; hidden files are ignored)")
 
 
-_KNOWN_SHAS: frozenset[str] = frozenset()  # in a decoding process: contents whose embedding is reused
+_KNOWN_SHAS: Container[str] = frozenset()  # in a decoding process: contents whose embedding is reused
 
 
-def _init_decoder(known: frozenset[str]) -> None:
+def _init_decoder(known: Container[str]) -> None:
     global _KNOWN_SHAS
     _KNOWN_SHAS = known
     try:
@@ -92,11 +92,13 @@ def _init_decoder(known: frozenset[str]) -> None:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A file decoded for embedding: its content hash, waveform and spectrogram thumbnail."""
+    """A file decoded for embedding: its content hash, waveform, spectrogram thumbnail, and the sample
+    rate and channel count it is stored with ((0, 0) when its header does not say)."""
 
     sha256: str
     wave: np.ndarray
     thumbnail: np.ndarray
+    rate: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class Failed:
 DecodeResult = Decoded | Known | Failed
 
 
-def decode_file(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> DecodeResult:
+def decode_file(path: Path, sample_rate: int, known: Container[str] | None = None) -> DecodeResult:
     """Hash and decode one file; a content in ``known`` (default: the process's ``_KNOWN_SHAS``) is
     hashed only (``Known``). Module level, so that it runs in a worker process as well as in a thread."""
     try:
@@ -130,10 +132,21 @@ def decode_file(path: Path, sample_rate: int, known: frozenset[str] | None = Non
         wave = load_audio(path, sample_rate)
     except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
         return Failed(str(exc) or type(exc).__name__, sha)
-    return Decoded(sha, wave, make_thumbnail(wave, sample_rate))
+    return Decoded(sha, wave, make_thumbnail(wave, sample_rate), stored_format(path))
 
 
-def decoder_pool(workers: int, processes: bool, known: frozenset[str]) -> Executor:
+def stored_format(path: Path) -> tuple[int, int]:
+    """(sample rate, channels) from the file's header; (0, 0) when it cannot be read."""
+    try:
+        import soundfile
+
+        info = soundfile.info(str(path))
+        return int(info.samplerate), int(info.channels)
+    except Exception:  # a header soundfile cannot parse (the audio itself was decoded another way)
+        return 0, 0
+
+
+def decoder_pool(workers: int, processes: bool, known: Container[str]) -> Executor:
     """Threads, or (``processes``) spawned worker processes, that run ``decode_file``."""
     if not processes:
         return ThreadPoolExecutor(max_workers=workers)

@@ -1,6 +1,6 @@
 """HTTP search API and web page for an index (FastAPI). Holds no search logic: see ``soundsift.search.index``.
 
-Routes: ``GET /api/search?q=&like=&k=&rank=&moments=`` (the objects of ``search --json``, with the
+Routes: ``GET /api/search?q=&like=&k=&rank=&moments=&where=`` (the objects of ``search --json``, with the
 best moment's ``start``/``end``; ``like=ID`` ranks by similarity to an indexed sound, leaving that
 sound out; with ``q`` too, both combined),
 ``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
@@ -71,11 +71,12 @@ def create_app(
     from pydantic import BaseModel, Field
 
     from soundsift.search.index import describe, load_searcher
+    from soundsift.search.reload import LiveSearcher
     from soundsift.version import __version__
 
     if searcher is None:
         searcher = load_searcher(index_path, model_path, backend=backend)
-    index = searcher.index
+    live = LiveSearcher(searcher, backend)  # each request uses the newest version (``index update``/``watch``)
 
     class HitOut(BaseModel):
         rank: int
@@ -93,6 +94,7 @@ def create_app(
         description="Text-to-audio search over an indexed sound library.",
     )
     app.state.searcher = searcher
+    app.state.live = live
 
     _guard(app, allowed_hosts)
 
@@ -106,7 +108,12 @@ def create_app(
         k: int = Query(10, ge=1, le=max_k, description=f"number of results, 1 to {max_k}"),
         rank: Literal["moments", "files"] = Query("moments", description="rank files by best moment or whole file"),
         moments: int | None = Query(None, ge=1, le=100, description="up to N moments per result"),
+        where: str | None = Query(None, max_length=1000, description=(
+            "only files that match this filter, e.g. duration < 5 and path ~ 'foley/' (fields: duration, size, "
+            "sample_rate, channels, path, folder, ext, id)")),
     ) -> list[dict[str, Any]]:
+        searcher = live.current()  # one version for the whole request
+        index = searcher.index
         example = None
         if like is not None:
             if not _ID_RE.fullmatch(like):
@@ -117,16 +124,16 @@ def create_app(
         like_vector = None if example is None else index.vector(example)
         try:
             hits = searcher.search(q if q.strip() else None, k, like=like_vector, exclude=example, rank=rank,
-                                   moments=moments)
+                                   moments=moments, where=where or None)
         except ConfigError as exc:  # a query with nothing left once normalised ("!!!")
             raise HTTPException(422, detail=str(exc)) from None
         return [h.to_dict() for h in hits]
 
-    _add_files(app, index)
+    _add_files(app, live)
 
     @app.get("/api/info", summary="Index summary and request limits")
     def info() -> dict[str, Any]:
-        return {**describe(index), "max_k": max_k, "max_query_chars": max_query_chars}
+        return {**describe(live.current().index), "max_k": max_k, "max_query_chars": max_query_chars}
 
     @app.get("/api/health", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -205,14 +212,14 @@ def _indexed(index, raw: str, what: str):
     return entry
 
 
-def _add_files(app, index) -> None:
+def _add_files(app, live) -> None:
     """The indexed sounds and their thumbnails, by id: only what the index lists, checked on disk."""
     from stat import S_ISREG
 
     from fastapi import HTTPException, Request
     from fastapi.responses import FileResponse, Response
 
-    audio_root_real = os.path.realpath(index.audio_root)
+    audio_root_real = os.path.realpath(live.current().index.audio_root)
 
     class WholeFile(FileResponse):
         """A FileResponse that ignores the request's Range header: the whole file, 200."""
@@ -226,6 +233,7 @@ def _add_files(app, index) -> None:
              response_class=FileResponse, responses={206: {"description": "the requested byte range"},
                                                      416: {"description": "a malformed or unsatisfiable Range"}})
     def audio(audio_id: str, request: Request) -> FileResponse:
+        index = live.current().index
         entry = _indexed(index, audio_id, "sound")
         path = index.audio_file(entry.id)  # from the manifest only
         try:
@@ -246,6 +254,7 @@ def _add_files(app, index) -> None:
     @app.get("/api/thumbnail/{thumb_id}", summary="Spectrogram thumbnail of one indexed sound (PNG, by id)",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def thumbnail(thumb_id: str, request: Request) -> Response:
+        index = live.current().index
         entry = _indexed(index, thumb_id, "sound")
         png = index.thumbnail_png(entry.id)  # from the index version's thumbnail array only
         if png is None:

@@ -1,9 +1,11 @@
 """The on-disk life cycle of an index: versions, the CURRENT pointer, the build lock, clean-up.
 
-A version is written completely into ``INDEX/.tmp-<hex>``, fsynced, renamed to ``INDEX/vNNNNNN-<hex>``
+Segments (``search.segments``) are written first, each into a temporary directory renamed whole; then a
+version is written completely into ``INDEX/.tmp-<hex>``, fsynced, renamed to ``INDEX/vNNNNNN-<hex>``
 (a new name, so the rename is atomic), and only then does ``CURRENT`` switch to it, by ``os.replace``
 of a small file. Killed at any point, ``CURRENT`` names either the old complete version or the new
-complete one; leftovers of a killed build are removed by the next one. Only names created here are
+complete one; leftovers of a killed build (temporary directories, segments no version lists) are removed by the next
+one. Only names created here are
 ever deleted.
 """
 
@@ -14,28 +16,20 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from soundsift.atomic import fsync_dir, publish_dir
 from soundsift.errors import SearchIndexError
-from soundsift.search.index import (
-    EMBEDDINGS,
-    MANIFEST,
-    POINTER,
-    IndexEntry,
-    entries_from_manifest,
-    read_manifest,
-    version_dir,
-)
+from soundsift.search.index_types import POINTER
 
 LOCK = ".lock"
 _VERSION_RE = re.compile(r"^v\d{6}-[0-9a-f]{8}$")
 _TMP_RE = re.compile(r"^\.tmp-[0-9a-f]{32}$")
 _POINTER_TMP_RE = re.compile(r"^\.CURRENT\.[0-9a-f]{32}\.tmp$")
+_SEGMENT_RE = re.compile(r"^s\d{6}-[0-9a-f]{8}$")
+SEGMENTS = "segments"
 
 
 def check_out_dir(out: Path) -> None:
@@ -45,7 +39,7 @@ def check_out_dir(out: Path) -> None:
     if not out.exists() or (out / POINTER).is_file():
         return
     foreign = [p.name for p in out.iterdir()
-               if p.name != LOCK and not _VERSION_RE.match(p.name) and not _TMP_RE.match(p.name)
+               if p.name not in (LOCK, SEGMENTS) and not _VERSION_RE.match(p.name) and not _TMP_RE.match(p.name)
                and not _POINTER_TMP_RE.match(p.name)]
     if foreign:
         raise SearchIndexError(
@@ -79,25 +73,6 @@ class BuildLock:
             os.close(self.fd)  # closing releases the flock
 
 
-def read_previous(out: Path) -> tuple[dict[str, Any], list[IndexEntry], np.ndarray] | None:
-    """The live version of an existing index, or None (no index, or an unreadable one: rebuilt)."""
-    if not (out / POINTER).is_file():
-        return None
-    try:
-        vdir = version_dir(out)
-        manifest = read_manifest(vdir)
-        entries = entries_from_manifest(manifest, str(vdir / MANIFEST))
-        emb = np.load(vdir / EMBEDDINGS, allow_pickle=False)
-        if emb.shape != (len(entries), int(manifest["embed_dim"])):
-            raise SearchIndexError(f"{vdir / EMBEDDINGS}: shape does not match the manifest")
-    except (SearchIndexError, OSError, ValueError) as exc:
-        import warnings
-
-        warnings.warn(f"ignoring the unreadable previous index ({exc}); rebuilding from scratch", stacklevel=3)
-        return None
-    return manifest, entries, emb
-
-
 def write_json(path: Path, obj: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
@@ -119,8 +94,9 @@ def write_pointer(out: Path, name: str) -> None:
     fsync_dir(out)
 
 
-def cleanup(out: Path, keep: str) -> None:
-    """Remove old versions and leftovers of killed builds (only names this module creates)."""
+def cleanup(out: Path, keep: str, segments: Collection[str] | None = None) -> None:
+    """Remove old versions, segments the live version ``keep`` does not list (``segments``; None: leave
+    them all) and leftovers of killed builds (only names this module and ``search.segments`` create)."""
     for p in out.iterdir():
         if p.name == keep:
             continue
@@ -128,11 +104,18 @@ def cleanup(out: Path, keep: str) -> None:
             shutil.rmtree(p, ignore_errors=True)
         elif p.is_file() and _POINTER_TMP_RE.match(p.name):
             p.unlink(missing_ok=True)
+    if segments is not None and (out / SEGMENTS).is_dir():
+        for p in (out / SEGMENTS).iterdir():
+            unused = _SEGMENT_RE.match(p.name) and p.name not in segments
+            if p.is_dir() and (unused or _TMP_RE.match(p.name)):
+                shutil.rmtree(p, ignore_errors=True)
 
 
-def publish_version(out: Path, name: str, fill: Callable[[Path], None]) -> Path:
-    """Make a new version ``out/name`` from ``fill(tmp_dir)`` and switch ``CURRENT`` to it."""
+def publish_version(out: Path, name: str, fill: Callable[[Path], None],
+                    segments: Collection[str] | None = None) -> Path:
+    """Make a new version ``out/name`` from ``fill(tmp_dir)``, switch ``CURRENT`` to it, and remove what
+    it no longer uses (its ``segments`` are kept)."""
     publish_dir(out / name, fill, tmp_prefix=".tmp-")
     write_pointer(out, name)
-    cleanup(out, keep=name)
+    cleanup(out, keep=name, segments=segments)
     return out / name

@@ -1,6 +1,6 @@
-"""The files of one index version as a build writes them (``write_version``: manifest, embeddings,
-thumbnails, ``report.json`` with the ``BuildReport``, ``skipped.txt``), and the previous version's
-thumbnails read back for reuse (``previous_thumbnails``). The layout is described in ``search.index``.
+"""The files of one index version as a build writes them (``write_version``: the small manifest that
+lists the segments, their deleted rows, ``report.json`` with the ``BuildReport``, ``skipped.txt``), and
+the FAISS index a large segment stores (``write_faiss``). The layout is described in ``search.index``.
 """
 
 from __future__ import annotations
@@ -14,24 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.errors import SearchIndexError
-from soundsift.search.backends import FaissIndex, faiss_available
-from soundsift.search.index import (
-    AUTO_FAISS_KIND,
-    EMBEDDINGS,
-    EXACT_LIMIT,
+from soundsift.search.index_types import (
     INDEX_FORMAT,
     INDEX_VERSION,
     MANIFEST,
     REPORT,
     SKIPPED,
     THUMBNAILS,
-    IndexEntry,
-    version_dir,
 )
 from soundsift.search.store import write_json
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH
-from soundsift.search.windows import WINDOW_EMBEDDINGS, WINDOW_SPANS
 
 
 @dataclass
@@ -49,6 +41,9 @@ class BuildReport:
     updated: int = 0
     removed: int = 0
     thumbnails: int = 0  # thumbnails drawn in this build (the rest are kept or reused)
+    segments: int = 0  # segments the version is made of
+    merged: int = 0  # segments merged into one by this build (compaction)
+    bytes_written: int = 0  # bytes of new segments and version files
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     seconds: float = 0.0
 
@@ -62,83 +57,61 @@ class BuildReport:
 
 
 @dataclass(frozen=True)
-class VersionContents:
-    """What one version holds: the model that embedded it (and how the manifest records it), the audio
-    root, entries with their embeddings and thumbnails (rows aligned), the id counter and build number."""
+class VersionPlan:
+    """What one version lists: the model that embedded it (and how the manifest records it), the audio
+    root, its segments (name, rows, sorted deleted local rows), the id counter, build number and
+    window setting (window, hop seconds) with the count of live windows."""
 
     model: Any
     recorded_model: Any
     audio_root: Path
-    entries: list[IndexEntry]
-    embeddings: np.ndarray
-    thumbnails: np.ndarray
+    segments: list[tuple[str, int, np.ndarray]]
     next_id: int
     build_no: int
-    faiss: str
-    windows: tuple[np.ndarray, np.ndarray] | None = None  # (W, 3) entry row, start, end; (W, D) embeddings
-    window_setting: tuple[float, float] = (0.0, 0.0)  # (window, hop) seconds
+    window_setting: tuple[float, float] = (0.0, 0.0)
+    windows: int = 0
+    items: int = 0
 
 
-def previous_thumbnails(out: Path, manifest: dict[str, Any], n: int) -> np.ndarray | None:
-    """The thumbnails of the live version (read in full: publishing deletes it), or None."""
-    if (manifest.get("thumbnails") or {}).get("file") != THUMBNAILS:
-        return None  # built before thumbnails existed: they are drawn for every file
-    try:
-        thumbs = np.load(version_dir(out) / THUMBNAILS, allow_pickle=False)
-    except (SearchIndexError, OSError, ValueError):
-        return None
-    return thumbs if thumbs.shape == (n, THUMB_HEIGHT, THUMB_WIDTH) and thumbs.dtype == np.uint8 else None
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def _save_npy(path: Path, array: np.ndarray) -> int:
     with open(path, "wb") as f:
         np.save(f, array)
         f.flush()
         os.fsync(f.fileno())
+        return f.tell()
 
 
-def _write_faiss(tmp: Path, vectors: np.ndarray, faiss: str, name: str) -> dict[str, Any] | None:
-    """Store a FAISS index of ``vectors`` as ``tmp/name`` (``{}``: its kind) when ``faiss`` asks for one
-    ("auto": ``AUTO_FAISS_KIND`` above ``EXACT_LIMIT`` rows, if faiss is installed); its manifest record."""
-    big = len(vectors) > EXACT_LIMIT and faiss_available()
-    want = faiss if faiss != "auto" else (AUTO_FAISS_KIND if big else "none")
-    if want == "none" or not len(vectors):
-        return None
-    index = FaissIndex(vectors, want)
-    index.save(tmp / name.format(want))
-    return {**index.params, "file": name.format(want)}
-
-
-def write_version(tmp: Path, version: VersionContents, report: BuildReport, t0: float) -> None:
+def write_version(tmp: Path, plan: VersionPlan, report: BuildReport, t0: float) -> None:
     """Write the files of one index version into the (temporary) directory ``tmp``; ``report.seconds``
-    counts from ``t0`` (``time.perf_counter``)."""
-    model, faiss, entries, emb = version.model, version.faiss, version.entries, version.embeddings
-    _save_npy(tmp / EMBEDDINGS, emb)
-    _save_npy(tmp / THUMBNAILS, version.thumbnails)
-    faiss_info = _write_faiss(tmp, emb, faiss, "faiss-{}.index")
-    spans, win_emb = version.windows if version.windows is not None else (np.zeros((0, 3)), emb[:0])
-    windows_info = {"window": version.window_setting[0], "hop": version.window_setting[1], "count": len(spans)}
-    if len(spans):
-        _save_npy(tmp / WINDOW_SPANS, spans)
-        _save_npy(tmp / WINDOW_EMBEDDINGS, win_emb)
-        windows_info["faiss"] = _write_faiss(tmp, win_emb, faiss, "faiss-windows-{}.index")
+    counts from ``t0`` (``time.perf_counter``) and ``report.bytes_written`` adds these files."""
+    from soundsift.search.reader import deleted_file
+
+    model = plan.model
+    written = 0
+    for name, _, deleted in plan.segments:
+        if len(deleted):
+            written += _save_npy(tmp / deleted_file(name), np.asarray(deleted, np.int64))
     manifest = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
-        "build": version.build_no,
+        "build": plan.build_no,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"identity": model.identity, "path": version.recorded_model, "embed_dim": model.embed_dim,
+        "model": {"identity": model.identity, "path": plan.recorded_model, "embed_dim": model.embed_dim,
                   "sample_rate": model.sample_rate, "config": model.config},
-        "audio_root": str(version.audio_root),
+        "audio_root": str(plan.audio_root),
         "embed_dim": model.embed_dim,
-        "next_id": version.next_id,
-        "faiss": faiss_info,
-        "windows": windows_info,
+        "next_id": plan.next_id,
+        "items": plan.items,
+        "faiss": None,  # FAISS indexes are stored per segment (segment.json)
+        "windows": {"window": plan.window_setting[0], "hop": plan.window_setting[1], "count": plan.windows,
+                    "faiss": None},
         "thumbnails": {"file": THUMBNAILS, "height": THUMB_HEIGHT, "width": THUMB_WIDTH, "kind": "spectrogram"},
-        "entries": [asdict(e) for e in entries],
+        "segments": [{"name": name, "rows": rows, "deleted": len(deleted)} for name, rows, deleted in plan.segments],
     }
     write_json(tmp / MANIFEST, manifest)
     with open(tmp / SKIPPED, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.writelines(f"{s['path']}\t{s['reason']}\n" for s in report.skipped)
     report.seconds = round(time.perf_counter() - t0, 3)
+    report.segments = len(plan.segments)
+    report.bytes_written += written + sum((tmp / f).stat().st_size for f in (MANIFEST, SKIPPED)) + 2048  # report
     write_json(tmp / REPORT, asdict(report))

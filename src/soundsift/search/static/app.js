@@ -167,6 +167,27 @@ results.addEventListener("play", (event) => {
   for (const a of results.querySelectorAll("audio")) if (a !== event.target) a.pause();
 }, true);
 
+const folderInput = document.getElementById("folder");
+const minInput = document.getElementById("dmin");
+const maxInput = document.getElementById("dmax");
+const whereInput = document.getElementById("where");
+
+// A text value for the filter grammar (docs/library.md), quoted with a quote it does not contain.
+function quoted(text) {
+  return text.includes("'") ? `"${text}"` : `'${text}'`;
+}
+
+// The page's filters as one `where` expression for /api/search ("" when none).
+function whereFilter() {
+  const parts = [];
+  const folder = folderInput.value.trim().replace(/^\/+|\/+$/g, "");
+  if (folder) parts.push(`folder ~ ${quoted(folder)}`);
+  if (minInput.value !== "") parts.push(`duration >= ${Number(minInput.value)}`);
+  if (maxInput.value !== "") parts.push(`duration <= ${Number(maxInput.value)}`);
+  if (whereInput.value.trim()) parts.push(`(${whereInput.value.trim()})`);
+  return parts.join(" and ");
+}
+
 async function search(query, k, push, focusResults) {
   query = query.trim();
   if (!query && like === null) { setStatus("Type what the sound is like.", true); return; }
@@ -176,6 +197,13 @@ async function search(query, k, push, focusResults) {
   if (query) params.set("q", query);
   if (like !== null) params.set("like", like);
   params.set("k", String(k));
+  const where = whereFilter();
+  if (where) params.set("where", where);
+  const pageParams = new URLSearchParams(params);
+  pageParams.delete("where");
+  for (const [name, el] of [["folder", folderInput], ["min", minInput], ["max", maxInput], ["where", whereInput]]) {
+    if (el.value.trim()) pageParams.set(name, el.value.trim());
+  }
   const what = [query && `\u201c${query}\u201d`, like !== null && `sounds like ${likeName.textContent}`]
     .filter(Boolean).join(" + ");
   try {
@@ -183,9 +211,10 @@ async function search(query, k, push, focusResults) {
     const body = await response.json().catch(() => null);
     if (!response.ok) { setStatus(errorMessage(body, response), true); return; }
     render(body);
-    setStatus(body.length ? `${body.length} result${body.length === 1 ? "" : "s"} for ${what}`
+    setStatus(body.length ? `${body.length} result${body.length === 1 ? "" : "s"} for ${what}${where ? " (filtered)" : ""}`
+                          : where ? "No sounds match the filters."
                           : like !== null ? "No other sounds in the index." : "No results: the index is empty.");
-    if (push) history.pushState({ q: query, like, k }, "", `?${params}`);
+    if (push) history.pushState({ q: query, like, k }, "", `?${pageParams}`);
     if (focusResults) (results.querySelector("button.more") || likeClear).focus(); // keyboard: stay in the list
   } catch (err) {
     setStatus(`Search failed: ${err}`, true);
@@ -205,6 +234,10 @@ function fromLocation() {
   const k = params.get("k");
   const id = params.get("like");
   if (k && [...kSelect.options].some((o) => o.value === k)) kSelect.value = k;
+  folderInput.value = params.get("folder") || "";
+  minInput.value = params.get("min") || "";
+  maxInput.value = params.get("max") || "";
+  whereInput.value = params.get("where") || "";
   setLike(id && /^[0-9]{1,15}$/.test(id) ? id : null);
   input.value = q;
   if (q || like !== null) search(q, kSelect.value, false);
