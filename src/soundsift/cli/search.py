@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from soundsift.cli.common import positive_int, quiet
+from soundsift.cli.common import non_negative_int, positive_int, quiet
 from soundsift.errors import require
 
 # ------------------------------------------------------------------------------------------------ index
@@ -143,30 +143,36 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 def serve_main(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
 
-    from soundsift.search.server import LOOPBACK_HOSTS, check_port, create_app
+    from soundsift.search.access import is_loopback, serve_policy
+    from soundsift.search.server import LOOPBACK_HOSTS, check_port, check_tls, create_app
 
+    tls = check_tls(args.tls_cert, args.tls_key)
+    policy, warnings = serve_policy(args.host, args.token, args.no_auth, args.cors, args.rate_limit, tls=tls)
     check_port(args.host, args.port)  # before loading the model: a busy port fails at once
-    loopback = args.host in LOOPBACK_HOSTS
+    loopback = is_loopback(args.host)
     app = create_app(
         args.index, args.model, backend=args.backend, max_k=args.max_k, max_query_chars=args.max_query_chars,
-        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+        allowed_hosts=[*LOOPBACK_HOSTS, args.host] if loopback else None, access=policy,
     )
-    if not loopback:
-        print(f"warning: serving on {args.host}: anyone who can reach this address can search and "
-              "download the indexed files", file=sys.stderr)
+    for line in warnings:
+        print(line, file=sys.stderr)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {app.state.searcher.index.path} on http://{host}:{args.port}/ (Ctrl+C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if quiet(args) else "info")
+    auth = " (access token required)" if policy.token else ""
+    print(f"serving {app.state.searcher.index.path} on http{'s' if tls else ''}://{host}:{args.port}/{auth} "
+          "(Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if quiet(args) else "info",
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
     return 0
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.index import BACKENDS
 
-    """`soundsift serve INDEX [--host 127.0.0.1] [--port 8000]`."""
+    """`soundsift serve INDEX [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--cors ORIGIN]`."""
     p = subparsers.add_parser("serve", help="HTTP search API and web page for an index")
     p.add_argument("index", help="index directory")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: loopback only; any other needs --token or --no-auth)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--model", action="append", default=None,
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")
@@ -174,6 +180,20 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.add_argument("--max-k", type=positive_int, default=100, help="largest k a request may ask for")
     p.add_argument("--max-query-chars", type=positive_int, default=1000, help="longest query a request may send")
+    p.add_argument("--token", default=None,
+                   help="access token every request must carry (the page asks for it once); default: the "
+                        "SOUNDSIFT_TOKEN environment variable, which keeps it out of the process list")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve beyond loopback without a token: anyone who can reach the address may search "
+                        "and download the indexed files")
+    p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
+                   help="let pages from this origin (scheme://host[:port], or *) call the API from a browser; "
+                        "repeat for several (default: no CORS)")
+    p.add_argument("--rate-limit", type=non_negative_int, default=600, metavar="N",
+                   help="requests a minute one client address may send, in bursts of as many (default 600; "
+                        "0: no limit); past it, 429 with Retry-After")
+    p.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
     p.set_defaults(func=serve_main)
     return p
 

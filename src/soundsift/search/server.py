@@ -4,7 +4,7 @@ Routes: ``GET /api/search?q=&like=&k=&rank=&moments=`` (the objects of ``search 
 best moment's ``start``/``end``; ``like=ID`` ranks by similarity to an indexed sound, leaving that
 sound out; with ``q`` too, both combined),
 ``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
-input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/info``, ``GET /`` (the page, no
+input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/info``, ``POST /api/login`` (checks an access token: ``search.access``), ``GET /`` (the page, no
 external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
 """
 
@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from soundsift.audio import AUDIO_MEDIA_TYPES
 from soundsift.errors import ConfigError, require
+from soundsift.search.access import AccessPolicy, install_access
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID_RE = re.compile(r"[0-9]{1,15}")
@@ -60,11 +61,13 @@ def create_app(
     max_query_chars: int = 1000,
     max_k: int = 100,
     allowed_hosts: list[str] | None = None,
+    access: AccessPolicy | None = None,
     searcher=None,
 ):
     """The FastAPI app for the index at ``index_path``, queried with ``model_path`` (default: the model
     recorded in the index; a different model is refused). ``allowed_hosts`` restricts the Host header
-    (``serve`` sets it for loopback binds, against DNS rebinding). ``searcher`` injects a ready
+    (``serve`` sets it for loopback binds, against DNS rebinding). ``access``: the token, CORS and rate
+    limit (``search.access``; default: none, as on a loopback bind). ``searcher`` injects a ready
     ``TextSearcher`` (tests)."""
     require("fastapi", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
     from fastapi import FastAPI, HTTPException, Query
@@ -94,6 +97,7 @@ def create_app(
     )
     app.state.searcher = searcher
 
+    install_access(app, access or AccessPolicy())
     _guard(app, allowed_hosts)
 
     @app.get("/api/search", response_model=list[HitOut], response_model_exclude_none=True,
@@ -287,3 +291,14 @@ def _serve_range(header: str | None, size: int) -> bool:
     else:
         return True
     raise HTTPException(416, detail=problem, headers={"Content-Range": f"bytes */{size}"})
+
+
+def check_tls(cert: str | None, key: str | None) -> bool:
+    """Whether ``serve`` runs HTTPS: both files given and readable (ConfigError naming the one at fault),
+    or neither."""
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both (a certificate and its key) or neither")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{option} {path}: no such file")
+    return cert is not None

@@ -1,5 +1,8 @@
 // soundsift search page: plain JavaScript, no external resources. Text is inserted with
 // textContent only (file names are untrusted), and every request goes to this server.
+// A server started with an access token answers 401 until the page has it: the page asks once, keeps it
+// in localStorage and sends it as a header; POST /api/login then sets an HttpOnly, SameSite=Strict
+// session cookie, which the <audio> and <img> elements (they cannot send headers) use.
 "use strict";
 
 const form = document.getElementById("search-form");
@@ -14,6 +17,68 @@ const likeName = document.getElementById("like-name");
 const likeClear = document.getElementById("like-clear");
 const names = new Map(); // id -> path of the sounds shown so far (for the "more like" bar)
 let like = null; // id of the example sound of the current query, or null
+const tokenForm = document.getElementById("token-form");
+const tokenInput = document.getElementById("token");
+const tokenMessage = document.getElementById("token-message");
+const TOKEN_KEY = "soundsift-token";
+
+function storedToken() {
+  try { return localStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+function keepToken(token) {
+  try {
+    if (token === null) localStorage.removeItem(TOKEN_KEY);
+    else localStorage.setItem(TOKEN_KEY, token);
+  } catch { /* storage refused: the token lasts until the page is closed */ }
+  sessionToken = token;
+}
+
+let sessionToken = storedToken();
+
+function authHeaders() {
+  return sessionToken ? { Authorization: `Bearer ${sessionToken}` } : {};
+}
+
+// Resolves with the token the user types into the token form.
+function askToken(message) {
+  tokenMessage.textContent = message;
+  tokenForm.hidden = false;
+  form.hidden = true;
+  tokenInput.value = "";
+  tokenInput.focus();
+  return new Promise((resolve) => {
+    tokenForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      tokenForm.hidden = true;
+      form.hidden = false;
+      resolve(tokenInput.value.trim());
+    }, { once: true });
+  });
+}
+
+// Until the server accepts this browser: 200 from /api/login (no token needed, or the kept one is right,
+// and the session cookie is set); a refused token is forgotten and asked for again.
+async function unlock() {
+  let message = "This server needs an access token.";
+  for (;;) {
+    const response = await fetch("/api/login", { method: "POST", headers: authHeaders() });
+    if (response.ok) return;
+    if (response.status !== 401) throw new Error(`${response.status} ${response.statusText}`);
+    if (sessionToken) message = "That access token was refused; enter the current one.";
+    keepToken(null);
+    keepToken(await askToken(message));
+  }
+}
+
+// fetch with the token; a 401 (the server's token changed) unlocks again and retries once.
+async function apiFetch(url, options = {}) {
+  const send = () => fetch(url, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+  const response = await send();
+  if (response.status !== 401) return response;
+  await unlock();
+  return send();
+}
 
 function setStatus(text, isError) {
   statusLine.textContent = text;
@@ -179,7 +244,7 @@ async function search(query, k, push, focusResults) {
   const what = [query && `\u201c${query}\u201d`, like !== null && `sounds like ${likeName.textContent}`]
     .filter(Boolean).join(" + ");
   try {
-    const response = await fetch(`/api/search?${params}`, { headers: { Accept: "application/json" } });
+    const response = await apiFetch(`/api/search?${params}`, { headers: { Accept: "application/json" } });
     const body = await response.json().catch(() => null);
     if (!response.ok) { setStatus(errorMessage(body, response), true); return; }
     render(body);
@@ -211,12 +276,15 @@ function fromLocation() {
 }
 window.addEventListener("popstate", fromLocation);
 
-fetch("/api/info").then((r) => (r.ok ? r.json() : null)).then((data) => {
-  if (!data) { info.textContent = ""; return; }
-  input.maxLength = data.max_query_chars;
-  for (const o of [...kSelect.options]) if (Number(o.value) > data.max_k) o.remove();
-  const hours = data.total_hours >= 0.1 ? `, ${data.total_hours.toFixed(1)} h of audio` : "";
-  info.textContent = `${data.items} sounds indexed${hours}`;
-}).catch(() => { info.textContent = ""; });
+function showInfo() {
+  return apiFetch("/api/info").then((r) => (r.ok ? r.json() : null)).then((data) => {
+    if (!data) { info.textContent = ""; return; }
+    input.maxLength = data.max_query_chars;
+    for (const o of [...kSelect.options]) if (Number(o.value) > data.max_k) o.remove();
+    const hours = data.total_hours >= 0.1 ? `, ${data.total_hours.toFixed(1)} h of audio` : "";
+    info.textContent = `${data.items} sounds indexed${hours}`;
+  }).catch(() => { info.textContent = ""; });
+}
 
-fromLocation();
+unlock().then(() => { showInfo(); fromLocation(); })
+  .catch((err) => { info.textContent = ""; setStatus(`Cannot reach the server: ${err}`, true); });
