@@ -216,6 +216,7 @@ def locked_server(tmp_path_factory):
     _require_serve()
     base = tmp_path_factory.mktemp("locked")
     lib = make_library(base / "sounds")
+    (lib / "weather/rain copy.flac").write_bytes((lib / "weather/rain.flac").read_bytes())  # a duplicate
     build_index(lib, base / "idx", make_model(base / "model.pt"), progress=False)
     with _serve(base / "idx", token=TOKEN) as url:
         yield url
@@ -263,6 +264,20 @@ def test_page_asks_for_the_token_once_in_headless_chromium(chromium, locked_serv
             session = cookies["soundsift_session"]
             assert session["httpOnly"] and session["sameSite"] == "Strict" and TOKEN not in session["value"]
             assert page.evaluate("document.cookie") == ""  # out of the page script's reach
+
+            # "Duplicates" lists the files the API names for that result (through the token), and hides again.
+            copy = page.locator("#results .result", has=page.locator(".path", has_text="rain copy.flac"))
+            dupes = page.evaluate(f"""async () => (await (await fetch('/api/duplicates/{copy.get_attribute("data-id")}',
+                {{headers: {{Authorization: 'Bearer {TOKEN}'}}}})).json())""")
+            assert "weather/rain.flac" in [d["path"] for d in dupes]
+            copy.locator("button.dupes").click()
+            listing = copy.locator(".dupe-list")
+            listing.wait_for()
+            assert copy.locator("button.dupes").get_attribute("aria-expanded") == "true"
+            assert listing.locator("li").evaluate_all("els => els.map(e => e.dataset.id)") == [str(d["id"]) for d in dupes]
+            assert "weather/rain.flac (same content)" in listing.text_content()
+            copy.locator("button.dupes").click()
+            assert not listing.is_visible()
 
             # Asked once: a reload (and a new search) goes straight through.
             page.reload()

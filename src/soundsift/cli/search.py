@@ -1,4 +1,4 @@
-"""Search commands: ``index build|info``, ``search``, ``serve``, ``tag``.
+"""Search commands: ``index build|info|dupes``, ``search``, ``serve``, ``tag``.
 
 Each ``add_*_parser(subparsers)`` registers a subcommand whose ``func(args)`` returns an exit code;
 errors propagate to ``soundsift.cli.main``, which reports them.
@@ -47,10 +47,32 @@ def index_info_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_dupes_main(args: argparse.Namespace) -> int:
+    from soundsift.search.dupes import check_threshold, find_duplicates
+    from soundsift.search.index import open_index
+
+    check_threshold(args.threshold)  # before the index opens
+    index = open_index(args.index, mmap=True)
+    groups = find_duplicates(index, args.threshold, args.neighbours)
+    if args.json:
+        print(json.dumps([g.to_dict() for g in groups], indent=2))
+        return 0
+    same = sum(g.kind == "identical" for g in groups)
+    print(f"{len(groups)} group{'s' if len(groups) != 1 else ''} in {len(index)} files: {same} of identical files, "
+          f"{len(groups) - same} of near-duplicates (cosine >= {args.threshold})")
+    for g in groups:
+        print(f"{'identical' if g.kind == 'identical' else 'near-duplicates'}, {len(g.members)} files:")
+        for m in g.members:
+            note = "  (identical content to another file listed here)" if m.identical and g.kind == "near" else ""
+            print(f"  {m.similarity:7.4f}  {m.path}{note}")
+    return 0
+
+
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.build import FAISS_CHOICES
+    from soundsift.search.dupes import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
 
-    """`soundsift index build --model MODEL AUDIO_DIR --out INDEX` and `soundsift index info INDEX`."""
+    """`soundsift index build --model MODEL AUDIO_DIR --out INDEX`, `index info INDEX`, `index dupes INDEX`."""
     p = subparsers.add_parser("index", help="build and inspect search indexes of audio folders")
     sub = p.add_subparsers(dest="index_command", required=True)
     b = sub.add_parser("build", help="index an audio folder (incremental, atomic)")
@@ -78,6 +100,16 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     i.add_argument("index", help="index directory")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=index_info_main)
+    d = sub.add_parser("dupes", help="list groups of identical and near-duplicate files")
+    d.add_argument("index", help="index directory")
+    d.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T",
+                   help=f"cosine similarity of whole-file embeddings from which two files are near-duplicates "
+                        f"(default {DEFAULT_THRESHOLD}, measured for the zero-shot model: docs/duplicates.md)")
+    d.add_argument("--neighbours", type=positive_int, default=DEFAULT_NEIGHBOURS, metavar="N",
+                   help="nearest files checked per file")
+    d.add_argument("--json", action="store_true",
+                   help="print a JSON list of {kind, members: [{id, path, duration, similarity, identical}]}")
+    d.set_defaults(func=index_dupes_main)
     return p
 
 

@@ -4,7 +4,8 @@ Routes: ``GET /api/search?q=&like=&k=&rank=&moments=`` (the objects of ``search 
 best moment's ``start``/``end``; ``like=ID`` ranks by similarity to an indexed sound, leaving that
 sound out; with ``q`` too, both combined),
 ``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
-input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/info``, ``POST /api/login`` (checks an access token: ``search.access``), ``GET /`` (the page, no
+input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/duplicates/{id}`` (its identical and
+near-duplicate files, ``search.dupes``), ``GET /api/info``, ``POST /api/login`` (checks an access token: ``search.access``), ``GET /`` (the page, no
 external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
 """
 
@@ -127,6 +128,7 @@ def create_app(
         return [h.to_dict() for h in hits]
 
     _add_files(app, index)
+    _add_duplicates(app, index)
 
     @app.get("/api/info", summary="Index summary and request limits")
     def info() -> dict[str, Any]:
@@ -175,6 +177,23 @@ def _guard(app, allowed_hosts: list[str] | None) -> None:
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _add_duplicates(app, index) -> None:
+    """``GET /api/duplicates/{id}``: the indexed files identical to or near-duplicates of one (by id)."""
+    from fastapi import Query
+
+    from soundsift.search.dupes import DEFAULT_THRESHOLD, DuplicateLookup
+
+    lookup: list[DuplicateLookup] = []  # built on first use: a pass over the entries
+
+    @app.get("/api/duplicates/{dupe_id}", summary="Files identical to or near-duplicates of an indexed sound")
+    def duplicates(dupe_id: str, threshold: float = Query(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description=(
+            "cosine similarity of whole-file embeddings from which two files are near-duplicates"))) -> list[dict[str, Any]]:
+        entry = _indexed(index, dupe_id, "sound")
+        if not lookup:
+            lookup.append(DuplicateLookup(index))
+        return [m.to_dict() for m in lookup[0].of(entry.id, threshold)]
 
 
 def _add_page(app) -> None:

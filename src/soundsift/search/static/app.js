@@ -194,7 +194,19 @@ function render(hits) {
     more.textContent = "More like this";
     more.setAttribute("aria-label", `More sounds like ${hit.path}`);
     more.dataset.id = String(hit.id);
-    li.append(rank, score, path, more, play, audio);
+    const dupes = document.createElement("button");
+    dupes.type = "button";
+    dupes.className = "dupes";
+    dupes.textContent = "Duplicates";
+    dupes.setAttribute("aria-label", `Files that duplicate ${hit.path}`);
+    dupes.setAttribute("aria-expanded", "false");
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    actions.append(dupes, more);
+    const dupeList = document.createElement("ul");
+    dupeList.className = "dupe-list";
+    dupeList.hidden = true;
+    li.append(rank, score, path, actions, play, audio, dupeList);
     results.append(li);
     names.set(String(hit.id), hit.path);
   }
@@ -209,12 +221,39 @@ results.addEventListener("click", (event) => {
     audio.play().catch(() => {}); // a refused autoplay leaves the player at the moment, ready
     return;
   }
+  const dupes = event.target.closest("button.dupes");
+  if (dupes) { showDuplicates(dupes.closest(".result"), dupes); return; }
   const more = event.target.closest("button.more");
   if (!more) return;
   setLike(more.dataset.id);
   input.value = "";
   search("", kSelect.value, true, true);
 });
+
+// "Duplicates": the files identical to this one or near-duplicates of it (re-encoded, resampled,
+// trimmed, louder or quieter), listed under the result; a second click hides the list.
+async function showDuplicates(li, toggle) {
+  const list = li.querySelector(".dupe-list");
+  if (!list.hidden) { list.hidden = true; toggle.setAttribute("aria-expanded", "false"); return; }
+  const response = await apiFetch(`/api/duplicates/${encodeURIComponent(li.dataset.id)}`);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) { setStatus(errorMessage(body, response), true); return; }
+  list.replaceChildren();
+  for (const m of body) {
+    const item = document.createElement("li");
+    item.dataset.id = String(m.id);
+    item.textContent = `${m.similarity.toFixed(3)}  ${m.path}${m.identical ? " (same content)" : ""}`;
+    list.append(item);
+  }
+  if (!body.length) {
+    const none = document.createElement("li");
+    none.className = "muted";
+    none.textContent = "No duplicates in the index.";
+    list.append(none);
+  }
+  list.hidden = false;
+  toggle.setAttribute("aria-expanded", "true");
+}
 
 function setLike(id) {
   like = id;
