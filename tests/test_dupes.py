@@ -31,19 +31,28 @@ class FakeIndex(SimpleNamespace):
         return len(self.entries)
 
 
-def make_fake(vectors: np.ndarray, hashes: list[str]) -> FakeIndex:
-    entries = [IndexEntry(id=100 + i, path=f"f{i}.wav", size=1, mtime_ns=0, sha256=h, duration=1.0)
-               for i, h in enumerate(hashes)]
+def make_fake(vectors: np.ndarray, hashes: list[str], durations=None) -> FakeIndex:
+    durations = [1.0] * len(hashes) if durations is None else durations
+    entries = [IndexEntry(id=100 + i, path=f"f{i}.wav", size=1, mtime_ns=0, sha256=h, duration=float(d))
+               for i, (h, d) in enumerate(zip(hashes, durations))]
     by_id = {e.id: e for e in entries}
     return FakeIndex(entries=entries, embeddings=vectors, backend=ExactIndex(vectors), get=by_id.get)
 
 
-def naive_groups(vectors: np.ndarray, hashes: list[str], threshold: float) -> set[frozenset[int]]:
-    """Connected components of "same hash or cosine >= threshold", every pair checked, by graph search."""
+def naive_linked(unit, hashes, durations, i, j, threshold, change) -> bool:
+    """Same hash, or cosine >= threshold with durations within ``change`` of the longer one."""
+    if hashes[i] and hashes[i] == hashes[j]:
+        return True
+    longer = max(durations[i], durations[j])
+    return float(unit[i] @ unit[j]) >= threshold and abs(durations[i] - durations[j]) <= change * longer + 1e-9
+
+
+def naive_groups(vectors: np.ndarray, hashes: list[str], threshold: float, durations, change: float):
+    """Connected components of ``naive_linked``, every pair checked, by graph search."""
     n = len(vectors)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    linked = [[j for j in range(n) if j != i and ((hashes[i] and hashes[i] == hashes[j])
-                                                 or float(unit[i] @ unit[j]) >= threshold)] for i in range(n)]
+    linked = [[j for j in range(n) if j != i and naive_linked(unit, hashes, durations, i, j, threshold, change)]
+              for i in range(n)]
     seen, groups = set(), set()
     for i in range(n):
         if i in seen:
@@ -75,11 +84,13 @@ def test_groups_match_a_naive_all_pairs_grouping(seed, monkeypatch):
     rng = np.random.default_rng(seed)
     vecs = clustered(rng, 12, 4, 16, noise=0.35)
     hashes = [f"h{rng.integers(0, 40)}" if rng.random() < 0.5 else "" for _ in range(len(vecs))]
-    index = make_fake(vecs, hashes)
+    durations = rng.choice([1.0, 1.04, 1.1, 1.5, 3.0], len(vecs))
+    index = make_fake(vecs, hashes, durations)
     for threshold in (0.5, 0.8, 0.9, 0.97):
-        got = {frozenset(int(m.id) - 100 for m in g.members)
-               for g in find_duplicates(index, threshold, neighbours=len(vecs))}
-        assert got == naive_groups(vecs, hashes, threshold), threshold
+        for change in (0.0, 0.05, 0.1, 1.0):
+            got = {frozenset(int(m.id) - 100 for m in g.members)
+                   for g in find_duplicates(index, threshold, neighbours=len(vecs), max_duration_change=change)}
+            assert got == naive_groups(vecs, hashes, threshold, durations, change), (threshold, change)
 
 
 def test_group_fields_by_hand():
@@ -96,9 +107,15 @@ def test_group_fields_by_hand():
                                             "duration": 1.0, "similarity": 0.96, "identical": False}
     assert find_duplicates(make_fake(v, hashes), 0.97)[0].kind == "identical"  # 0.96 < 0.97: only the copy
     assert len(find_duplicates(make_fake(v, [""] * 5), 0.97)) == 1  # no hashes: the equal vectors still pair
+    # Durations: 1.0 and 1.12 differ by 10.7% of the longer: near at 0.11, not at 0.1 (the default).
+    assert len(find_duplicates(make_fake(v, [""] * 5, [1.0, 1.12, 1, 1, 1]), 0.95)) == 1
+    assert len(find_duplicates(make_fake(v, [""] * 5, [1.0, 1.12, 1, 1, 1]), 0.95, max_duration_change=0.11)) == 2
+    assert len(find_duplicates(make_fake(v, hashes, [1, 1, 1, 1, 9]), 0.95)) == 2  # one hash: always together
     for bad in (1.5, -2.0, float("nan")):
         with pytest.raises(ConfigError, match="threshold"):
             find_duplicates(make_fake(v, hashes), bad)
+        with pytest.raises(ConfigError, match="duration"):
+            find_duplicates(make_fake(v, hashes), 0.9, max_duration_change=bad)
 
 
 def test_lookup_of_one_file_matches_its_group():
@@ -106,12 +123,13 @@ def test_lookup_of_one_file_matches_its_group():
     vecs = clustered(rng, 8, 3, 16, noise=0.2)
     hashes = [f"h{i}" for i in range(len(vecs))]
     hashes[5] = hashes[9]  # one identical pair, whatever their vectors
-    index = make_fake(vecs, hashes)
+    durations = rng.choice([2.0, 2.1, 2.5], len(vecs))
+    index = make_fake(vecs, hashes, durations)
     lookup = DuplicateLookup(index)
     unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
     for row, e in enumerate(index.entries):
         got = lookup.of(e.id, 0.9)
-        want = {r for r in range(len(vecs)) if r != row and (unit[row] @ unit[r] >= 0.9 or hashes[r] == hashes[row])}
+        want = {r for r in range(len(vecs)) if r != row and naive_linked(unit, hashes, durations, row, r, 0.9, 0.1)}
         assert {m.id - 100 for m in got} == want
         assert [m.identical for m in got] == sorted((m.identical for m in got), reverse=True)
         assert all(m.id != e.id for m in got)
@@ -205,14 +223,18 @@ def test_index_dupes_cli_text_and_json(variant_index, capsys):
     assert main(["index", "dupes", str(base / "idx"), "--threshold", str(threshold), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed == [g.to_dict() for g in find_duplicates(index, threshold)]
-    assert main(["index", "dupes", str(base / "idx"), "--threshold", "-1"]) == 0  # every neighbour pair links
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "1 group in 42 files: 0 of identical files, 1 of near-duplicates (cosine >= -1.0)"
+    assert main(["index", "dupes", str(base / "idx"), "--threshold", "-1", "--max-duration-change", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()  # every neighbour pair links: one group
+    assert out[0] == ("1 group in 42 files: 0 of identical files, 1 of near-duplicates (cosine >= -1.0, durations "
+                      "within 100%)")
     assert out[1] == "near-duplicates, 42 files:" and len(out) == 44
     assert sum("(identical content to another file listed here)" in line for line in out) == 12
-    assert main(["index", "dupes", str(base / "idx"), "--threshold", "1.5"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--threshold 1.5" in err[0]
+    assert main(["index", "dupes", str(base / "idx"), "--threshold", "-1"]) == 0  # the 12-s sound apart
+    assert capsys.readouterr().out.startswith("2 groups in 42 files")
+    for option, value in (("--threshold", "1.5"), ("--max-duration-change", "-0.1")):
+        assert main(["index", "dupes", str(base / "idx"), option, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{option} {value}" in err[0]
 
 
 def test_api_duplicates_of_a_sound(variant_index):

@@ -188,11 +188,11 @@ def test_rate_limiter_matches_a_naive_bucket_and_hand_cases():
     for per_minute in (3, 10, 120):
         steps = rng.integers(0, 4000, size=300)  # milliseconds between requests
         times = [Fraction(int(s), 1000) for s in np.cumsum(steps)]
-        now = [0.0]
-        limiter = RateLimiter(per_minute, clock=lambda: now[0])
+        clock = [0.0]
+        limiter = RateLimiter(per_minute, clock=lambda c=clock: c[0])
         got = []
         for t in times:
-            now[0] = float(t)
+            clock[0] = float(t)
             got.append(limiter.acquire("c"))
         want = [float(w) for w in naive_bucket(times, per_minute)]
         assert [g > 0 for g in got] == [w > 0 for w in want]

@@ -48,18 +48,20 @@ def index_info_main(args: argparse.Namespace) -> int:
 
 
 def index_dupes_main(args: argparse.Namespace) -> int:
-    from soundsift.search.dupes import check_threshold, find_duplicates
+    from soundsift.search.dupes import check_duration_change, check_threshold, find_duplicates
     from soundsift.search.index import open_index
 
     check_threshold(args.threshold)  # before the index opens
+    check_duration_change(args.max_duration_change)
     index = open_index(args.index, mmap=True)
-    groups = find_duplicates(index, args.threshold, args.neighbours)
+    groups = find_duplicates(index, args.threshold, args.neighbours, args.max_duration_change)
     if args.json:
         print(json.dumps([g.to_dict() for g in groups], indent=2))
         return 0
     same = sum(g.kind == "identical" for g in groups)
     print(f"{len(groups)} group{'s' if len(groups) != 1 else ''} in {len(index)} files: {same} of identical files, "
-          f"{len(groups) - same} of near-duplicates (cosine >= {args.threshold})")
+          f"{len(groups) - same} of near-duplicates (cosine >= {args.threshold}, durations within "
+          f"{args.max_duration_change:.0%})")
     for g in groups:
         print(f"{'identical' if g.kind == 'identical' else 'near-duplicates'}, {len(g.members)} files:")
         for m in g.members:
@@ -70,7 +72,7 @@ def index_dupes_main(args: argparse.Namespace) -> int:
 
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.build import FAISS_CHOICES
-    from soundsift.search.dupes import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
+    from soundsift.search.dupes import DEFAULT_MAX_DURATION_CHANGE, DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
 
     """`soundsift index build --model MODEL AUDIO_DIR --out INDEX`, `index info INDEX`, `index dupes INDEX`."""
     p = subparsers.add_parser("index", help="build and inspect search indexes of audio folders")
@@ -105,6 +107,9 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T",
                    help=f"cosine similarity of whole-file embeddings from which two files are near-duplicates "
                         f"(default {DEFAULT_THRESHOLD}, measured for the zero-shot model: docs/duplicates.md)")
+    d.add_argument("--max-duration-change", type=float, default=DEFAULT_MAX_DURATION_CHANGE, metavar="F",
+                   help="near-duplicates' durations differ by at most this fraction of the longer one "
+                        f"(default {DEFAULT_MAX_DURATION_CHANGE}: a trim of up to 10%%; 1: any)")
     d.add_argument("--neighbours", type=positive_int, default=DEFAULT_NEIGHBOURS, metavar="N",
                    help="nearest files checked per file")
     d.add_argument("--json", action="store_true",

@@ -183,17 +183,22 @@ def _add_duplicates(app, index) -> None:
     """``GET /api/duplicates/{id}``: the indexed files identical to or near-duplicates of one (by id)."""
     from fastapi import Query
 
-    from soundsift.search.dupes import DEFAULT_THRESHOLD, DuplicateLookup
+    from soundsift.search.dupes import DEFAULT_MAX_DURATION_CHANGE, DEFAULT_THRESHOLD, DuplicateLookup
 
     lookup: list[DuplicateLookup] = []  # built on first use: a pass over the entries
 
     @app.get("/api/duplicates/{dupe_id}", summary="Files identical to or near-duplicates of an indexed sound")
-    def duplicates(dupe_id: str, threshold: float = Query(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description=(
-            "cosine similarity of whole-file embeddings from which two files are near-duplicates"))) -> list[dict[str, Any]]:
+    def duplicates(
+        dupe_id: str,
+        threshold: float = Query(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description=(
+            "cosine similarity of whole-file embeddings from which two files are near-duplicates")),
+        max_duration_change: float = Query(DEFAULT_MAX_DURATION_CHANGE, ge=0.0, le=1.0, description=(
+            "near-duplicates' durations differ by at most this fraction of the longer one")),
+    ) -> list[dict[str, Any]]:
         entry = _indexed(index, dupe_id, "sound")
         if not lookup:
             lookup.append(DuplicateLookup(index))
-        return [m.to_dict() for m in lookup[0].of(entry.id, threshold)]
+        return [m.to_dict() for m in lookup[0].of(entry.id, threshold, max_duration_change=max_duration_change)]
 
 
 def _add_page(app) -> None:
