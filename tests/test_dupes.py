@@ -76,16 +76,31 @@ def clustered(rng, n_sounds: int, copies: int, dim: int, noise: float) -> np.nda
     return (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_groups_match_a_naive_all_pairs_grouping(seed, monkeypatch):
+class NeighbourBackend:
+    """An approximate-search stand-in (not "exact"): the kNN path that FAISS indexes take."""
+
+    name = "hnsw"
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.exact = ExactIndex(vectors)
+
+    def search(self, queries, k):
+        return self.exact.search(queries, k)
+
+
+@pytest.mark.parametrize("seed, path", [(s, p) for s in range(3) for p in ("exact", "neighbours")])
+def test_groups_match_a_naive_all_pairs_grouping(seed, path, monkeypatch):
     import soundsift.search.dupes as dupes
 
     monkeypatch.setattr(dupes, "_BATCH", 7)  # several backend calls, a ragged last one
+    monkeypatch.setattr(dupes, "_BLOCK_FLOATS", 48)  # blocks of 16 rows: three in the exact pass
     rng = np.random.default_rng(seed)
     vecs = clustered(rng, 12, 4, 16, noise=0.35)
     hashes = [f"h{rng.integers(0, 40)}" if rng.random() < 0.5 else "" for _ in range(len(vecs))]
     durations = rng.choice([1.0, 1.04, 1.1, 1.5, 3.0], len(vecs))
     index = make_fake(vecs, hashes, durations)
+    if path == "neighbours":
+        index.backend = NeighbourBackend(vecs)
     for threshold in (0.5, 0.8, 0.9, 0.97):
         for change in (0.0, 0.05, 0.1, 1.0):
             got = {frozenset(int(m.id) - 100 for m in g.members)

@@ -111,7 +111,8 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="near-duplicates' durations differ by at most this fraction of the longer one "
                         f"(default {DEFAULT_MAX_DURATION_CHANGE}: a trim of up to 10%%; 1: any)")
     d.add_argument("--neighbours", type=positive_int, default=DEFAULT_NEIGHBOURS, metavar="N",
-                   help="nearest files checked per file")
+                   help="with a FAISS index (above 100k files), the nearest files checked per file (the exact "
+                        "scan below checks every pair)")
     d.add_argument("--json", action="store_true",
                    help="print a JSON list of {kind, members: [{id, path, duration, similarity, identical}]}")
     d.set_defaults(func=index_dupes_main)

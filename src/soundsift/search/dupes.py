@@ -2,9 +2,10 @@
 re-encoded, resampled, trimmed or level-changed: whole-file embeddings whose cosine similarity reaches a
 threshold).
 
-Pairs are found with the index's own nearest-neighbour backend (``SoundIndex.backend``: a blocked matrix
-product, or the stored FAISS index above 100k files), ``neighbours`` candidates per file, re-scored
-exactly from the stored embeddings; groups are the connected components of the pairs (union-find).
+Pairs are found as the index searches (``SoundIndex.backend``): with the exact backend (up to 100k files),
+every pair, by a blocked matrix product over the upper triangle of the similarity matrix; with the
+stored FAISS index (above), each file's ``neighbours`` nearest, re-scored exactly from the stored
+embeddings. Groups are the connected components of the pairs (union-find).
 Near-duplicates also last about as long: their durations differ by at most ``max_duration_change`` of
 the longer one (re-encoding, resampling and level changes keep the duration, a trim of a few percent
 nearly so), which keeps apart different sounds of one kind that the embedding alone confuses (two
@@ -26,6 +27,7 @@ DEFAULT_THRESHOLD = 0.875  # cosine, chosen on the development half of benchmark
 DEFAULT_MAX_DURATION_CHANGE = 0.1  # a trim of up to 10%: durations within 10% of the longer one
 DEFAULT_NEIGHBOURS = 32
 _BATCH = 1024  # query rows per backend call
+_BLOCK_FLOATS = 1 << 24  # similarities held at once by the exact pass (64 MB)
 
 
 @dataclass(frozen=True)
@@ -100,30 +102,53 @@ class _Components:
 def similar_pairs(index, threshold: float, neighbours: int = DEFAULT_NEIGHBOURS,
                   max_duration_change: float = 1.0) -> np.ndarray:
     """(P, 2) row pairs i < j of ``index``'s files whose whole-file embeddings have cosine >= ``threshold``
-    and whose durations differ by at most ``max_duration_change`` of the longer, among each file's
-    ``neighbours`` nearest (the index's backend); scores re-computed exactly."""
+    and whose durations differ by at most ``max_duration_change`` of the longer. With the exact backend
+    every pair is checked (a blocked matrix product over the upper triangle); with a FAISS backend, each
+    file's ``neighbours`` nearest (scores re-computed exactly)."""
     emb = index.embeddings
-    n = len(index)
-    k = min(n, neighbours + 1)  # the file itself comes back too
-    found = []
-    for start in range(0, n, _BATCH):
-        block = np.asarray(emb[start:start + _BATCH], dtype=np.float32)
-        _, rows = index.backend.search(block, k)
-        own = np.arange(start, start + len(block))[:, None]
-        i, j = np.broadcast_to(own, rows.shape), rows
-        keep = (j >= 0) & (j != i)
-        found.append(np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1))
-    pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)
-    if not len(pairs):
-        return pairs.reshape(0, 2).astype(np.int64)
-    scores = np.concatenate([
-        np.einsum("ij,ij->i", np.asarray(emb[chunk[:, 0]], np.float32), np.asarray(emb[chunk[:, 1]], np.float32))
-        for chunk in np.array_split(pairs, max(1, len(pairs) // 65536))])
-    pairs = pairs[scores >= threshold]
-    if max_duration_change < 1.0:
+    if getattr(index.backend, "name", "") == "exact":
+        pairs = _pairs_above(emb, threshold)
+    else:
+        pairs = _neighbour_pairs(index, threshold, neighbours)
+    if max_duration_change < 1.0 and len(pairs):
         durations = np.array([e.duration for e in index.entries], np.float64)
         pairs = pairs[similar_length(durations[pairs[:, 0]], durations[pairs[:, 1]], max_duration_change)]
     return pairs.astype(np.int64)
+
+
+def _pairs_above(emb, threshold: float) -> np.ndarray:
+    """Every pair i < j with emb[i] . emb[j] >= threshold: blocks of rows against the rows after them."""
+    n = len(emb)
+    rows = max(16, _BLOCK_FLOATS // max(1, n))
+    found = [np.zeros((0, 2), np.int64)]
+    for start in range(0, n, rows):
+        block = np.asarray(emb[start:start + rows], dtype=np.float32)
+        sims = block @ np.asarray(emb[start:], dtype=np.float32).T  # (b, n - start)
+        i, j = np.nonzero(sims >= threshold)
+        keep = j > i  # the upper triangle: each pair once, never a file with itself
+        found.append(np.stack([i[keep] + start, j[keep] + start], axis=1))
+    return np.concatenate(found)
+
+
+def _neighbour_pairs(index, threshold: float, neighbours: int) -> np.ndarray:
+    """Pairs among each file's ``neighbours`` nearest by the index's backend, re-scored exactly."""
+    emb = index.embeddings
+    n = len(index)
+    k = min(n, neighbours + 1)  # the file itself comes back too
+    found = [np.zeros((0, 2), np.int64)]
+    for start in range(0, n, _BATCH):
+        block = np.asarray(emb[start:start + _BATCH], dtype=np.float32)
+        _, rows = index.backend.search(block, k)
+        i = np.broadcast_to(np.arange(start, start + len(block))[:, None], rows.shape)
+        keep = (rows >= 0) & (rows != i)
+        found.append(np.stack([np.minimum(i, rows)[keep], np.maximum(i, rows)[keep]], axis=1))
+    pairs = np.unique(np.concatenate(found), axis=0)
+    if not len(pairs):
+        return pairs
+    scores = np.concatenate([
+        np.einsum("ij,ij->i", np.asarray(emb[chunk[:, 0]], np.float32), np.asarray(emb[chunk[:, 1]], np.float32))
+        for chunk in np.array_split(pairs, max(1, len(pairs) // 65536))])
+    return pairs[scores >= threshold]
 
 
 def find_duplicates(index, threshold: float = DEFAULT_THRESHOLD, neighbours: int = DEFAULT_NEIGHBOURS,
