@@ -259,35 +259,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(port: int, target: str, token: str | None = None) -> int:
+def _request(port: int, target: str, token: str | None = None, method: str = "GET", tls: bool = False) -> bytes:
+    """One raw HTTP/1.1 request to 127.0.0.1:port (over TLS, certificate not checked, with ``tls``)."""
+    import ssl
+
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 192.0.2.1\r\n{auth}Connection: close\r\n\r\n".encode())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        s = ssl._create_unverified_context().wrap_socket(raw) if tls else raw
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: 192.0.2.1\r\n{auth}Content-Length: 0\r\n"
+                  "Connection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    return int(data.split(b" ", 2)[1])
+    return data
+
+
+def _get(port: int, target: str, token: str | None = None) -> int:
+    return int(_request(port, target, token).split(b" ", 2)[1])
+
+
+def _serve_cli(index: Path, *options: str, token: str = TOKEN) -> tuple[subprocess.Popen, int]:
+    """`soundsift serve INDEX OPTIONS` in a subprocess with SOUNDSIFT_TOKEN set, once it answers."""
+    port = _free_port()
+    env = {**os.environ, access.TOKEN_ENV: token, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cli = "import sys, test_index; from soundsift.cli.main import main; sys.exit(main())"  # the tiny encoders
+    proc = subprocess.Popen([sys.executable, "-c", cli, "serve", str(index), "--port", str(port), *options],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tls = "--tls-cert" in options
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _request(port, "/api/health", tls=tls)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(proc.communicate()[1]) from None
+            time.sleep(0.2)
 
 
 @pytest.mark.slow
-def test_serve_on_all_interfaces_with_a_token_end_to_end(built, tmp_path):
+def test_serve_on_all_interfaces_with_a_token_end_to_end(built):
     """`soundsift serve --host 0.0.0.0` with SOUNDSIFT_TOKEN, as a user runs it: it warns about plain HTTP,
     answers 401 without the token and 200 with it."""
-    port = _free_port()
-    env = {**os.environ, access.TOKEN_ENV: TOKEN, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cli = "import sys, test_index; from soundsift.cli.main import main; sys.exit(main())"  # the tiny encoders
-    proc = subprocess.Popen([sys.executable, "-c", cli, "serve", str(built[0] / "idx"), "--host", "0.0.0.0",
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = _serve_cli(built[0] / "idx", "--host", "0.0.0.0")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status = _get(port, "/api/health")
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.2)
-        assert status == 200
+        assert _get(port, "/api/health") == 200
         assert _get(port, "/api/search?q=rain") == 401 and _get(port, "/api/audio/0") == 401
         assert _get(port, "/api/search?q=rain", "wrong-token-123456") == 401
         assert _get(port, "/api/search?q=rain", TOKEN) == 200 and _get(port, "/api/audio/0", TOKEN) == 200
@@ -295,3 +312,27 @@ def test_serve_on_all_interfaces_with_a_token_end_to_end(built, tmp_path):
         proc.terminate()
         out, err = proc.communicate(timeout=20)
     assert "plain HTTP" in err and "access token required" in out
+
+
+@pytest.mark.slow
+def test_serve_over_tls_sets_a_secure_cookie(built, tmp_path):
+    """--tls-cert/--tls-key: HTTPS (a self-signed certificate made with openssl), no plain-HTTP warning,
+    and the session cookie is Secure."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    proc, port = _serve_cli(built[0] / "idx", "--host", "0.0.0.0", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert _request(port, "/api/info", tls=True).startswith(b"HTTP/1.1 401")
+        answer = _request(port, "/api/login", TOKEN, method="POST", tls=True)
+        assert answer.startswith(b"HTTP/1.1 200")
+        cookie = next(line for line in answer.decode().split("\r\n") if line.lower().startswith("set-cookie:"))
+        assert "; secure" in cookie.lower() and "httponly" in cookie.lower()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert "plain HTTP" not in err and f"https://0.0.0.0:{port}/" in out
