@@ -220,6 +220,9 @@ def test_is_loopback(host, loop):
 def test_serve_policy_refuses_warns_and_reads_the_environment(monkeypatch):
     monkeypatch.delenv(access.TOKEN_ENV, raising=False)
     assert serve_policy("127.0.0.1", None, False, None, 600) == (AccessPolicy(rate_per_minute=600), [])
+    assert serve_policy("127.0.0.1", None, False, None, None)[0].rate_per_minute == 0  # loopback: no limit
+    assert serve_policy("0.0.0.0", TOKEN, False, None, None)[0].rate_per_minute == access.DEFAULT_RATE
+    assert serve_policy("0.0.0.0", TOKEN, False, None, 0)[0].rate_per_minute == 0
     with pytest.raises(ConfigError, match="--host 0.0.0.0 .*--token.*--no-auth"):
         serve_policy("0.0.0.0", None, False, None, 600)
     policy, warnings = serve_policy("0.0.0.0", None, True, None, 600)
@@ -301,13 +304,16 @@ def _serve_cli(index: Path, *options: str, token: str = TOKEN) -> tuple[subproce
 @pytest.mark.slow
 def test_serve_on_all_interfaces_with_a_token_end_to_end(built):
     """`soundsift serve --host 0.0.0.0` with SOUNDSIFT_TOKEN, as a user runs it: it warns about plain HTTP,
-    answers 401 without the token and 200 with it."""
-    proc, port = _serve_cli(built[0] / "idx", "--host", "0.0.0.0")
+    answers 401 without the token and 200 with it, and 429 past its rate limit."""
+    proc, port = _serve_cli(built[0] / "idx", "--host", "0.0.0.0", "--rate-limit", "20")
     try:
         assert _get(port, "/api/health") == 200
         assert _get(port, "/api/search?q=rain") == 401 and _get(port, "/api/audio/0") == 401
         assert _get(port, "/api/search?q=rain", "wrong-token-123456") == 401
         assert _get(port, "/api/search?q=rain", TOKEN) == 200 and _get(port, "/api/audio/0", TOKEN) == 200
+        answers = [_request(port, "/api/search?q=rain", TOKEN) for _ in range(20)]  # past 20 a minute
+        limited = [a for a in answers if a.startswith(b"HTTP/1.1 429")]
+        assert limited and b"\r\nretry-after: " in limited[0].lower()
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=20)

@@ -227,9 +227,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
                    help="let pages from this origin (scheme://host[:port], or *) call the API from a browser; "
                         "repeat for several (default: no CORS)")
-    p.add_argument("--rate-limit", type=non_negative_int, default=600, metavar="N",
-                   help="requests a minute one client address may send, in bursts of as many (default 600; "
-                        "0: no limit); past it, 429 with Retry-After")
+    p.add_argument("--rate-limit", type=non_negative_int, default=None, metavar="N",
+                   help="requests a minute one client address may send, in bursts of as many; past it, 429 with "
+                        "Retry-After (default: 600 when bound beyond loopback, none on loopback; 0: no limit)")
     p.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
     p.set_defaults(func=serve_main)

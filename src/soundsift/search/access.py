@@ -30,6 +30,7 @@ from soundsift.errors import ConfigError
 SESSION_COOKIE = "soundsift_session"
 TOKEN_ENV = "SOUNDSIFT_TOKEN"
 MIN_TOKEN_CHARS = 12
+DEFAULT_RATE = 600  # requests a minute per client address when bound beyond loopback
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/api/health", "/api/login"})
 _MAX_CLIENTS = 65536  # buckets kept; the least recently seen client is forgotten first (a full bucket)
 
@@ -179,12 +180,13 @@ def install_access(app, policy: AccessPolicy) -> None:
             return await call_next(request)
 
 
-def serve_policy(host: str, token: str | None, no_auth: bool, cors: list[str] | None, rate_per_minute: int,
-                 tls: bool = False) -> tuple[AccessPolicy, list[str]]:
+def serve_policy(host: str, token: str | None, no_auth: bool, cors: list[str] | None,
+                 rate_per_minute: int | None, tls: bool = False) -> tuple[AccessPolicy, list[str]]:
     """The policy ``serve`` runs with, and the warnings to print. A token comes from ``--token`` or else
     the ``SOUNDSIFT_TOKEN`` environment variable; a bind beyond loopback without one is refused unless
     ``no_auth`` says so explicitly (then warned about), and a token sent over plain HTTP beyond loopback
-    is warned about."""
+    is warned about. ``rate_per_minute`` None: ``DEFAULT_RATE`` beyond loopback, no limit on a loopback
+    bind (its only clients are this machine's, trusted as the bind trusts them)."""
     import os
 
     where = "--token"
@@ -208,6 +210,8 @@ def serve_policy(host: str, token: str | None, no_auth: bool, cors: list[str] | 
         elif not tls:
             warnings.append(f"warning: serving on {host} over plain HTTP: the token and the sounds cross the "
                             "network unencrypted; give --tls-cert/--tls-key or serve behind an HTTPS proxy")
+    if rate_per_minute is None:
+        rate_per_minute = 0 if is_loopback(host) else DEFAULT_RATE
     policy = AccessPolicy(token=token, cors_origins=tuple(check_origin(o) for o in cors or ()),
                           rate_per_minute=rate_per_minute)
     return policy, warnings
