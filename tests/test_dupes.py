@@ -126,6 +126,8 @@ def test_group_fields_by_hand():
     assert len(find_duplicates(make_fake(v, [""] * 5, [1.0, 1.12, 1, 1, 1]), 0.95)) == 1
     assert len(find_duplicates(make_fake(v, [""] * 5, [1.0, 1.12, 1, 1, 1]), 0.95, max_duration_change=0.11)) == 2
     assert len(find_duplicates(make_fake(v, hashes, [1, 1, 1, 1, 9]), 0.95)) == 2  # one hash: always together
+    assert find_duplicates(make_fake(np.zeros((0, 3), np.float32), []), 0.9) == []  # an empty index
+    assert find_duplicates(make_fake(v[:1], ["a"]), -1.0) == []  # one file: no pair, not even with itself
     for bad in (1.5, -2.0, float("nan")):
         with pytest.raises(ConfigError, match="threshold"):
             find_duplicates(make_fake(v, hashes), bad)
