@@ -234,6 +234,17 @@ def test_generated_variants_group_by_sound(variant_index):
     assert all(m.identical or m.similarity >= 1.0 - 1e-6 for g in strict for m in g.members), strict
 
 
+def test_a_faiss_backend_finds_the_same_groups(variant_index):
+    """Above 100k files the index searches with FAISS: the neighbour path, on a real FAISS index here."""
+    pytest.importorskip("faiss", reason="the faiss extra is not installed")
+    base, index, _ = variant_index
+    hnsw = open_index(base / "idx", backend="hnsw")
+    assert hnsw.backend.name != "exact"
+    for threshold in (0.5, 0.9, 0.99):
+        exact = {frozenset(m.path for m in g.members) for g in find_duplicates(index, threshold)}
+        assert {frozenset(m.path for m in g.members) for g in find_duplicates(hnsw, threshold)} == exact
+
+
 def test_index_dupes_cli_text_and_json(variant_index, capsys):
     base, index, owner = variant_index
     threshold = 0.999999
