@@ -259,6 +259,9 @@ def test_index_dupes_cli_text_and_json(variant_index, capsys):
     assert sum("(identical content to another file listed here)" in line for line in out) == 12
     assert main(["index", "dupes", str(base / "idx"), "--threshold", "-1"]) == 0  # the 12-s sound apart
     assert capsys.readouterr().out.startswith("2 groups in 42 files")
+    assert main(["index", "dupes", str(base / "no such index")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such index" in err[0] and "index build" in err[0]
     for option, value in (("--threshold", "1.5"), ("--max-duration-change", "-0.1")):
         assert main(["index", "dupes", str(base / "idx"), option, value]) == 2
         err = capsys.readouterr().err.strip().splitlines()
