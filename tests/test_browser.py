@@ -50,13 +50,14 @@ def chromium():
 
 
 @contextlib.contextmanager
-def _serve(index_dir: Path):
+def _serve(index_dir: Path, token: str | None = None):
     """The search app for ``index_dir`` on a free loopback port, in a thread: yields its base URL."""
     import uvicorn
 
+    from soundsift.search.access import AccessPolicy
     from soundsift.search.server import LOOPBACK_HOSTS, create_app
 
-    app = create_app(index_dir, allowed_hosts=list(LOOPBACK_HOSTS))
+    app = create_app(index_dir, allowed_hosts=list(LOOPBACK_HOSTS), access=AccessPolicy(token=token))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -204,6 +205,94 @@ def test_search_page_in_headless_chromium(chromium, server):
             browser.close()
     assert all(u.startswith(server) or u.startswith("data:") for u in requests), requests
     assert not [e for e in errors if "422" not in e], errors  # the 422 above is expected
+
+
+TOKEN = "page-test-token-42"
+
+
+@pytest.fixture(scope="module")
+def locked_server(tmp_path_factory):
+    """A server that needs an access token."""
+    _require_serve()
+    base = tmp_path_factory.mktemp("locked")
+    lib = make_library(base / "sounds")
+    (lib / "weather/rain copy.flac").write_bytes((lib / "weather/rain.flac").read_bytes())  # a duplicate
+    build_index(lib, base / "idx", make_model(base / "model.pt"), progress=False)
+    with _serve(base / "idx", token=TOKEN) as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_page_asks_for_the_token_once_in_headless_chromium(chromium, locked_server):
+    """With a token on the server the page asks for it (again after a wrong one), keeps it across
+    reloads, sends it as a header, and its players and thumbnails load through the HttpOnly cookie."""
+    from playwright.sync_api import sync_playwright
+
+    statuses: dict[str, list[int]] = {}
+    auth_headers: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.on("response", lambda r: statuses.setdefault(r.url.split("?")[0].replace(locked_server, ""),
+                                                              []).append(r.status))
+            page.on("request", lambda r: auth_headers.append(r.headers.get("authorization", ""))
+                    if "/api/search" in r.url else None)
+            page.goto(locked_server + "/?q=rain")
+            page.locator("#token-form").wait_for()
+            assert not page.is_visible("#search-form") and page.evaluate("document.activeElement.id") == "token"
+            assert page.get_attribute("#token", "type") == "password"
+            page.fill("#token", "wrong-token-123456")
+            page.press("#token", "Enter")
+            page.locator("#token-message", has_text="refused").wait_for()
+            assert page.is_visible("#token-form")
+            page.fill("#token", TOKEN)
+            page.press("#token", "Enter")
+            page.locator("#info", has_text="sounds indexed").wait_for()
+            page.wait_for_selector("#results .result")  # the search in the URL ran once unlocked
+            assert not page.is_visible("#token-form") and page.is_visible("#search-form")
+            assert auth_headers and all(h == f"Bearer {TOKEN}" for h in auth_headers)
+            # The media elements send no header: the session cookie lets them in.
+            loaded = "(() => { const a = document.querySelector('#results audio');" \
+                     " return !!a && a.readyState >= 1 && a.duration > 0; })()"
+            assert _poll(page, loaded), "the first audio player did not load its file"
+            assert _poll(page, "(() => [...document.querySelectorAll('#results img.thumb')]"
+                               ".every(i => i.complete && i.naturalWidth > 0))()"), "thumbnails did not load"
+            cookies = {c["name"]: c for c in context.cookies()}
+            session = cookies["soundsift_session"]
+            assert session["httpOnly"] and session["sameSite"] == "Strict" and TOKEN not in session["value"]
+            assert page.evaluate("document.cookie") == ""  # out of the page script's reach
+
+            # "Duplicates" lists the files the API names for that result (through the token), and hides again.
+            copy = page.locator("#results .result", has=page.locator(".path", has_text="rain copy.flac"))
+            dupes = page.evaluate(f"""async () => (await (await fetch('/api/duplicates/{copy.get_attribute("data-id")}',
+                {{headers: {{Authorization: 'Bearer {TOKEN}'}}}})).json())""")
+            assert "weather/rain.flac" in [d["path"] for d in dupes]
+            copy.locator("button.dupes").click()
+            listing = copy.locator(".dupe-list")
+            listing.wait_for()
+            assert copy.locator("button.dupes").get_attribute("aria-expanded") == "true"
+            assert listing.locator("li").evaluate_all("els => els.map(e => e.dataset.id)") == [str(d["id"]) for d in dupes]
+            assert "weather/rain.flac (same content)" in listing.text_content()
+            copy.locator("button.dupes").click()
+            assert not listing.is_visible()
+
+            # Asked once: a reload (and a new search) goes straight through.
+            page.reload()
+            page.locator("#info", has_text="sounds indexed").wait_for()
+            page.wait_for_selector("#results .result")
+            assert not page.is_visible("#token-form")
+            page.fill("#q", "dog barking")
+            page.press("#q", "Enter")
+            page.wait_for_url("**q=dog+barking**")
+            page.locator("#status", has_text="dog barking").wait_for()
+            assert not page.is_visible("#token-form")
+        finally:
+            browser.close()
+    assert statuses["/api/login"].count(401) == 2  # before any token, and the wrong one
+    assert all(s in (200, 206, 304) for url, codes in statuses.items() if url != "/api/login" for s in codes), statuses
 
 
 LONG_SECONDS, WINDOW, HOP = 24.0, 4.0, 2.0  # the long file is six windows long

@@ -129,9 +129,18 @@ def test_serve_builds_the_app_and_binds_loopback(built, monkeypatch, capsys):
     assert client.get("/api/search", params={"q": "rain", "k": 6}).status_code == 422  # --max-k
     assert len(client.get("/api/search", params={"q": "rain", "k": 5}).json()) == 5
     assert TestClient(seen["app"], base_url="http://evil.example").get("/api/info").status_code == 400
-    assert run(["serve", str(idx), "--host", "0.0.0.0", "--port", str(free_port())]) == 0
-    assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
+    monkeypatch.delenv("SOUNDSIFT_TOKEN", raising=False)
+    seen.clear()
+    assert run(["serve", str(idx), "--host", "0.0.0.0", "--port", str(free_port())]) == 2  # no token: refused
+    assert "--no-auth" in capsys.readouterr().err and not seen
+    assert run(["serve", str(idx), "--host", "0.0.0.0", "--port", str(free_port()), "--no-auth"]) == 0
+    assert "warning: --no-auth: anyone who can reach 0.0.0.0" in capsys.readouterr().err
     assert TestClient(seen["app"], base_url="http://192.168.1.5:8000").get("/api/info").status_code == 200
+    assert run(["serve", str(idx), "--host", "0.0.0.0", "--port", str(free_port()), "--token", "t" * 16]) == 0
+    assert "plain HTTP" in capsys.readouterr().err
+    remote = TestClient(seen["app"], base_url="http://192.168.1.5:8000")
+    assert remote.get("/api/info").status_code == 401
+    assert remote.get("/api/info", headers={"Authorization": "Bearer " + "t" * 16}).status_code == 200
 
 
 def test_search_finds_a_model_folder_recorded_at_build(built, capsys, tmp_path):

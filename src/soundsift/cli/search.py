@@ -1,4 +1,4 @@
-"""Search commands: ``index build|info``, ``search``, ``serve``, ``tag``.
+"""Search commands: ``index build|info|dupes``, ``search``, ``serve``, ``tag``.
 
 Each ``add_*_parser(subparsers)`` registers a subcommand whose ``func(args)`` returns an exit code;
 errors propagate to ``soundsift.cli.main``, which reports them.
@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from soundsift.cli.common import positive_int, quiet
+from soundsift.cli.common import non_negative_int, positive_int, quiet
 from soundsift.errors import require
 
 # ------------------------------------------------------------------------------------------------ index
@@ -69,10 +69,34 @@ def index_info_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_dupes_main(args: argparse.Namespace) -> int:
+    from soundsift.search.dupes import check_duration_change, check_threshold, find_duplicates
+    from soundsift.search.index import open_index
+
+    check_threshold(args.threshold)  # before the index opens
+    check_duration_change(args.max_duration_change)
+    index = open_index(args.index, mmap=True)
+    groups = find_duplicates(index, args.threshold, args.neighbours, args.max_duration_change)
+    if args.json:
+        print(json.dumps([g.to_dict() for g in groups], indent=2))
+        return 0
+    same = sum(g.kind == "identical" for g in groups)
+    print(f"{len(groups)} group{'s' if len(groups) != 1 else ''} in {len(index)} files: {same} of identical files, "
+          f"{len(groups) - same} of near-duplicates (cosine >= {args.threshold}, durations within "
+          f"{args.max_duration_change:.0%})")
+    for g in groups:
+        print(f"{'identical' if g.kind == 'identical' else 'near-duplicates'}, {len(g.members)} files:")
+        for m in g.members:
+            note = "  (identical content to another file listed here)" if m.identical and g.kind == "near" else ""
+            print(f"  {m.similarity:7.4f}  {m.path}{note}")
+    return 0
+
+
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.build import FAISS_CHOICES
+    from soundsift.search.dupes import DEFAULT_MAX_DURATION_CHANGE, DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
 
-    """`soundsift index build --model MODEL AUDIO_DIR --out INDEX` and `soundsift index info INDEX`."""
+    """`soundsift index build --model MODEL AUDIO_DIR --out INDEX`, `index info INDEX`, `index dupes INDEX`."""
     p = subparsers.add_parser("index", help="build and inspect search indexes of audio folders")
     sub = p.add_subparsers(dest="index_command", required=True)
     b = sub.add_parser("build", help="index an audio folder (incremental, atomic)")
@@ -112,6 +136,20 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     i.add_argument("index", help="index directory")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=index_info_main)
+    d = sub.add_parser("dupes", help="list groups of identical and near-duplicate files")
+    d.add_argument("index", help="index directory")
+    d.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="T",
+                   help=f"cosine similarity of whole-file embeddings from which two files are near-duplicates "
+                        f"(default {DEFAULT_THRESHOLD}, measured for the zero-shot model: docs/duplicates.md)")
+    d.add_argument("--max-duration-change", type=float, default=DEFAULT_MAX_DURATION_CHANGE, metavar="F",
+                   help="near-duplicates' durations differ by at most this fraction of the longer one "
+                        f"(default {DEFAULT_MAX_DURATION_CHANGE}: a trim of up to 10%%; 1: any)")
+    d.add_argument("--neighbours", type=positive_int, default=DEFAULT_NEIGHBOURS, metavar="N",
+                   help="with a FAISS index (above 100k files), the nearest files checked per file (the exact "
+                        "scan below checks every pair)")
+    d.add_argument("--json", action="store_true",
+                   help="print a JSON list of {kind, members: [{id, path, duration, similarity, identical}]}")
+    d.set_defaults(func=index_dupes_main)
     return p
 
 
@@ -185,30 +223,36 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 def serve_main(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
 
-    from soundsift.search.server import LOOPBACK_HOSTS, check_port, create_app
+    from soundsift.search.access import is_loopback, serve_policy
+    from soundsift.search.server import LOOPBACK_HOSTS, check_port, check_tls, create_app
 
+    tls = check_tls(args.tls_cert, args.tls_key)
+    policy, warnings = serve_policy(args.host, args.token, args.no_auth, args.cors, args.rate_limit, tls=tls)
     check_port(args.host, args.port)  # before loading the model: a busy port fails at once
-    loopback = args.host in LOOPBACK_HOSTS
+    loopback = is_loopback(args.host)
     app = create_app(
         args.index, args.model, backend=args.backend, max_k=args.max_k, max_query_chars=args.max_query_chars,
-        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+        allowed_hosts=[*LOOPBACK_HOSTS, args.host] if loopback else None, access=policy,
     )
-    if not loopback:
-        print(f"warning: serving on {args.host}: anyone who can reach this address can search and "
-              "download the indexed files", file=sys.stderr)
+    for line in warnings:
+        print(line, file=sys.stderr)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {app.state.searcher.index.path} on http://{host}:{args.port}/ (Ctrl+C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if quiet(args) else "info")
+    auth = " (access token required)" if policy.token else ""
+    print(f"serving {app.state.searcher.index.path} on http{'s' if tls else ''}://{host}:{args.port}/{auth} "
+          "(Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if quiet(args) else "info",
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
     return 0
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.index import BACKENDS
 
-    """`soundsift serve INDEX [--host 127.0.0.1] [--port 8000]`."""
+    """`soundsift serve INDEX [--host 127.0.0.1] [--port 8000] [--token TOKEN] [--cors ORIGIN]`."""
     p = subparsers.add_parser("serve", help="HTTP search API and web page for an index")
     p.add_argument("index", help="index directory")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: loopback only; any other needs --token or --no-auth)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--model", action="append", default=None,
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")
@@ -216,6 +260,20 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.add_argument("--max-k", type=positive_int, default=100, help="largest k a request may ask for")
     p.add_argument("--max-query-chars", type=positive_int, default=1000, help="longest query a request may send")
+    p.add_argument("--token", default=None,
+                   help="access token every request must carry (the page asks for it once); default: the "
+                        "SOUNDSIFT_TOKEN environment variable, which keeps it out of the process list")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve beyond loopback without a token: anyone who can reach the address may search "
+                        "and download the indexed files")
+    p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
+                   help="let pages from this origin (scheme://host[:port], or *) call the API from a browser; "
+                        "repeat for several (default: no CORS)")
+    p.add_argument("--rate-limit", type=non_negative_int, default=None, metavar="N",
+                   help="requests a minute one client address may send, in bursts of as many; past it, 429 with "
+                        "Retry-After (default: 600 when bound beyond loopback, none on loopback; 0: no limit)")
+    p.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
     p.set_defaults(func=serve_main)
     return p
 

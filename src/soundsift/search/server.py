@@ -4,7 +4,8 @@ Routes: ``GET /api/search?q=&like=&k=&rank=&moments=&where=`` (the objects of ``
 best moment's ``start``/``end``; ``like=ID`` ranks by similarity to an indexed sound, leaving that
 sound out; with ``q`` too, both combined),
 ``GET /api/audio/{id}`` (only indexed files, looked up by id; no path is ever built from request
-input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/info``, ``GET /`` (the page, no
+input), ``GET /api/thumbnail/{id}`` (its spectrogram, PNG), ``GET /api/duplicates/{id}`` (its identical and
+near-duplicate files, ``search.dupes``), ``GET /api/info``, ``POST /api/login`` (checks an access token: ``search.access``), ``GET /`` (the page, no
 external resources), ``GET /openapi.json``. Bad input gets a 4xx JSON error.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from soundsift.audio import AUDIO_MEDIA_TYPES
 from soundsift.errors import ConfigError, require
+from soundsift.search.access import AccessPolicy, install_access
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID_RE = re.compile(r"[0-9]{1,15}")
@@ -60,11 +62,13 @@ def create_app(
     max_query_chars: int = 1000,
     max_k: int = 100,
     allowed_hosts: list[str] | None = None,
+    access: AccessPolicy | None = None,
     searcher=None,
 ):
     """The FastAPI app for the index at ``index_path``, queried with ``model_path`` (default: the model
     recorded in the index; a different model is refused). ``allowed_hosts`` restricts the Host header
-    (``serve`` sets it for loopback binds, against DNS rebinding). ``searcher`` injects a ready
+    (``serve`` sets it for loopback binds, against DNS rebinding). ``access``: the token, CORS and rate
+    limit (``search.access``; default: none, as on a loopback bind). ``searcher`` injects a ready
     ``TextSearcher`` (tests)."""
     require("fastapi", "the optional extra: pip install 'soundsift[serve]'", "soundsift serve")
     from fastapi import FastAPI, HTTPException, Query
@@ -96,6 +100,7 @@ def create_app(
     app.state.searcher = searcher
     app.state.live = live
 
+    install_access(app, access or AccessPolicy())
     _guard(app, allowed_hosts)
 
     @app.get("/api/search", response_model=list[HitOut], response_model_exclude_none=True,
@@ -130,6 +135,7 @@ def create_app(
         return [h.to_dict() for h in hits]
 
     _add_files(app, live)
+    _add_duplicates(app, live)
 
     @app.get("/api/info", summary="Index summary and request limits")
     def info() -> dict[str, Any]:
@@ -178,6 +184,29 @@ def _guard(app, allowed_hosts: list[str] | None) -> None:
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _add_duplicates(app, live) -> None:
+    """``GET /api/duplicates/{id}``: the indexed files identical to or near-duplicates of one (by id)."""
+    from fastapi import Query
+
+    from soundsift.search.dupes import DEFAULT_MAX_DURATION_CHANGE, DEFAULT_THRESHOLD, DuplicateLookup
+
+    cached: list[DuplicateLookup] = []  # the live version's lookup, built on first use: a pass over the entries
+
+    @app.get("/api/duplicates/{dupe_id}", summary="Files identical to or near-duplicates of an indexed sound")
+    def duplicates(
+        dupe_id: str,
+        threshold: float = Query(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description=(
+            "cosine similarity of whole-file embeddings from which two files are near-duplicates")),
+        max_duration_change: float = Query(DEFAULT_MAX_DURATION_CHANGE, ge=0.0, le=1.0, description=(
+            "near-duplicates' durations differ by at most this fraction of the longer one")),
+    ) -> list[dict[str, Any]]:
+        index = live.current().index
+        entry = _indexed(index, dupe_id, "sound")
+        if not cached or cached[0].index is not index:  # first use, or a new version went live
+            cached[:] = [DuplicateLookup(index)]
+        return [m.to_dict() for m in cached[0].of(entry.id, threshold, max_duration_change=max_duration_change)]
 
 
 def _add_page(app) -> None:
@@ -296,3 +325,14 @@ def _serve_range(header: str | None, size: int) -> bool:
     else:
         return True
     raise HTTPException(416, detail=problem, headers={"Content-Range": f"bytes */{size}"})
+
+
+def check_tls(cert: str | None, key: str | None) -> bool:
+    """Whether ``serve`` runs HTTPS: both files given and readable (ConfigError naming the one at fault),
+    or neither."""
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both (a certificate and its key) or neither")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{option} {path}: no such file")
+    return cert is not None

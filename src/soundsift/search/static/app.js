@@ -1,5 +1,8 @@
 // soundsift search page: plain JavaScript, no external resources. Text is inserted with
 // textContent only (file names are untrusted), and every request goes to this server.
+// A server started with an access token answers 401 until the page has it: the page asks once, keeps it
+// in localStorage and sends it as a header; POST /api/login then sets an HttpOnly, SameSite=Strict
+// session cookie, which the <audio> and <img> elements (they cannot send headers) use.
 "use strict";
 
 const form = document.getElementById("search-form");
@@ -14,6 +17,68 @@ const likeName = document.getElementById("like-name");
 const likeClear = document.getElementById("like-clear");
 const names = new Map(); // id -> path of the sounds shown so far (for the "more like" bar)
 let like = null; // id of the example sound of the current query, or null
+const tokenForm = document.getElementById("token-form");
+const tokenInput = document.getElementById("token");
+const tokenMessage = document.getElementById("token-message");
+const TOKEN_KEY = "soundsift-token";
+
+function storedToken() {
+  try { return localStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+function keepToken(token) {
+  try {
+    if (token === null) localStorage.removeItem(TOKEN_KEY);
+    else localStorage.setItem(TOKEN_KEY, token);
+  } catch { /* storage refused: the token lasts until the page is closed */ }
+  sessionToken = token;
+}
+
+let sessionToken = storedToken();
+
+function authHeaders() {
+  return sessionToken ? { Authorization: `Bearer ${sessionToken}` } : {};
+}
+
+// Resolves with the token the user types into the token form.
+function askToken(message) {
+  tokenMessage.textContent = message;
+  tokenForm.hidden = false;
+  form.hidden = true;
+  tokenInput.value = "";
+  tokenInput.focus();
+  return new Promise((resolve) => {
+    tokenForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      tokenForm.hidden = true;
+      form.hidden = false;
+      resolve(tokenInput.value.trim());
+    }, { once: true });
+  });
+}
+
+// Until the server accepts this browser: 200 from /api/login (no token needed, or the kept one is right,
+// and the session cookie is set); a refused token is forgotten and asked for again.
+async function unlock() {
+  let message = "This server needs an access token.";
+  for (;;) {
+    const response = await fetch("/api/login", { method: "POST", headers: authHeaders() });
+    if (response.ok) return;
+    if (response.status !== 401) throw new Error(`${response.status} ${response.statusText}`);
+    if (sessionToken) message = "That access token was refused; enter the current one.";
+    keepToken(null);
+    keepToken(await askToken(message));
+  }
+}
+
+// fetch with the token; a 401 (the server's token changed) unlocks again and retries once.
+async function apiFetch(url, options = {}) {
+  const send = () => fetch(url, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+  const response = await send();
+  if (response.status !== 401) return response;
+  await unlock();
+  return send();
+}
 
 function setStatus(text, isError) {
   statusLine.textContent = text;
@@ -129,7 +194,19 @@ function render(hits) {
     more.textContent = "More like this";
     more.setAttribute("aria-label", `More sounds like ${hit.path}`);
     more.dataset.id = String(hit.id);
-    li.append(rank, score, path, more, play, audio);
+    const dupes = document.createElement("button");
+    dupes.type = "button";
+    dupes.className = "dupes";
+    dupes.textContent = "Duplicates";
+    dupes.setAttribute("aria-label", `Files that duplicate ${hit.path}`);
+    dupes.setAttribute("aria-expanded", "false");
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    actions.append(dupes, more);
+    const dupeList = document.createElement("ul");
+    dupeList.className = "dupe-list";
+    dupeList.hidden = true;
+    li.append(rank, score, path, actions, play, audio, dupeList);
     results.append(li);
     names.set(String(hit.id), hit.path);
   }
@@ -144,12 +221,39 @@ results.addEventListener("click", (event) => {
     audio.play().catch(() => {}); // a refused autoplay leaves the player at the moment, ready
     return;
   }
+  const dupes = event.target.closest("button.dupes");
+  if (dupes) { showDuplicates(dupes.closest(".result"), dupes); return; }
   const more = event.target.closest("button.more");
   if (!more) return;
   setLike(more.dataset.id);
   input.value = "";
   search("", kSelect.value, true, true);
 });
+
+// "Duplicates": the files identical to this one or near-duplicates of it (re-encoded, resampled,
+// trimmed, louder or quieter), listed under the result; a second click hides the list.
+async function showDuplicates(li, toggle) {
+  const list = li.querySelector(".dupe-list");
+  if (!list.hidden) { list.hidden = true; toggle.setAttribute("aria-expanded", "false"); return; }
+  const response = await apiFetch(`/api/duplicates/${encodeURIComponent(li.dataset.id)}`);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) { setStatus(errorMessage(body, response), true); return; }
+  list.replaceChildren();
+  for (const m of body) {
+    const item = document.createElement("li");
+    item.dataset.id = String(m.id);
+    item.textContent = `${m.similarity.toFixed(3)}  ${m.path}${m.identical ? " (same content)" : ""}`;
+    list.append(item);
+  }
+  if (!body.length) {
+    const none = document.createElement("li");
+    none.className = "muted";
+    none.textContent = "No duplicates in the index.";
+    list.append(none);
+  }
+  list.hidden = false;
+  toggle.setAttribute("aria-expanded", "true");
+}
 
 function setLike(id) {
   like = id;
@@ -207,7 +311,7 @@ async function search(query, k, push, focusResults) {
   const what = [query && `\u201c${query}\u201d`, like !== null && `sounds like ${likeName.textContent}`]
     .filter(Boolean).join(" + ");
   try {
-    const response = await fetch(`/api/search?${params}`, { headers: { Accept: "application/json" } });
+    const response = await apiFetch(`/api/search?${params}`, { headers: { Accept: "application/json" } });
     const body = await response.json().catch(() => null);
     if (!response.ok) { setStatus(errorMessage(body, response), true); return; }
     render(body);
@@ -244,12 +348,15 @@ function fromLocation() {
 }
 window.addEventListener("popstate", fromLocation);
 
-fetch("/api/info").then((r) => (r.ok ? r.json() : null)).then((data) => {
-  if (!data) { info.textContent = ""; return; }
-  input.maxLength = data.max_query_chars;
-  for (const o of [...kSelect.options]) if (Number(o.value) > data.max_k) o.remove();
-  const hours = data.total_hours >= 0.1 ? `, ${data.total_hours.toFixed(1)} h of audio` : "";
-  info.textContent = `${data.items} sounds indexed${hours}`;
-}).catch(() => { info.textContent = ""; });
+function showInfo() {
+  return apiFetch("/api/info").then((r) => (r.ok ? r.json() : null)).then((data) => {
+    if (!data) { info.textContent = ""; return; }
+    input.maxLength = data.max_query_chars;
+    for (const o of [...kSelect.options]) if (Number(o.value) > data.max_k) o.remove();
+    const hours = data.total_hours >= 0.1 ? `, ${data.total_hours.toFixed(1)} h of audio` : "";
+    info.textContent = `${data.items} sounds indexed${hours}`;
+  }).catch(() => { info.textContent = ""; });
+}
 
-fromLocation();
+unlock().then(() => { showInfo(); fromLocation(); })
+  .catch((err) => { info.textContent = ""; setStatus(`Cannot reach the server: ${err}`, true); });
