@@ -43,15 +43,6 @@ def _projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     raise ConfigError(f"unknown projection {kind!r}; use 'linear', 'mlp' or 'identity'")
 
 
-def _is_identity(layer: nn.Module) -> bool:
-    """Whether a projection maps every vector to itself (an ``identity`` projection not yet trained)."""
-    if not isinstance(layer, nn.Linear) or layer.weight.shape[0] != layer.weight.shape[1]:
-        return False
-    with torch.no_grad():
-        eye = torch.eye(layer.weight.shape[0], device=layer.weight.device, dtype=layer.weight.dtype)
-        return bool(torch.equal(layer.weight, eye) and (layer.bias is None or not layer.bias.any()))
-
-
 def _spec(spec: str | dict[str, Any]) -> dict[str, Any]:
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in spec:
@@ -205,24 +196,6 @@ class DualEncoder(nn.Module):
     def embed_text(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
         """A caption or captions -> (N, D) float32 unit vectors (``embed_texts``)."""
         return self.embed_texts([texts] if isinstance(texts, str) else list(texts), batch_size)
-
-    def query_adapter(self, library: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
-        """What turns query embeddings ``(Q, D)`` into the ones that rank a library of this model's audio
-        embeddings ``library`` ``(N, D)``: the text encoder's ``library_weights`` (the zero-shot model's
-        class weights), applied and renormalised. None where queries stay as they are: the text encoder
-        has none, or the projections are no longer the identity (a model fine-tuned from the zero-shot one)."""
-        if not (_is_identity(self.audio_proj) and _is_identity(self.text_proj)):
-            return None
-        weights = self.text.library_weights(torch.from_numpy(np.asarray(library, dtype=np.float32)))
-        if weights is None:
-            return None
-        w = weights.float().cpu().numpy()
-
-        def adapt(queries: np.ndarray) -> np.ndarray:
-            q = np.asarray(queries, dtype=np.float32) * w
-            return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-
-        return adapt
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict without frozen pretrained sub-modules (rebuilt from their source on load)."""

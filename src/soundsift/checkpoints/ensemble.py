@@ -82,23 +82,6 @@ class ModelEnsemble:
         parts = [m.embed_texts(texts, batch_size) for m in self.members]
         return np.concatenate(parts, axis=1).astype(np.float32) * np.float32(self.scale)
 
-    def query_adapter(self, library: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
-        """Each member's ``query_adapter`` on its own part of the embeddings (None where no member has one)."""
-        bounds = np.cumsum([0] + [int(m.embed_dim) for m in self.members])
-        parts = [(a, b, m.query_adapter(np.asarray(library)[:, a:b] / self.scale))
-                 for a, b, m in zip(bounds[:-1], bounds[1:], self.members)]
-        parts = [(a, b, f) for a, b, f in parts if f is not None]
-        if not parts:
-            return None
-
-        def adapt(queries: np.ndarray) -> np.ndarray:
-            out = np.array(queries, dtype=np.float32)
-            for a, b, f in parts:
-                out[:, a:b] = f(out[:, a:b] / self.scale) * np.float32(self.scale)
-            return out
-
-        return adapt
-
     def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:
         """Audio files and/or mono waveforms at ``sample_rate`` -> (N, sum of dims) unit vectors: the
         members' embeddings concatenated and scaled, as ``embed_waveforms`` (and an index) makes them."""

@@ -78,10 +78,5 @@ class TextEncoder(Encoder):
         """Embed ``texts`` once into the encoder's cache (only where ``can_precompute``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot precompute (check can_precompute first)")
 
-    def library_weights(self, audio: torch.Tensor) -> torch.Tensor | None:
-        """Weights ``(out_dim,)`` to multiply queries by before they rank a library whose audio embeddings
-        (in this encoder's space) are ``audio`` ``(N, out_dim)``; None (the default): queries stay as they are."""
-        return None
-
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError

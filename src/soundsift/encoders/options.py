@@ -237,4 +237,3 @@ class YamnetBridgeCfg(_ZeroShotCfg):
 @dataclass(frozen=True)
 class ClassQueryCfg(_ZeroShotCfg):
     temperature: float = 0.01
-    library: float = 0.0

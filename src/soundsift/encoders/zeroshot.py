@@ -153,11 +153,7 @@ def library_weights(audio: torch.Tensor, strength: float, eps: float = LIBRARY_E
     -strength``, ``df_c`` the mean of class c's column (how strongly the class fires across the library:
     speech and music fire on everything, a rare class says more), scaled to mean 1. An IDF for soft
     scores; ``strength`` 0 gives equal weights."""
-    audio = torch.as_tensor(audio)
-    df = torch.zeros(audio.shape[-1], dtype=torch.float64)
-    for start in range(0, len(audio), 65536):  # bounded memory for a memory-mapped million-row index
-        df += audio[start : start + 65536].double().clamp(min=0.0).sum(0)
-    df = (df / max(1, len(audio))).float()
+    df = torch.as_tensor(audio).float().clamp(min=0.0).mean(0)
     weights = (df + eps) ** -float(strength)
     return weights / weights.mean()
 
@@ -288,8 +284,6 @@ class ClassQueryTextEncoder(TextEncoder):
     Args:
         templates: prompts with one ``{}`` for the class name; their embeddings are averaged.
         temperature: of the softmax (smaller: the query keeps only its closest classes).
-        library: strength of the class weights a library's own clips give (``library_weights``: classes
-            that fire on every clip count less) when queries rank an index; 0 turns them off.
         weights, cache_dir: where YAMNet's class map comes from (``yamnet_class_names``).
         tiny: a tiny random text model and random class vectors (tests of the plumbing only).
         pretrained: False gives MiniLM random weights (nothing is ever downloaded).
@@ -298,12 +292,9 @@ class ClassQueryTextEncoder(TextEncoder):
     Options = ClassQueryCfg
 
     def __init__(self, templates: Sequence[str] = DEFAULT_TEMPLATES, temperature: float = 0.01,
-                 library: float = 0.0, weights: str | Path | None = None, cache_dir: str | Path | None = None,
-                 tiny: bool = False, seed: int = 0, pretrained: bool = True):
+                 weights: str | Path | None = None, cache_dir: str | Path | None = None, tiny: bool = False,
+                 seed: int = 0, pretrained: bool = True):
         super().__init__()
-        if not float(library) >= 0:
-            raise ConfigError(f"yamnet-classes: library must be >= 0, got {library}")
-        self.library = float(library)
         templates = _check_templates(templates, "yamnet-classes")
         if not float(temperature) > 0:
             raise ConfigError(f"yamnet-classes: temperature must be > 0, got {temperature}")
@@ -330,10 +321,6 @@ class ClassQueryTextEncoder(TextEncoder):
 
     def precompute(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> None:
         self.sentence.precompute(texts, batch_size=batch_size, progress=progress)
-
-    def library_weights(self, audio: torch.Tensor) -> torch.Tensor | None:
-        """The library's class weights (``library_weights`` at strength ``library``); None when it is 0."""
-        return library_weights(audio, self.library) if self.library > 0 else None
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         return class_query(self.sentence(list(texts)), self.class_text, self.temperature)

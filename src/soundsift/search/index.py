@@ -19,7 +19,6 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -293,18 +292,6 @@ class TextSearcher:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
-        self._adapt: Callable[[np.ndarray], np.ndarray] | None = None
-        self._adapt_known = False
-
-    def adapt_queries(self, vectors: np.ndarray) -> np.ndarray:
-        """Query embeddings as they rank this index: the model's ``query_adapter`` for the indexed files'
-        embeddings (the zero-shot model's library class weights), worked out once from the stored
-        embeddings, so an index of any version gets them; unchanged for other models."""
-        with self._lock:
-            if not self._adapt_known:
-                self._adapt = self.model.query_adapter(self.index.embeddings)
-                self._adapt_known = True
-        return vectors if self._adapt is None else self._adapt(vectors)
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         from soundsift.errors import CaptionError
@@ -323,7 +310,7 @@ class TextSearcher:
                 out[i] = self._cache[q]
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return self.adapt_queries(out)
+        return out
 
     def embed_file(self, path: str | Path) -> np.ndarray:
         """The embedding of an audio file, or of a moment ``FILE@START-END`` (seconds), as the build makes
