@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--index", action="store_true", help="also score the published model through real indexes")
     parser.add_argument("--baseline", default="published default", help="variant the LOSO choice is compared with")
     args = parser.parse_args(argv)
-    from soundsift.metrics.intervals import paired_bootstrap_ci
+    from soundsift.metrics.intervals import jackknife_ci, paired_bootstrap_ci
 
     gd.fetch(args.cache)
     sounds, queries = gd.read_sounds(args.cache), gd.read_queries()
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> float:
     names = list(dict.fromkeys(q.source for q in queries))
     queries = [q for q in queries if any(r in kept for r in q.relevant)]
     print(f"{len(kept)} sounds ({feats.seconds / 60:.1f} min) from {len(names)} sources, {len(queries)} queries; "
-          f"skipped {len(feats.skipped)}: {sorted(set(feats.skipped.values()))}")
+          f"skipped {len(feats.skipped)}: " + "; ".join(f"{k} ({'does not decode' if 'decode' in v else v})"
+                                                         for k, v in feats.skipped.items()))
     sources = np.array([q.source for q in queries])
     scorer = Scorer(feats, [s for s in sounds if s.id in kept], queries)
     per_query = {label: scorer.ap(v) for label, v in VARIANTS.items()}
@@ -115,14 +116,14 @@ def main(argv: list[str] | None = None) -> float:
     order = np.concatenate([np.flatnonzero(sources == s) for s in names])
     rand = rand[np.argsort(order)]
 
-    head = f"{'variant':<46}" + "".join(f"{s[:9]:>10}" for s in names) + f"{'mean':>8}{'pooled':>8}"
+    head = f"{'variant':<72}" + "".join(f"{s[:9]:>10}" for s in names) + f"{'mean':>8}{'pooled':>8}"
     n = {s: int((sources == s).sum()) for s in names}
     print("\nmAP@10 (%) per source (queries / sounds below); mean = of the sources, pooled = over all queries")
-    print(f"{'queries / sounds':<46}" + "".join(f"{f'{n[s]}/{scorer.n_sounds[s]}':>10}" for s in names))
+    print(f"{'queries / sounds':<72}" + "".join(f"{f'{n[s]}/{scorer.n_sounds[s]}':>10}" for s in names))
 
     def row(label: str, ap: np.ndarray) -> str:
         per = [100 * ap[sources == s].mean() for s in names]
-        return f"{label[:46]:<46}" + "".join(f"{x:10.1f}" for x in per) + f"{np.mean(per):8.1f}{100 * ap.mean():8.1f}"
+        return f"{label:<72}" + "".join(f"{x:10.1f}" for x in per) + f"{np.mean(per):8.1f}{100 * ap.mean():8.1f}"
 
     print(head)
     print(row("random ranking (mean of 200)", rand))
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> float:
     print(row("LEAVE-ONE-SOURCE-OUT (variant chosen on the others)", held))
     print("chosen per held-out source: " + "; ".join(f"{s}: {v}" for s, v in chosen.items()))
     base = per_query[args.baseline]
+    m, lo, hi = jackknife_ci(base)
+    print(f"{args.baseline}: mAP@10 {100 * m:.1f} over all {len(base)} queries, 95% jackknife [{100 * lo:.1f}, "
+          f"{100 * hi:.1f}] (random ranking {100 * rand.mean():.1f}); sources {100 * min(base[sources == s].mean() for s in names):.1f}"
+          f" to {100 * max(base[sources == s].mean() for s in names):.1f}")
     d, lo, hi = paired_bootstrap_ci(held, base)
     per_src = [100 * (held - base)[sources == s].mean() for s in names]
     print(f"LOSO minus {args.baseline}: {100 * d:+.2f} points, 95% paired bootstrap over queries "

@@ -89,50 +89,76 @@ class Features:
     skipped: dict[str, str]
 
 
-def features(sounds: list[Sound], cache: Path) -> Features:
-    """Computed once with the published YAMNet (``YAMNetBridgeEncoder.patch_scores``) and cached."""
+def _load(path: Path) -> Features:
+    z = np.load(path, allow_pickle=False)
+    bounds = z["bounds"]
+    cut = list(zip(bounds[:-1], bounds[1:]))
+    return Features([str(x) for x in z["ids"]], [z["probs"][a:b] for a, b in cut],
+                    [z["loudness"][a:b] for a, b in cut], float(z["seconds"]),
+                    dict(zip((str(x) for x in z["skipped_ids"]), (str(x) for x in z["skipped_why"]))))
+
+
+def _save(path: Path, f: Features) -> None:
+    from soundsift.atomic import atomic_write
+
+    empty = np.zeros((0, 521), np.float32)
+    arrays = dict(ids=np.array(f.ids, dtype=str), bounds=np.cumsum([0] + [len(p) for p in f.probs]),
+                  probs=np.concatenate(f.probs or [empty]), loudness=np.concatenate(f.loudness or [empty[:, 0]]),
+                  seconds=np.float64(f.seconds), skipped_ids=np.array(list(f.skipped), dtype=str),
+                  skipped_why=np.array(list(f.skipped.values()), dtype=str))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            np.savez(out, **arrays)
+
+    atomic_write(path, write)
+
+
+def _compute(sounds: list[Sound], enc) -> Features:
     import torch
 
-    from soundsift.atomic import atomic_write
     from soundsift.audio import load_audio
-    from soundsift.encoders.zeroshot import YAMNetBridgeEncoder
     from soundsift.errors import AudioError
 
-    path = cache / "features.npz"
-    if path.is_file():
-        z = np.load(path, allow_pickle=False)
-        ids = [str(x) for x in z["ids"]]
-        if ids and set(ids) <= {s.id for s in sounds}:
-            bounds = z["bounds"]
-            probs = [z["probs"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            loud = [z["loudness"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            skipped = dict(zip((str(x) for x in z["skipped_ids"]), (str(x) for x in z["skipped_why"])))
-            return Features(ids, probs, loud, float(z["seconds"]), skipped)
-    enc = YAMNetBridgeEncoder(space="classes").eval()
-    ids, probs, loud, skipped, seconds = [], [], [], {}, 0.0
+    out = Features([], [], [], 0.0, {})
     for s in sounds:
         try:
             wave = load_audio(s.file, 16000)
         except (AudioError, FileNotFoundError) as exc:
-            skipped[s.id] = str(exc).splitlines()[0]
+            out.skipped[s.id] = str(exc).splitlines()[0]
             continue
-        if not np.abs(wave).max() > 1e-4:
-            skipped[s.id] = "digital silence"
+        if not (wave.size and np.abs(wave).max() > 1e-4):
+            out.skipped[s.id] = "no samples" if not wave.size else "digital silence"
             continue
-        seconds += len(wave) / 16000
+        out.seconds += len(wave) / 16000
         dense, counts, loudness = enc.patch_scores(torch.from_numpy(wave)[None])
         n = int(counts[0])
-        ids.append(s.id)
-        probs.append(dense[0, :n].numpy().astype(np.float32))
-        loud.append(loudness[0, :n].numpy().astype(np.float32))
-    bounds = np.cumsum([0] + [len(p) for p in probs])
-    arrays = dict(ids=np.array(ids), bounds=bounds, probs=np.concatenate(probs), loudness=np.concatenate(loud),
-                  seconds=np.float64(seconds), skipped_ids=np.array(list(skipped), dtype=str),
-                  skipped_why=np.array(list(skipped.values()), dtype=str))
+        out.ids.append(s.id)
+        out.probs.append(dense[0, :n].numpy().astype(np.float32))
+        out.loudness.append(loudness[0, :n].numpy().astype(np.float32))
+    return out
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
 
-    atomic_write(path, write)
-    return Features(ids, probs, loud, seconds, skipped)
+def features(sounds: list[Sound], cache: Path) -> Features:
+    """Computed with the published YAMNet (``YAMNetBridgeEncoder.patch_scores``), cached per source
+    (``features/SOURCE.npz``, written atomically: a killed run resumes at the first source not done).
+    Sounds that do not decode or are digital silence are skipped and reported."""
+    enc, whole = None, Features([], [], [], 0.0, {})
+    for source in dict.fromkeys(s.source for s in sounds):
+        mine = [s for s in sounds if s.source == source]
+        path = cache / "features" / f"{source}.npz"
+        part = _load(path) if path.is_file() else None
+        if part is None or set(part.ids) | set(part.skipped) != {s.id for s in mine}:
+            if enc is None:
+                from soundsift.encoders.zeroshot import YAMNetBridgeEncoder
+
+                enc = YAMNetBridgeEncoder(space="classes").eval()
+            print(f"  class scores of {len(mine)} sounds of {source}...", flush=True)
+            part = _compute(mine, enc)
+            _save(path, part)
+        whole.ids += part.ids
+        whole.probs += part.probs
+        whole.loudness += part.loudness
+        whole.seconds += part.seconds
+        whole.skipped.update(part.skipped)
+    return whole

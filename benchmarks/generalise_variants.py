@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 THREE = ("{}", "the sound of {}", "a recording of {}")
+FIVE = THREE + ("a {} sound", "{} noise")
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,13 @@ class Variant:
     library: float = 0.0  # strength of the library's class weights (``library_weights``), 0: off
     text_power: float = 1.0  # the text-space half: ``TEXT_SPACE_CONFIG``'s options
     text_templates: tuple[str, ...] = ("{}",)
+    mix: float = 0.5  # "both": the class space's share of the mean
 
 
 def label(v: Variant) -> str:
     base = Variant()
     diff = [f"{f.name}={getattr(v, f.name)}" for f in fields(v) if getattr(v, f.name) != getattr(base, f.name)]
-    return ", ".join(diff).replace("('{}', 'the sound of {}', 'a recording of {}')", "3 prompts") or "published default"
+    return ", ".join(diff).replace(str(FIVE), "5 prompts").replace(str(THREE), "3 prompts") or "published default"
 
 
 def _variants() -> dict[str, Variant]:
@@ -49,6 +51,12 @@ def _variants() -> dict[str, Variant]:
     grid = [replace(base, pooling=p, library=a, space=s, templates=t)
             for p, a, s, t in itertools.product(("mean", "max", "sound"), (0.0, 0.5, 1.0), ("classes", "both"),
                                                 (("{}",), THREE))]
+    # second round, after the first table: temperature x prompts x power x pooling, and uneven mixes
+    grid += [replace(base, temperature=t, templates=tp, power=p, pooling=pool)
+             for t, tp, p, pool in itertools.product((0.01, 0.02, 0.05), (("{}",), ("the sound of {}",), THREE, FIVE),
+                                                     (0.3, 0.5), ("mean", "sound"))]
+    grid += [replace(base, space="both", mix=m, templates=tp, temperature=t)
+             for m, tp, t in itertools.product((0.75, 0.9), (("{}",), THREE), (0.01, 0.05))]
     out = {}
     for v in [base] + singles + grid:
         out.setdefault(label(v), v)
@@ -126,6 +134,6 @@ class Scorer:
             parts.append(self._text_sims(v))
         out = np.zeros(len(self.queries))
         for s in self.sources:
-            sim = sum(p[s] for p in parts) / len(parts)
+            sim = parts[0][s] if len(parts) == 1 else v.mix * parts[0][s] + (1 - v.mix) * parts[1][s]
             out[self.cols[s]] = average_precision_at_k(sim, self._rel[s], 10, normalise="relevant").numpy()
         return out
