@@ -15,7 +15,9 @@ Either way the model is a ``DualEncoder`` with identity projections (``ZERO_SHOT
 search, server and tagging use it unchanged, and it is a starting point for fine-tuning. The defaults
 (class space, mean of the per-patch sigmoid scores, square root, the bare class name as prompt, softmax
 temperature 0.01) were chosen on the development half of ``benchmarks/real_sounds.py`` (``--sweep``
-lists the variants tried and their scores). Both pretrained parts are frozen and rebuilt from their
+lists the variants tried and their scores), and held against every variant of ``benchmarks/generalise.py``
+(nine sources of real sounds, chosen leave-one-source-out: none beat them beyond the noise;
+``docs/zero-shot.md``). Both pretrained parts are frozen and rebuilt from their
 packages when a model file loads (``frozen_pretrained``): a model file holds only the projections.
 """
 
