@@ -165,8 +165,9 @@ class YAMNetBridgeEncoder(AudioEncoder):
 
     Args:
         templates: prompts, each with one ``{}`` for the class name; their embeddings are averaged.
-        pooling: how per-patch class scores become clip scores: ``"mean"``, ``"max"`` or ``"topk"``
-            (the mean of each class's ``pool_k`` highest patch scores).
+        pooling: how per-patch class scores become clip scores (``pool_patches``): ``"mean"``, ``"max"``,
+            ``"topk"`` (the mean of each class's ``pool_k`` highest patch scores) or ``"sound"`` (the
+            mean over the patches that are not digital silence).
         pool_k: patches averaged by ``"topk"`` pooling.
         space: ``"classes"``: return the (sparsified, powered) 521 class scores themselves, to be compared
             with ``ClassQueryTextEncoder`` queries; ``"text"``: return their weighted sum of the class
