@@ -111,3 +111,20 @@ def test_library_weights_by_hand():
     audio = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # df = 0.5 and 0
     got = library_weights(audio, 1.0, eps=0.5)  # weights 1 and 2 before scaling to mean 1
     np.testing.assert_allclose(got.numpy(), [2 / 3, 4 / 3], rtol=1e-6)
+
+
+def test_sound_pooling_through_the_encoder_skips_digital_silence():
+    from soundsift.encoders.zeroshot import YAMNetBridgeEncoder
+
+    enc = YAMNetBridgeEncoder(tiny=True, space="classes", pooling="sound").eval()
+    t = np.arange(2 * 16000) / 16000
+    wave = torch.from_numpy(np.concatenate([0.5 * np.sin(2 * np.pi * 440 * t), np.zeros(4 * 16000)]).astype(np.float32))
+    dense, counts, loud = enc.patch_scores(wave[None])
+    n = int(counts[0])
+    silent = loud[0, :n] <= SILENT_LOGMEL
+    assert 0 < int(silent.sum()) < n  # the test covers both kinds of patch
+    assert abs(float(loud[0, n - 1]) - math.log(0.001)) < 1e-3  # a patch of zeros: log(0 + 0.001)
+    want = dense[0, :n][~silent].mean(0)
+    np.testing.assert_allclose(enc.class_scores(wave[None])[0].numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+    mean = YAMNetBridgeEncoder(tiny=True, space="classes", pooling="mean").eval()
+    assert not torch.allclose(mean.class_scores(wave[None])[0], want)
