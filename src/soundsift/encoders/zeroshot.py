@@ -15,7 +15,9 @@ Either way the model is a ``DualEncoder`` with identity projections (``ZERO_SHOT
 search, server and tagging use it unchanged, and it is a starting point for fine-tuning. The defaults
 (class space, mean of the per-patch sigmoid scores, square root, the bare class name as prompt, softmax
 temperature 0.01) were chosen on the development half of ``benchmarks/real_sounds.py`` (``--sweep``
-lists the variants tried and their scores). Both pretrained parts are frozen and rebuilt from their
+lists the variants tried and their scores), and held against every variant of ``benchmarks/generalise.py``
+(nine sources of real sounds, chosen leave-one-source-out: none beat them beyond the noise;
+``docs/zero-shot.md``). Both pretrained parts are frozen and rebuilt from their
 packages when a model file loads (``frozen_pretrained``): a model file holds only the projections.
 """
 
@@ -56,7 +58,11 @@ TEXT_SPACE_CONFIG: dict[str, Any] = {
     "text_projection": "identity",
 }
 
-POOLINGS = ("mean", "max", "topk")
+POOLINGS = ("mean", "max", "topk", "sound")
+#: A patch whose mean log-mel is at most this is digital silence to ``"sound"`` pooling (log(0.001) + 0.5).
+SILENT_LOGMEL = -6.4
+#: ``library_weights``' floor under a class's library frequency (a class that never fires is not infinitely rare).
+LIBRARY_EPS = 1e-3
 SCORES = ("prob", "logodds")
 SPACES = ("classes", "text")
 
@@ -101,13 +107,67 @@ def yamnet_class_names(weights: str | Path | None = None, cache_dir: str | Path 
     return names
 
 
+def pool_patches(dense: torch.Tensor, counts: torch.Tensor, pooling: str = "mean", pool_k: int = 3,
+                 loudness: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-patch scores ``(B, P, C)`` (patches past ``counts`` ignored) -> clip scores ``(B, C)``.
+
+    ``"mean"``: over the clip's patches; ``"max"``: each class's best patch; ``"topk"``: the mean of each
+    class's ``pool_k`` best patches; ``"sound"``: the mean over the patches that are not digital
+    silence (mean log-mel above ``SILENT_LOGMEL``, from ``loudness`` ``(B, P)``; all patches where none
+    is), so padding silence in game assets does not dilute a short sound.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"yamnet-bridge: unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+    keep = torch.arange(dense.shape[1], device=dense.device)[None, :] < counts.to(dense.device)[:, None]
+    if pooling == "sound" and loudness is not None:
+        loud = keep & (loudness > SILENT_LOGMEL)
+        keep = torch.where(loud.any(1, keepdim=True), loud, keep)
+    if pooling in ("mean", "sound"):
+        return (dense * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1).to(dense)
+    masked = dense.masked_fill(~keep[..., None], float("-inf"))
+    if pooling == "max":
+        return masked.max(dim=1).values.clamp(min=0.0)
+    k = min(max(1, int(pool_k)), dense.shape[1])
+    top = masked.topk(k, dim=1).values  # (B, k, C); -inf where a clip has fewer than k patches
+    n = keep.sum(1).clamp(max=k, min=1).to(dense)[:, None]
+    return torch.where(torch.isfinite(top), top, torch.zeros_like(top)).sum(1) / n
+
+
+def sharpen(scores: torch.Tensor, power: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """Clip scores raised to ``power``, then all but the ``top_k`` largest per clip set to 0 (None: all)."""
+    if power != 1.0:
+        scores = scores.clamp(min=0.0) ** power
+    if top_k is not None and top_k < scores.shape[-1]:
+        top = scores.topk(top_k, dim=-1)
+        scores = torch.zeros_like(scores).scatter(-1, top.indices, top.values)
+    return scores
+
+
+def class_query(sentence: torch.Tensor, class_text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sentence embeddings ``(B, 384)`` -> distributions over the classes ``(B, C)``: the softmax of their
+    cosine similarity to each class name's embedding ``class_text`` (unit rows) at ``temperature``."""
+    emb = F.normalize(sentence.float(), dim=-1)
+    return torch.softmax(emb @ class_text.to(emb).T / temperature, dim=-1)
+
+
+def library_weights(audio: torch.Tensor, strength: float, eps: float = LIBRARY_EPS) -> torch.Tensor:
+    """Class weights ``(C,)`` from a library's clip embeddings ``(N, C)`` in class space: ``(df_c + eps) **
+    -strength``, ``df_c`` the mean of class c's column (how strongly the class fires across the library:
+    speech and music fire on everything, a rare class says more), scaled to mean 1. An IDF for soft
+    scores; ``strength`` 0 gives equal weights."""
+    df = torch.as_tensor(audio).float().clamp(min=0.0).mean(0)
+    weights = (df + eps) ** -float(strength)
+    return weights / weights.mean()
+
+
 class YAMNetBridgeEncoder(AudioEncoder):
     """Waveform (B, T) at 16 kHz -> (B, 384): score-weighted MiniLM embeddings of AudioSet class names.
 
     Args:
         templates: prompts, each with one ``{}`` for the class name; their embeddings are averaged.
-        pooling: how per-patch class scores become clip scores: ``"mean"``, ``"max"`` or ``"topk"``
-            (the mean of each class's ``pool_k`` highest patch scores).
+        pooling: how per-patch class scores become clip scores (``pool_patches``): ``"mean"``, ``"max"``,
+            ``"topk"`` (the mean of each class's ``pool_k`` highest patch scores) or ``"sound"`` (the
+            mean over the patches that are not digital silence).
         pool_k: patches averaged by ``"topk"`` pooling.
         space: ``"classes"``: return the (sparsified, powered) 521 class scores themselves, to be compared
             with ``ClassQueryTextEncoder`` queries; ``"text"``: return their weighted sum of the class
@@ -179,8 +239,11 @@ class YAMNetBridgeEncoder(AudioEncoder):
         self.yamnet.eval()  # frozen: batch norm keeps its AudioSet statistics
         return self
 
-    def class_scores(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) waveforms -> (B, 521) pooled clip scores (before sparsification)."""
+    def patch_scores(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T) waveforms -> per-patch class scores ``(B, P, 521)`` (``score``: sigmoid or clipped logits;
+        padding patches hold 0), each clip's patch count ``(B,)`` and each patch's mean log-mel ``(B, P)``
+        (how loud it is; digital silence is ``log(0.001)``)."""
         if waveform.dim() != 2:
             raise ValueError(f"yamnet-bridge expects waveforms shaped (batch, samples), got {tuple(waveform.shape)}")
         y = self.yamnet
@@ -198,26 +261,18 @@ class YAMNetBridgeEncoder(AudioEncoder):
             keep = (torch.arange(patches.shape[1])[None, :] < counts[:, None]).to(waveform.device)
             logits = y.net.classifier(y.net.embed(patches[keep]))  # (sum of counts, 521)
         per_patch = torch.sigmoid(logits) if self.score == "prob" else logits.clamp(min=0.0)
-        # (B, P, 521) with padding patches at -inf for max/top-k and 0 for the mean
-        dense = per_patch.new_full((batch, patches.shape[1], per_patch.shape[-1]), float("-inf"))
+        dense = per_patch.new_zeros((batch, patches.shape[1], per_patch.shape[-1]))
         dense[keep] = per_patch
-        if self.pooling == "max":
-            return dense.max(dim=1).values
-        if self.pooling == "topk":
-            k = min(self.pool_k, dense.shape[1])
-            top = dense.topk(k, dim=1).values  # (B, k, 521)
-            n = counts.clamp(max=k).to(top)[:, None]
-            return torch.where(torch.isfinite(top), top, torch.zeros_like(top)).sum(1) / n
-        dense = torch.where(torch.isfinite(dense), dense, torch.zeros_like(dense))
-        return dense.sum(1) / counts.to(dense)[:, None]
+        loudness = patches.flatten(2).mean(-1) * keep
+        return dense, counts.to(waveform.device), loudness
+
+    def class_scores(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) waveforms -> (B, 521) pooled clip scores (before sparsification)."""
+        dense, counts, loudness = self.patch_scores(waveform, lengths)
+        return pool_patches(dense, counts, self.pooling, self.pool_k, loudness)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        scores = self.class_scores(waveform, lengths)
-        if self.power != 1.0:
-            scores = scores.clamp(min=0.0) ** self.power
-        if self.top_k is not None and self.top_k < scores.shape[-1]:
-            top = scores.topk(self.top_k, dim=-1)
-            scores = torch.zeros_like(scores).scatter(-1, top.indices, top.values)
+        scores = sharpen(self.class_scores(waveform, lengths), self.power, self.top_k)
         if self.space == "classes":
             return scores
         return scores @ self.class_text.to(scores)
@@ -271,8 +326,7 @@ class ClassQueryTextEncoder(TextEncoder):
         self.sentence.precompute(texts, batch_size=batch_size, progress=progress)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        emb = F.normalize(self.sentence(list(texts)).float(), dim=-1)
-        return torch.softmax(emb @ self.class_text.to(emb).T / self.temperature, dim=-1)
+        return class_query(self.sentence(list(texts)), self.class_text, self.temperature)
 
 
 def zero_shot_identity(config: dict[str, Any] | None = None) -> str:
