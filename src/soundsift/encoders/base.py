@@ -65,6 +65,13 @@ class AudioEncoder(Encoder):
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def export_plan(self) -> Any:
+        """How the tower exports to ONNX (``encoders.export_plan.AudioExportPlan``); by default whole,
+        which ``soundsift.export`` accepts only when the graph equals torch at every length it checks."""
+        from soundsift.encoders.export_plan import AudioExportPlan, Call
+
+        return AudioExportPlan(core=Call(self, "forward"), split="whole")
+
 
 class TextEncoder(Encoder):
     """A text tower: captions -> (B, ``out_dim``) embeddings."""
@@ -80,3 +87,9 @@ class TextEncoder(Encoder):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
+
+    def export_plan(self) -> Any:
+        """How the tower exports to ONNX (``encoders.export_plan.TextExportPlan``); none by default."""
+        from soundsift.errors import ExportError
+
+        raise ExportError(f"the {type(self).__name__} text encoder cannot export to ONNX (it declares no export plan)")

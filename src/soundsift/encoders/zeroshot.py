@@ -211,8 +211,25 @@ class YAMNetBridgeEncoder(AudioEncoder):
         dense = torch.where(torch.isfinite(dense), dense, torch.zeros_like(dense))
         return dense.sum(1) / counts.to(dense)[:, None]
 
+    def piece_scores(self, pieces: torch.Tensor) -> torch.Tensor:
+        """(N, 0.96 s) waveforms, one YAMNet patch each -> (N, 521) per-patch scores."""
+        y = self.yamnet
+        logits = y.net.classifier(y.net.embed(y.frontend.log_mel(pieces)[:, None]))
+        return torch.sigmoid(logits) if self.score == "prob" else logits.clamp(min=0.0)
+
+    def export_plan(self):
+        from soundsift.encoders.export_plan import AudioExportPlan, Call
+        from soundsift.encoders.yamnet.model import MIN_SAMPLES
+
+        return AudioExportPlan(core=Call(self, "piece_scores"), split="patches", window=MIN_SAMPLES,
+                               hop=self.yamnet.hop_samples, pool=self.pooling, pool_k=self.pool_k,
+                               head=Call(self, "finish"))
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        scores = self.class_scores(waveform, lengths)
+        return self.finish(self.class_scores(waveform, lengths))
+
+    def finish(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, 521) pooled clip scores -> the clip embedding (powered, sparsified, maybe in text space)."""
         if self.power != 1.0:
             scores = scores.clamp(min=0.0) ** self.power
         if self.top_k is not None and self.top_k < scores.shape[-1]:
@@ -271,8 +288,21 @@ class ClassQueryTextEncoder(TextEncoder):
         self.sentence.precompute(texts, batch_size=batch_size, progress=progress)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        emb = F.normalize(self.sentence(list(texts)).float(), dim=-1)
+        return self._classes(self.sentence(list(texts)))
+
+    def _classes(self, sentence: torch.Tensor) -> torch.Tensor:
+        emb = F.normalize(sentence.float(), dim=-1)
         return torch.softmax(emb @ self.class_text.to(emb).T / self.temperature, dim=-1)
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._classes(self.sentence.embed_tokens(input_ids, attention_mask))
+
+    def export_plan(self):
+        from dataclasses import replace
+
+        from soundsift.encoders.export_plan import Call
+
+        return replace(self.sentence.export_plan(), core=Call(self, "embed_tokens"))
 
 
 def zero_shot_identity(config: dict[str, Any] | None = None) -> str:
