@@ -15,6 +15,7 @@ from soundsift.encoders.clap import DEFAULT_MODEL as CLAP_MODEL
 from soundsift.encoders.clap import is_clap_folder, laion_clap_model
 from soundsift.encoders.zeroshot import zero_shot_model
 from soundsift.errors import ModelFileError
+from soundsift.export.manifest import is_export_folder
 from soundsift.model import DualEncoder
 
 #: Published models that ``load_model`` (and every ``--model``) accepts by name.
@@ -60,7 +61,8 @@ def available_offline(name: str) -> bool:
 
 def load_model(path: str | Path | Sequence[str | Path], device: str | torch.device | None = None) -> DualEncoder:
     """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
-    layout), a transformers CLAP checkpoint folder, the paper authors' salsa Lightning checkpoint, or a name
+    layout), a transformers CLAP checkpoint folder, the paper authors' salsa Lightning checkpoint, a folder written by ``soundsift export
+    onnx`` (an ``OnnxModel``, run by ONNX Runtime), or a name
     of ``PUBLISHED`` (``"salsa"``: their released PaSST + RoBERTa-large model; ``"laion-clap"``: LAION-CLAP
     from the Hugging Face Hub; both downloaded on first use). ``model.identity`` is the sha256 of the
     file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU. A list
@@ -75,6 +77,10 @@ def load_model(path: str | Path | Sequence[str | Path], device: str | torch.devi
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(path) in PUBLISHED:  # a published model by name: downloaded (resumable) into the cache once
         return PUBLISHED[str(path)](device=device)
+    if is_export_folder(path):  # `soundsift export onnx`: run by ONNX Runtime
+        from soundsift.export.runtime import OnnxModel
+
+        return OnnxModel(path)
     kind = detect_format(path)
     if kind == "missing":
         raise ModelFileError(f"{path}: model file not found (nor a model folder or a published model name: "

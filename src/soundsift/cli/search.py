@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from soundsift.cli.common import positive_int, quiet
+from soundsift.cli.common import add_runtime_option, positive_int, quiet
 from soundsift.errors import require
 
 # ------------------------------------------------------------------------------------------------ index
@@ -22,7 +22,7 @@ def index_build_main(args: argparse.Namespace) -> int:
     report = build_index(
         args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
-        window=args.window, hop=args.hop,
+        window=args.window, hop=args.hop, runtime=args.runtime or "torch", quantize=args.quantize,
     )
     print(report.summary())
     for s in report.skipped[:20]:
@@ -73,6 +73,10 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime_option(b)
+    b.add_argument("--quantize", choices=["int8"], default=None,
+                   help="with --runtime onnx: int8 weights (faster, slightly different embeddings; recorded, so "
+                        "searches use it too); default: float32")
     b.set_defaults(func=index_build_main)
     i = sub.add_parser("info", help="summary of an index")
     i.add_argument("index", help="index directory")
@@ -94,7 +98,7 @@ def search_main(args: argparse.Namespace) -> int:
         raise ConfigError("give a text query, --like FILE, or both")
     if args.like is not None:
         audio_file_path(parse_moment_spec(args.like)[0])  # a typo fails before the index opens and the model loads
-    index = open_index(args.index, model=args.model, backend=args.backend)
+    index = open_index(args.index, model=args.model, backend=args.backend, runtime=args.runtime)
     hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank,
                         moments=args.moments)  # an indexed --like example is left out
     if args.json:
@@ -133,6 +137,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
+    add_runtime_option(p, recorded=True)
     p.set_defaults(func=search_main)
     return p
 
@@ -147,9 +152,14 @@ def serve_main(args: argparse.Namespace) -> int:
 
     check_port(args.host, args.port)  # before loading the model: a busy port fails at once
     loopback = args.host in LOOPBACK_HOSTS
+    searcher = None
+    if args.runtime:  # otherwise the runtime the index was built with
+        from soundsift.search.index import load_searcher
+
+        searcher = load_searcher(args.index, args.model, backend=args.backend, runtime=args.runtime)
     app = create_app(
         args.index, args.model, backend=args.backend, max_k=args.max_k, max_query_chars=args.max_query_chars,
-        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None,
+        allowed_hosts=list(LOOPBACK_HOSTS) if loopback else None, searcher=searcher,
     )
     if not loopback:
         print(f"warning: serving on {args.host}: anyone who can reach this address can search and "
@@ -174,6 +184,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
     p.add_argument("--max-k", type=positive_int, default=100, help="largest k a request may ask for")
     p.add_argument("--max-query-chars", type=positive_int, default=1000, help="longest query a request may send")
+    add_runtime_option(p, recorded=True)
     p.set_defaults(func=serve_main)
     return p
 
@@ -183,13 +194,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 def tag_main(args: argparse.Namespace) -> int:
     from soundsift.audio import audio_file_path
-    from soundsift.checkpoints import load_model
+    from soundsift.export.select import load_for_runtime
     from soundsift.search.tag import parse_labels, tag_files
 
     labels = parse_labels(args.labels, args.labels_file)
     for f in args.files:
         audio_file_path(f)  # a typo fails before the model loads
-    model = load_model(args.model or ["zero-shot"])
+    model = load_for_runtime(args.model or ["zero-shot"], args.runtime or "torch")
     results = tag_files(model, args.files, labels, template=args.template, top=args.top)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -215,6 +226,7 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=None, help="show only the best N labels")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {file, labels: [{label, score, probability}]}")
+    add_runtime_option(p)
     p.set_defaults(func=tag_main)
     return p
 

@@ -65,6 +65,7 @@ class Call(nn.Module):
     def __init__(self, owner: nn.Module, method: str) -> None:
         super().__init__()
         self.owner, self.method = owner, method
+        self.train(owner.training)  # the exporter restores this mode on the owner afterwards
 
     def forward(self, *args):
         return getattr(self.owner, self.method)(*args)

@@ -215,7 +215,11 @@ class YAMNetBridgeEncoder(AudioEncoder):
         """(N, 0.96 s) waveforms, one YAMNet patch each -> (N, 521) per-patch scores."""
         y = self.yamnet
         logits = y.net.classifier(y.net.embed(y.frontend.log_mel(pieces)[:, None]))
-        return torch.sigmoid(logits) if self.score == "prob" else logits.clamp(min=0.0)
+        if self.score != "prob":
+            return logits.clamp(min=0.0)
+        if torch.onnx.is_in_onnx_export():  # ONNX Runtime's Sigmoid flushes tiny scores to 0, which the
+            return torch.exp(-F.softplus(-logits))  # square root of the scores then magnifies
+        return torch.sigmoid(logits)
 
     def export_plan(self):
         from soundsift.encoders.export_plan import AudioExportPlan, Call

@@ -70,6 +70,7 @@ class ExportReport:
 
 def _export(module: nn.Module, args: tuple, file: Path, names: list[str], outputs: list[str],
             axes: dict[str, dict[int, str]]) -> None:
+    module.eval()  # the exporter restores the module's mode on everything it holds afterwards
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(file), dynamo=False, opset_version=OPSET, input_names=names,

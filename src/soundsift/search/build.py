@@ -124,6 +124,8 @@ def build_index(
     rebuild: bool = False,
     window: float | None = None,
     hop: float | None = None,
+    runtime: str = "torch",
+    quantize: str | None = None,
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
@@ -145,6 +147,8 @@ def build_index(
     ``window``/``hop`` (seconds): files longer than ``window`` are also embedded as windows every ``hop``
     seconds (``search.moments``); default: the model's input length (``DEFAULT_WINDOW`` for models
     without one), hop half of it; 0: whole files only. A changed setting re-embeds every file.
+    ``runtime``: ``"torch"`` or ``"onnx"`` (ONNX Runtime, ``quantize`` None or ``"int8"``; recorded in
+    the index, whose searches then use it too).
     """
     from soundsift.search.scan import check_library
 
@@ -156,7 +160,7 @@ def build_index(
     if faiss not in FAISS_CHOICES:
         raise ConfigError(f"unknown faiss option {faiss!r}; use one of {', '.join(FAISS_CHOICES)}")
     check_out_dir(out)
-    model, recorded_model = _load_model(model, model_path)
+    model, recorded_model = _load_model(model, model_path, runtime, quantize)
     options = replace(options, **dict(zip(("window", "hop"), build_windows(model, window, hop))))
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):

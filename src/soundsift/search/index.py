@@ -351,13 +351,12 @@ class TextSearcher:
 
 
 def load_searcher(index_path: str | Path, model_path: str | Path | None = None, backend: str = "auto",
-                  device: str = "cpu") -> TextSearcher:
-    """Open an index and its model (the recorded one unless ``model_path`` is given)."""
-    from soundsift.checkpoints import load_model
+                  device: str = "cpu", runtime: str | None = None) -> TextSearcher:
+    """Open an index and its model (the recorded one unless ``model_path`` is given), run by ``runtime``
+    (default: the one recorded at build)."""
+    from soundsift.search.api import Index
 
-    index = open_index(index_path, backend=backend)
-    model = load_model(resolve_model_path(index, model_path), device=device)
-    return TextSearcher(index, model)
+    return Index(open_index(index_path, backend=backend), model_path, device, runtime).searcher
 
 
 def describe(index: SoundIndex) -> dict[str, Any]:

@@ -41,9 +41,10 @@ def rfft_power(frames: torch.Tensor, n_fft: int | None = None) -> torch.Tensor:
         spec = torch.fft.rfft(frames, n=n_fft)
         return spec.real.square() + spec.imag.square()
     n_in = min(frames.shape[-1], n_fft)
-    both = frames[..., :n_in] @ dft_tables(n_fft, n_in, frames.dtype).to(frames.device)
+    # in float64: a float32 sum of n_fft products loses the quiet bins that a log-mel then magnifies
+    both = frames[..., :n_in].double() @ dft_tables(n_fft, n_in, torch.float64).to(frames.device)
     half = n_fft // 2 + 1
-    return both[..., :half].square() + both[..., half:].square()
+    return (both[..., :half].square() + both[..., half:].square()).to(frames.dtype)
 
 
 def stft_power(x: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor,
