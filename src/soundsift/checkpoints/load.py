@@ -10,6 +10,7 @@ import torch
 
 from soundsift.checkpoints.format import FORMAT, model_from_file, read_model_file
 from soundsift.checkpoints.hub import from_pretrained
+from soundsift.checkpoints.names import PUBLISHED_NAMES
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
 from soundsift.encoders.clap import DEFAULT_MODEL as CLAP_MODEL
 from soundsift.encoders.clap import is_clap_folder, laion_clap_model
@@ -25,6 +26,8 @@ PUBLISHED = {
     "laion-clap": lambda device: laion_clap_model(DualEncoder.from_config, device),  # transformers' ClapModel, hub
 }
 
+
+assert tuple(PUBLISHED) == PUBLISHED_NAMES  # the torch-free list of names (search reads it) stays in step
 
 #: What ``soundsift models`` tells about each published model.
 ABOUT = {

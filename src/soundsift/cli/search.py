@@ -48,7 +48,7 @@ def index_info_main(args: argparse.Namespace) -> int:
 
 
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
-    from soundsift.search.build import FAISS_CHOICES
+    from soundsift.search.backends import FAISS_KINDS
 
     """`soundsift index build --model MODEL AUDIO_DIR --out INDEX` and `soundsift index info INDEX`."""
     p = subparsers.add_parser("index", help="build and inspect search indexes of audio folders")
@@ -63,7 +63,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--workers", type=positive_int, default=2, help="decoding workers: threads, or processes when more than 50 files are to be decoded")
     b.add_argument("--checksum", action="store_true",
                    help="also re-hash files whose size and mtime are unchanged")
-    b.add_argument("--faiss", choices=FAISS_CHOICES, default="auto",
+    b.add_argument("--faiss", choices=("auto", "none", *FAISS_KINDS), default="auto",
                    help="store a FAISS index (auto: ivfsq (IVF over 8-bit codes, re-ranked exactly) above 100k files when faiss is installed)")
     b.add_argument("--rebuild", action="store_true",
                    help="the index was built with another model: re-embed every file with this one")

@@ -89,7 +89,8 @@ class TextEncoder(Encoder):
         raise NotImplementedError
 
     def export_plan(self) -> Any:
-        """How the tower exports to ONNX (``encoders.export_plan.TextExportPlan``); none by default."""
+        """How the tower exports to ONNX (``encoders.export_plan.TextExportPlan``); ExportError saying why
+        not (none by default)."""
         from soundsift.errors import ExportError
 
-        raise ExportError(f"the {type(self).__name__} text encoder cannot export to ONNX (it declares no export plan)")
+        raise ExportError("it declares no export plan")

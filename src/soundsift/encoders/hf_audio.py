@@ -110,8 +110,7 @@ class _WindowedHFEncoder(AudioEncoder):
     def export_plan(self):
         from soundsift.errors import ExportError
 
-        raise ExportError(f"the {type(self).__name__} audio encoder cannot export to ONNX yet (its front end is "
-                          "a transformers feature extractor outside torch)")
+        raise ExportError("its front end is a transformers feature extractor outside torch")
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         windows, owner = self._windows(waveform, lengths)

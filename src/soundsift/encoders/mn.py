@@ -321,8 +321,8 @@ class MobileNetEncoder(AudioEncoder):
     def export_plan(self):
         from soundsift.errors import ExportError
 
-        raise ExportError("the 'mn' audio encoder cannot export to ONNX yet (clips shorter than a snippet are "
-                          "embedded at their own length, longer ones as snippets: two graphs not yet written)")
+        raise ExportError("clips shorter than a snippet are embedded at their own length, longer ones as "
+                          "snippets: two graphs, not yet written")
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if self.segment is None or waveform.shape[-1] <= self.segment:

@@ -204,7 +204,14 @@ def export_onnx(model: Any, out: str | Path, *, name: str = "", quantize: str | 
             raise ExportError(f"{out}: already exists and is not an empty folder; choose a new one")
         out.rmdir()
     model = model.cpu().eval()
-    audio_plan, text_plan = model.audio.export_plan(), model.text.export_plan()
+    plans = []
+    for tower, key in ((model.audio, "audio_encoder"), (model.text, "text_encoder")):
+        try:
+            plans.append(tower.export_plan())
+        except ExportError as exc:
+            raise ExportError(f"the {_family(model.config[key])!r} {key.replace('_', ' ')} cannot export to ONNX "
+                              f"yet: {exc}") from None
+    audio_plan, text_plan = plans
     result: dict[str, float] = {}
 
     def fill(tmp: Path) -> None:

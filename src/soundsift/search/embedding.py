@@ -23,9 +23,9 @@ def load_build_model(model: Any, model_path: str | Path | None, runtime: str = "
     if wants_onnx(model, runtime):
         loaded = load_for_runtime(model if isinstance(model, (list, tuple)) else [model], runtime, quantize)
         ref = model[0] if isinstance(model, (list, tuple)) else model
-        from soundsift.checkpoints.load import PUBLISHED
+        from soundsift.checkpoints.names import PUBLISHED_NAMES
 
-        return loaded, (str(ref) if str(ref) in PUBLISHED else str(Path(ref).resolve()))
+        return loaded, (str(ref) if str(ref) in PUBLISHED_NAMES else str(Path(ref).resolve()))
     if quantize:
         load_for_runtime(model, runtime, quantize)  # refused in one line: --quantize needs --runtime onnx
     from soundsift.checkpoints import load_model

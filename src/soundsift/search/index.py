@@ -252,9 +252,9 @@ def resolve_model_path(index: SoundIndex, model_path: str | Path | list | None) 
 
 
 def _recorded_model(index: SoundIndex, path: str) -> Path:
-    from soundsift.checkpoints.load import PUBLISHED
+    from soundsift.checkpoints.names import PUBLISHED_NAMES
 
-    if path in PUBLISHED:  # a published model, recorded by name ("zero-shot")
+    if path in PUBLISHED_NAMES:  # a published model, recorded by name ("zero-shot")
         return Path(path)
     recorded = Path(path)
     if not recorded.exists():  # a model file, or a model folder (Hugging Face layout)
