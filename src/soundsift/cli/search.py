@@ -23,8 +23,14 @@ def index_build_main(args: argparse.Namespace) -> int:
         args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
         window=args.window, hop=args.hop, runtime=args.runtime or "torch", quantize=args.quantize,
+        decode_timeout=args.decode_timeout or None,
     )
     print(report.summary())
+    if args.stats:
+        from soundsift.search.stats import format_stages
+
+        print("seconds per stage (decoding-side stages summed over the workers):")
+        print(format_stages(report.stages))
     for s in report.skipped[:20]:
         print(f"  skipped {s['path']}: {s['reason']}", file=sys.stderr)
     if len(report.skipped) > 20:
@@ -49,6 +55,7 @@ def index_info_main(args: argparse.Namespace) -> int:
 
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
     from soundsift.search.backends import FAISS_KINDS
+    from soundsift.search.decoding import DEFAULT_TIMEOUT
 
     """`soundsift index build --model MODEL AUDIO_DIR --out INDEX` and `soundsift index info INDEX`."""
     p = subparsers.add_parser("index", help="build and inspect search indexes of audio folders")
@@ -74,6 +81,12 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_runtime_option(b)
+    b.add_argument("--decode-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"give up on a file whose decoding takes longer (reported as skipped; its worker "
+                        f"process is replaced; default {DEFAULT_TIMEOUT:g}; 0: no limit)")
+    b.add_argument("--stats", action="store_true",
+                   help="print the seconds spent per stage (listing, hashing, decoding, resampling, "
+                        "thumbnails, model, writing)")
     b.add_argument("--quantize", choices=["int8"], default=None,
                    help="with --runtime onnx: int8 weights (faster, slightly different embeddings; recorded, so "
                         "searches use it too); default: float32")

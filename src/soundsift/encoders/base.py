@@ -49,6 +49,8 @@ class Encoder(nn.Module):
     frozen_pretrained: bool = False
     #: The frozen dataclass of options the family takes (``model.<tower>.<option>``); None: not declared.
     Options: ClassVar[type | None] = None
+    #: The registry name it was built under (set by ``build_audio_encoder``/``build_text_encoder``).
+    family: str = ""
 
     def upgrade_state_dict(self, state_dict: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         """``state_dict`` with the keys of older model files (under ``prefix``) renamed; as is by default."""

@@ -146,7 +146,7 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _family(tower: Any) -> str:
-    return str(tower.get("name")) if isinstance(tower, dict) else str(tower)
+    return tower.family or type(tower).__name__
 
 
 def _check(model: Any, folder: Path, plan: AudioExportPlan) -> tuple[float, float]:
@@ -154,12 +154,12 @@ def _check(model: Any, folder: Path, plan: AudioExportPlan) -> tuple[float, floa
     waves = probe_waveforms(model, plan)
     audio = _max_diff(model.embed_waveforms(waves, batch_size=4), exported.embed_waveforms(waves, batch_size=4))
     if not audio <= TOLERANCE:
-        name = _family(model.config["audio_encoder"])
+        name = _family(model.audio)
         raise ExportError(f"the {name!r} audio encoder cannot export to ONNX: its graph differs from torch by "
                           f"{audio:.2g} (> {TOLERANCE:g}) on waveforms of other lengths than traced")
     text = _max_diff(model.embed_texts(PROBE_CAPTIONS), exported.embed_texts(PROBE_CAPTIONS))
     if not text <= TOLERANCE:
-        name = _family(model.config["text_encoder"])
+        name = _family(model.text)
         raise ExportError(f"the {name!r} text encoder cannot export to ONNX: its graph differs from torch by "
                           f"{text:.2g} (> {TOLERANCE:g})")
     return audio, text
@@ -205,12 +205,11 @@ def export_onnx(model: Any, out: str | Path, *, name: str = "", quantize: str | 
         out.rmdir()
     model = model.cpu().eval()
     plans = []
-    for tower, key in ((model.audio, "audio_encoder"), (model.text, "text_encoder")):
+    for tower, kind in ((model.audio, "audio"), (model.text, "text")):
         try:
             plans.append(tower.export_plan())
         except ExportError as exc:
-            raise ExportError(f"the {_family(model.config[key])!r} {key.replace('_', ' ')} cannot export to ONNX "
-                              f"yet: {exc}") from None
+            raise ExportError(f"the {_family(tower)!r} {kind} encoder cannot export to ONNX yet: {exc}") from None
     audio_plan, text_plan = plans
     result: dict[str, float] = {}
 
@@ -234,8 +233,8 @@ def export_onnx(model: Any, out: str | Path, *, name: str = "", quantize: str | 
         raise
     except Exception as exc:  # a torch exporter failure: name the family, one line
         shutil.rmtree(out, ignore_errors=True) if not out.exists() else None
-        raise ExportError(f"the model ({_family(model.config['audio_encoder'])} + "
-                          f"{_family(model.config['text_encoder'])}) cannot export to ONNX: "
+        raise ExportError(f"the model ({_family(model.audio)} + "
+                          f"{_family(model.text)}) cannot export to ONNX: "
                           f"{str(exc).splitlines()[0][:200]}") from exc
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ExportReport(out, result["audio"], result["text"], quantize, files)

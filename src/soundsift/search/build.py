@@ -31,15 +31,9 @@ from soundsift.search.backends import FAISS_KINDS
 from soundsift.search.embedding import Embedded, build_windows, embed_with_windows
 from soundsift.search.embedding import load_build_model as _load_model
 from soundsift.search.index import IndexEntry, version_dir
-from soundsift.search.scan import (
-    Decoded,
-    Known,
-    decode_file,
-    decoder_pool,
-    relative_reason,
-    safe_sha,
-    scan_audio_files,
-)
+from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
+from soundsift.search.scan import Decoded, Known, relative_reason, safe_sha, scan_audio_files
+from soundsift.search.stats import StageTimes
 from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 from soundsift.search.version import BuildReport, VersionContents, previous_thumbnails, write_version
@@ -67,6 +61,7 @@ class BuildOptions:
     rebuild: bool = False
     window: float = 0.0  # seconds; 0: whole files only
     hop: float = 0.0
+    decode_timeout: float | None = DEFAULT_TIMEOUT  # seconds per file; None: no limit
 
 
 @dataclass
@@ -126,6 +121,7 @@ def build_index(
     hop: float | None = None,
     runtime: str = "torch",
     quantize: str | None = None,
+    decode_timeout: float | None = DEFAULT_TIMEOUT,
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
@@ -148,13 +144,18 @@ def build_index(
     seconds (``search.moments``); default: the model's input length (``DEFAULT_WINDOW`` for models
     without one), hop half of it; 0: whole files only. A changed setting re-embeds every file.
     ``runtime``: ``"torch"`` or ``"onnx"`` (ONNX Runtime, ``quantize`` None or ``"int8"``; recorded in
-    the index, whose searches then use it too).
+    the index, whose searches then use it too). ``decode_timeout``: seconds after which a file's decoding
+    is given up (its worker killed and replaced when decoding runs in processes) and the file reported;
+    a decoding process that dies is replaced and its file reported too (``search.decoding``). The
+    report's ``stages`` hold the seconds spent per stage (``index build --stats``).
     """
     from soundsift.search.scan import check_library
 
     t0 = time.perf_counter()
     options = BuildOptions(batch_size, chunk_files, chunk_samples, workers, processes, checksum, faiss,
-                           progress, rebuild)
+                           progress, rebuild, decode_timeout=decode_timeout)
+    if decode_timeout is not None and not decode_timeout > 0:
+        raise ConfigError(f"--decode-timeout must be > 0 seconds, got {decode_timeout}")
     root, out = Path(audio_dir).resolve(), Path(out).absolute()
     check_library(root, audio_dir, exclude=out)
     if faiss not in FAISS_CHOICES:
@@ -178,15 +179,20 @@ class _Build:
         self.prev = _Previous()
         self.version = _Version()
         self.report = BuildReport(index=str(out), version="", audio_root=str(root))
+        self.stages = StageTimes()
 
     def run(self) -> BuildReport:
         self.prev = self.read_live_version()
         self.report.version = name = f"v{self.prev.build_no:06d}-{uuid.uuid4().hex[:8]}"
-        todo, no_thumb = self.plan()
+        with self.stages.timing("listing"):
+            todo, no_thumb = self.plan()
         self.decode_and_embed(todo)
         self.draw_thumbnails(no_thumb)
-        contents = self.assemble()
-        publish_version(self.out, name, lambda tmp: write_version(tmp, contents, self.report, self.t0))
+        with self.stages.timing("writing"):
+            contents = self.assemble()
+            self.report.stages = self.stages.as_dict()
+            publish_version(self.out, name, lambda tmp: write_version(tmp, contents, self.report, self.t0))
+        self.report.stages = self.stages.as_dict()
         return self.report
 
     def read_live_version(self) -> _Previous:
@@ -260,23 +266,13 @@ class _Build:
         if processes == "auto":
             processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
         known = frozenset(self.prev.by_sha)
+        pool_type = ProcessDecoders if processes else ThreadDecoders
         with tqdm(total=len(todo), desc="embedding", unit="file", disable=not opts.progress,
-                  dynamic_ncols=True) as bar, decoder_pool(workers, bool(processes), known) as pool:
-            ahead = workers * (4 if processes else 2)
-
-            def submit(c: _Candidate):
-                path = self.root / c.path
-                return pool.submit(decode_file, path, rate) if processes else \
-                    pool.submit(decode_file, path, rate, known)
-
-            futures = [submit(c) for c in todo[:ahead]]
+                  dynamic_ncols=True) as bar, pool_type(workers, rate, known, opts.decode_timeout) as pool:
             waves: list[tuple[_Candidate, Decoded]] = []
-            for i, c in enumerate(todo):
-                result = futures[i].result()
-                futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
-                if i + ahead < len(todo):
-                    futures.append(submit(todo[i + ahead]))
+            for c, result in zip(todo, pool.map([self.root / c.path for c in todo])):
                 if isinstance(result, Decoded):
+                    self.stages.add_decoded(result.times)
                     self.version.thumbs[c.path] = result.thumbnail
                     self.report.thumbnails += 1
                     waves.append((c, result))
@@ -320,8 +316,9 @@ class _Build:
 
         batch_size, model, window, hop = self.options.batch_size, self.model, self.options.window, self.options.hop
         try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
-            vectors: list[Embedded | None] = list(
-                embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
+            with self.stages.timing("model"):
+                vectors: list[Embedded | None] = list(
+                    embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
         except Exception:
             bar.update(-done[0])
             vectors = []

@@ -11,6 +11,7 @@ error for the build report (paths relative to the library).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsift.audio import AUDIO_EXTENSIONS, load_audio
+from soundsift.audio import AUDIO_EXTENSIONS, read_audio, resample_audio
 from soundsift.downloader import file_digest
 from soundsift.errors import SearchIndexError
 from soundsift.search.thumbnails import make_thumbnail
@@ -97,6 +98,8 @@ class Decoded:
     sha256: str
     wave: np.ndarray
     thumbnail: np.ndarray
+    #: seconds spent hashing, decoding, resampling and drawing the thumbnail (``index build --stats``)
+    times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,28 @@ DecodeResult = Decoded | Known | Failed
 def decode_file(path: Path, sample_rate: int, known: frozenset[str] | None = None) -> DecodeResult:
     """Hash and decode one file; a content in ``known`` (default: the process's ``_KNOWN_SHAS``) is
     hashed only (``Known``). Module level, so that it runs in a worker process as well as in a thread."""
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
     try:
         sha = file_digest(path)
     except OSError as exc:
         return Failed(f"cannot read: {exc.strerror or exc}")
     if sha in (_KNOWN_SHAS if known is None else known):
         return Known(sha)
+    hashing = lap()
     try:
-        wave = load_audio(path, sample_rate)
+        mono, rate = read_audio(path)
+        decoding = lap()
+        wave = resample_audio(mono, rate, sample_rate)
     except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
         return Failed(str(exc) or type(exc).__name__, sha)
-    return Decoded(sha, wave, make_thumbnail(wave, sample_rate))
+    resampling = lap()
+    thumbnail = make_thumbnail(wave, sample_rate)
+    return Decoded(sha, wave, thumbnail, (hashing, decoding, resampling, lap()))
 
 
 def decoder_pool(workers: int, processes: bool, known: frozenset[str]) -> Executor:

@@ -51,6 +51,7 @@ class BuildReport:
     thumbnails: int = 0  # thumbnails drawn in this build (the rest are kept or reused)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (``index build --stats``)
 
     def summary(self) -> str:
         return (
