@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.export_plan import AudioExportPlan, Call
 from soundsift.encoders.frontends.mel import mel_filterbank
 from soundsift.encoders.frontends.spectrum import stft_power
-from soundsift.encoders.export_plan import AudioExportPlan, Call
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.options import ATST_URL, AtstCfg
 from soundsift.encoders.pretrained import (

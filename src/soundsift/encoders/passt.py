@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from soundsift.encoders.base import AudioEncoder
-from soundsift.encoders.frontends.kaldi import KaldiLogMel
 from soundsift.encoders.export_plan import AudioExportPlan, Call
+from soundsift.encoders.frontends.kaldi import KaldiLogMel
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.options import PasstCfg
 from soundsift.encoders.pretrained import PretrainedWeights, load_pretrained_weights, resolve_pretrained

@@ -82,7 +82,11 @@ def load_for_runtime(ref: str | Path | Sequence[str | Path], runtime: str = "tor
     return load_model(refs if len(refs) > 1 else refs[0], device=device)
 
 
-def recorded_runtime(manifest: dict[str, Any]) -> tuple[str, str | None]:
-    """(runtime, quantize) an index was built with (``torch``, None for indexes older than runtimes)."""
+def load_index_model(ref: Any, manifest: dict[str, Any], runtime: str | None = None, device: str | None = None) -> Any:
+    """The model ``ref`` for searching an index: run by ``runtime``, by default the runtime (and int8
+    setting) the index was built with, recorded in its ``manifest``."""
     model = manifest.get("model") or {}
-    return str(model.get("runtime") or "torch"), model.get("quantize")
+    built_with = str(model.get("runtime") or "torch")  # indexes older than runtimes: torch
+    runtime = runtime or built_with
+    quantize = model.get("quantize") if runtime == "onnx" and built_with == "onnx" else None
+    return load_for_runtime(ref, runtime, quantize, device)

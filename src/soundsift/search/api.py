@@ -40,11 +40,10 @@ class Index:
         if self._searcher is None:
             model = self._model
             if model is None or isinstance(model, (str, Path, list, tuple)):  # a path, name or list of them
-                from soundsift.export.select import load_for_runtime, recorded_runtime
+                from soundsift.export.select import load_index_model
 
-                runtime, quantize = recorded_runtime(self.index.manifest)
-                model = load_for_runtime(resolve_model_path(self.index, model), self._runtime or runtime,
-                                         quantize if (self._runtime or runtime) == "onnx" else None, self._device)
+                model = load_index_model(resolve_model_path(self.index, model), self.index.manifest,
+                                         self._runtime, self._device)
             self._searcher = TextSearcher(self.index, model)
         return self._searcher
 

@@ -28,10 +28,10 @@ from soundsift.audio import load_audio
 from soundsift.data.records import Problem
 from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS
+from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
 from soundsift.search.embedding import Embedded, build_windows, embed_with_windows
 from soundsift.search.embedding import load_build_model as _load_model
 from soundsift.search.index import IndexEntry, version_dir
-from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
 from soundsift.search.scan import Decoded, Known, relative_reason, safe_sha, scan_audio_files
 from soundsift.search.stats import StageTimes
 from soundsift.search.store import BuildLock, check_out_dir, publish_version, read_previous

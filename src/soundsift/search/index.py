@@ -354,9 +354,10 @@ def load_searcher(index_path: str | Path, model_path: str | Path | None = None, 
                   device: str = "cpu", runtime: str | None = None) -> TextSearcher:
     """Open an index and its model (the recorded one unless ``model_path`` is given), run by ``runtime``
     (default: the one recorded at build)."""
-    from soundsift.search.api import Index
+    from soundsift.export.select import load_index_model
 
-    return Index(open_index(index_path, backend=backend), model_path, device, runtime).searcher
+    index = open_index(index_path, backend=backend)
+    return TextSearcher(index, load_index_model(resolve_model_path(index, model_path), index.manifest, runtime, device))
 
 
 def describe(index: SoundIndex) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from soundsift.export.select import load_for_runtime
 from soundsift.errors import ConfigError, DatasetError
+from soundsift.export.select import load_for_runtime
 from soundsift.names import TEST_SPLIT
 from soundsift.training.embed import embed_dataset
 
