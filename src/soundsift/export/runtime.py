@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,9 @@ class OnnxModel:
         self.config = m.config
         self.meta = {**m.meta, "runtime": "onnx", "quantize": m.quantize}
         self.quantize = m.quantize
+        #: what the audio tower declares (``checkpoints.windows`` reads a snippet model's input length)
+        self.audio = SimpleNamespace(segment=m.audio.window if m.audio.split == "snippets" else None,
+                                     batch_invariant=m.audio.batch_invariant)
 
     @property
     def sample_rate(self) -> int:
