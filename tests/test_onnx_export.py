@@ -260,3 +260,35 @@ def test_an_onnx_built_index_ranks_like_the_torch_one_and_search_never_imports_t
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+@pytest.mark.slow
+def test_the_export_command_and_int8_quantization(tmp_path, capsys):
+    from soundsift.cli.main import main
+
+    model = tiny_model(EXPORTABLE["patchformer"], seed=5)
+    model_file = save_model(model, tmp_path / "model.pt")
+    assert main(["export", "onnx", "--model", str(model_file), str(tmp_path / "f32")]) == 0
+    assert "largest difference from torch" in capsys.readouterr().out
+    assert main(["export", "onnx", "--model", str(model_file), "--quantize", "int8", str(tmp_path / "i8")]) == 0
+    f32, i8 = OnnxModel(tmp_path / "f32"), OnnxModel(tmp_path / "i8")
+    assert i8.quantize == "int8" and i8.identity != f32.identity  # other embeddings: another identity
+    waves = [np.random.default_rng(2).standard_normal(16000 * 2).astype(np.float32) * 0.1]
+    a, b = f32.embed_waveforms(waves), i8.embed_waveforms(waves)
+    assert float((a * b).sum()) > 0.9  # close, not equal
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "i8" / "text.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "ConvInteger"}
+
+
+def test_quantize_needs_the_onnx_runtime_and_an_ensemble_runs_on_torch():
+    from soundsift.errors import ConfigError
+    from soundsift.export.select import load_for_runtime
+
+    with pytest.raises(ConfigError, match="--quantize needs --runtime onnx"):
+        load_for_runtime("zero-shot", "torch", "int8")
+    with pytest.raises(ConfigError, match="ensemble runs with --runtime torch"):
+        load_for_runtime(["a.pt", "b.pt"], "onnx")
+    with pytest.raises(ConfigError, match="--runtime 'tf'"):
+        load_for_runtime("zero-shot", "tf")

@@ -174,9 +174,15 @@ def quantize_folder(folder: Path) -> None:
     for name in ("audio_core.onnx", "audio_head.onnx", "text.onnx"):
         src = folder / name
         tmp = folder / f".{name}.int8"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        import logging
+
+        logging.disable(logging.WARNING)  # its advice on pre-processing, and tensors it leaves in float
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
         tmp.replace(src)
 
 
