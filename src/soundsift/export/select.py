@@ -53,7 +53,11 @@ def onnx_model(ref: str | Path, quantize: str | None = None) -> Any:
         from soundsift.checkpoints import load_model
         from soundsift.export.onnx import export_onnx
 
-        export_onnx(load_model(str(ref), device="cpu"), cached, name=str(ref), quantize=quantize)
+        try:
+            export_onnx(load_model(str(ref), device="cpu"), cached, name=str(ref), quantize=quantize)
+        except (ExportError, OSError):
+            if not is_export_folder(cached):  # not another process's export finished meanwhile
+                raise
     return OnnxModel(cached)
 
 
