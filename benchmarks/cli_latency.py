@@ -36,6 +36,8 @@ def soundsift(args: list[str], env: dict[str, str], importtime: bool = False) ->
     for line in out.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
             parts = line.split("|")
+            if not parts[1].strip().isdigit():  # the header
+                continue
             if parts[2].startswith(" ") and not parts[2][1:].startswith(" "):  # a top-level import
                 imports += int(parts[1]) / 1e6
     return wall, imports, out.stdout

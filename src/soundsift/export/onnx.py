@@ -14,7 +14,6 @@ of the weights (activations quantized on the fly), applied after the float check
 from __future__ import annotations
 
 import hashlib
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,8 +236,7 @@ def export_onnx(model: Any, out: str | Path, *, name: str = "", quantize: str | 
         publish_dir(out, fill)
     except ExportError:
         raise
-    except Exception as exc:  # a torch exporter failure: name the family, one line
-        shutil.rmtree(out, ignore_errors=True) if not out.exists() else None
+    except Exception as exc:  # a torch exporter failure (publish_dir removed the partial folder): one line
         raise ExportError(f"the model ({_family(model.audio)} + "
                           f"{_family(model.text)}) cannot export to ONNX: "
                           f"{str(exc).splitlines()[0][:200]}") from exc
