@@ -67,11 +67,11 @@ class OnnxModel:
         self.manifest: ExportManifest = read_manifest(self.folder)
         m = self.manifest
         threads = threads or int(os.environ.get("SOUNDSIFT_ONNX_THREADS", "0")) or None
-        self._core = open_session(self.folder / m.audio.core, m.audio.inputs["core"], threads)
-        self._head = open_session(self.folder / m.audio.head, m.audio.inputs["head"], threads)
+        self._threads = threads
+        onnxruntime()  # one line saying how to install it, before any graph is needed
+        self._sessions: dict[str, Any] = {}
         self._text_session: Any = None
         self._tokenizer: Any = None
-        self._threads = threads
         self.identity: str = m.identity
         self.tau = float(m.tau)
         self.config = m.config
@@ -80,6 +80,13 @@ class OnnxModel:
         #: what the audio tower declares (``checkpoints.windows`` reads a snippet model's input length)
         self.audio = SimpleNamespace(segment=m.audio.window if m.audio.split == "snippets" else None,
                                      batch_invariant=m.audio.batch_invariant)
+
+    def _audio(self, part: str) -> Any:
+        """The audio ``core`` or ``head`` session, opened on first use (a text search never needs it)."""
+        if part not in self._sessions:
+            a = self.manifest.audio
+            self._sessions[part] = open_session(self.folder / getattr(a, part), a.inputs[part], self._threads)
+        return self._sessions[part]
 
     @property
     def sample_rate(self) -> int:
@@ -121,7 +128,7 @@ class OnnxModel:
             batch = np.zeros((len(waves), int(lengths.max())), np.float32)
             for row, w in enumerate(waves):
                 batch[row, : len(w)] = w
-            pooled = self._core.run(None, {"waveform": batch, "lengths": lengths})[0]
+            pooled = self._audio("core").run(None, {"waveform": batch, "lengths": lengths})[0]
         else:
             pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
             feats, weights = [], []
@@ -129,13 +136,13 @@ class OnnxModel:
                 feed = {"pieces": pieces[s:s + self.PIECE_BATCH]}
                 if a.takes_valid:
                     feed["valid"] = valid[s:s + self.PIECE_BATCH]
-                outs = self._core.run(None, feed)
+                outs = self._audio("core").run(None, feed)
                 feats.append(outs[0])
                 if a.weighted:
                     weights.append(outs[1])
             pooled = pool_pieces(np.concatenate(feats), owner, len(waves), a.pool, a.pool_k,
                                  np.concatenate(weights) if a.weighted else None)
-        return self._head.run(None, {"pooled": np.ascontiguousarray(pooled, np.float32)})[0]
+        return self._audio("head").run(None, {"pooled": np.ascontiguousarray(pooled, np.float32)})[0]
 
     def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:
         """Audio files and/or mono waveforms (``audio.as_waveforms``) -> (N, D) unit vectors."""
