@@ -185,7 +185,7 @@ def runtime_rows(folder: Path, items, work: Path, torch_model) -> tuple[dict, li
     import time
 
     from soundsift.audio import load_audio
-    from soundsift.export.select import onnx_model
+    from soundsift.checkpoints.runtime import onnx_model
     from soundsift.search.build import build_index
     from soundsift.search.index import load_searcher
 

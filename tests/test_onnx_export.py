@@ -285,8 +285,8 @@ def test_the_export_command_and_int8_quantization(tmp_path, capsys):
 
 
 def test_quantize_needs_the_onnx_runtime_and_an_ensemble_runs_on_torch():
+    from soundsift.checkpoints.runtime import load_for_runtime
     from soundsift.errors import ConfigError
-    from soundsift.export.select import load_for_runtime
 
     with pytest.raises(ConfigError, match="--quantize needs --runtime onnx"):
         load_for_runtime("zero-shot", "torch", "int8")

@@ -207,7 +207,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 def tag_main(args: argparse.Namespace) -> int:
     from soundsift.audio import audio_file_path
-    from soundsift.export.select import load_for_runtime
+    from soundsift.checkpoints.runtime import load_for_runtime
     from soundsift.search.tag import parse_labels, tag_files
 
     labels = parse_labels(args.labels, args.labels_file)

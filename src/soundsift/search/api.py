@@ -40,7 +40,7 @@ class Index:
         if self._searcher is None:
             model = self._model
             if model is None or isinstance(model, (str, Path, list, tuple)):  # a path, name or list of them
-                from soundsift.export.select import load_index_model
+                from soundsift.checkpoints.runtime import load_index_model
 
                 model = load_index_model(resolve_model_path(self.index, model), self.index.manifest,
                                          self._runtime, self._device)

@@ -17,8 +17,8 @@ from soundsift.spans import window_spans
 def load_build_model(model: Any, model_path: str | Path | None, runtime: str = "torch",
                      quantize: str | None = None) -> tuple[Any, Any]:
     """(loaded model, what the manifest records to load it again: a path, a published name, or a list
-    of those for an ensemble), for ``runtime`` (``export.select``)."""
-    from soundsift.export.select import load_for_runtime, wants_onnx
+    of those for an ensemble), for ``runtime`` (``checkpoints.runtime``)."""
+    from soundsift.checkpoints.runtime import load_for_runtime, wants_onnx
 
     if wants_onnx(model, runtime):
         loaded = load_for_runtime(model if isinstance(model, (list, tuple)) else [model], runtime, quantize)

@@ -354,7 +354,7 @@ def load_searcher(index_path: str | Path, model_path: str | Path | None = None, 
                   device: str = "cpu", runtime: str | None = None) -> TextSearcher:
     """Open an index and its model (the recorded one unless ``model_path`` is given), run by ``runtime``
     (default: the one recorded at build)."""
-    from soundsift.export.select import load_index_model
+    from soundsift.checkpoints.runtime import load_index_model
 
     index = open_index(index_path, backend=backend)
     return TextSearcher(index, load_index_model(resolve_model_path(index, model_path), index.manifest, runtime, device))

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from soundsift.checkpoints.runtime import load_for_runtime
 from soundsift.errors import ConfigError, DatasetError
-from soundsift.export.select import load_for_runtime
 from soundsift.names import TEST_SPLIT
 from soundsift.training.embed import embed_dataset
 
@@ -48,7 +48,7 @@ def evaluate(
     the text tower(s) and scored against the split's clips; the result gets ``multi_relevance`` (see
     :func:`soundsift.metrics.multi_relevance_metrics`; ``mAP@16`` is the DCASE 2025 ranking metric).
     Queries with a file outside the split are left out and counted, and so are queries that are not
-    captions of the split unless ``any_query``. ``runtime``: ``"torch"`` or ``"onnx"`` (``export.select``).
+    captions of the split unless ``any_query``. ``runtime``: ``"torch"`` or ``"onnx"`` (``checkpoints.runtime``).
     """
     from soundsift import metrics as m
     from soundsift.data.relevance import match_relevance, read_relevance
