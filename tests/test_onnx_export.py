@@ -294,3 +294,19 @@ def test_quantize_needs_the_onnx_runtime_and_an_ensemble_runs_on_torch():
         load_for_runtime(["a.pt", "b.pt"], "onnx")
     with pytest.raises(ConfigError, match="--runtime 'tf'"):
         load_for_runtime("zero-shot", "tf")
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_same_under_onnx_runtime(tmp_path, monkeypatch, capsys):
+    from soundsift.cli.main import main
+
+    monkeypatch.setenv("SOUNDSIFT_CACHE", str(tmp_path / "cache"))
+    assert main(["-q", "synth", "--preset", "tiny", "--seed", "0", "--out", str(tmp_path / "synth")]) == 0
+    model_file = save_model(tiny_model(EXPORTABLE["cnn"], seed=1), tmp_path / "model.pt")
+    printed = {}
+    for runtime in ("torch", "onnx"):
+        capsys.readouterr()
+        assert main(["-q", "evaluate", "--model", str(model_file), "--data-root", str(tmp_path / "synth"),
+                     "--runtime", runtime]) == 0
+        printed[runtime] = capsys.readouterr().out
+    assert "mAP@10" in printed["torch"] and printed["onnx"] == printed["torch"]
