@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,serve,faiss,browser,download,yamnet-check,slurm,plots,watch
+EXTRAS ?= test,serve,faiss,browser,download,yamnet-check,slurm,plots,watch,onnx
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.soundsift-installed
 SEED ?= 0

@@ -15,7 +15,9 @@ zero-shot model, a model trained on the generated demo benchmark (``--model PATH
 with ``--train-demo``), and a random ranking. Items are split by a hash of their name into a development
 half (``dev``: choose the zero-shot variant there, ``--sweep``) and a test half (``test``: report it).
 
-    python benchmarks/real_sounds.py [--cache DIR] [--model demo.pt | --train-demo] [--sweep] [--speed]
+    python benchmarks/real_sounds.py [--cache DIR] [--model demo.pt | --train-demo] [--sweep] [--speed] [--runtimes]
+
+``--runtimes`` adds the zero-shot model run by ONNX Runtime (``--runtime onnx``), float and int8.
 
 Ends with ``ratio: X`` (zero-shot mAP@10 over random, on all items).
 """
@@ -177,6 +179,41 @@ def open_built(folder: Path, model, model_path, work: Path):
     return load_searcher(out, model_path=model_path)
 
 
+def runtime_rows(folder: Path, items, work: Path, torch_model) -> tuple[dict, list[str]]:
+    """The zero-shot model run by ONNX Runtime, float and int8: retrieval scores (indexes built with
+    ``--runtime onnx``) and the model's embedding speed on these files beside torch's (same run)."""
+    import time
+
+    from soundsift.audio import load_audio
+    from soundsift.checkpoints.runtime import onnx_model
+    from soundsift.search.build import build_index
+    from soundsift.search.index import load_searcher
+
+    rows, models = {}, {"torch": torch_model}
+    for label, quantize in (("onnx", None), ("onnx int8", "int8")):
+        out = work / f"index-{label.replace(' ', '-')}"
+        shutil.rmtree(out, ignore_errors=True)
+        build_index(folder, out, "zero-shot", progress=False, runtime="onnx", quantize=quantize)
+        searcher = load_searcher(out)
+        rows[f"{ZERO}, {label}"] = by_split(ranks_via_index(searcher, items), items)
+        models[label] = onnx_model("zero-shot", quantize)
+    waves = [load_audio(path, 16000) for path, _, _ in items]
+    seconds = sum(len(w) for w in waves) / 16000
+    lines = [f"zero-shot model alone on {len(waves)} files ({seconds / 60:.1f} min), batch 16, median of 3 "
+             f"(same run, {os.cpu_count()} cores):"]
+    base = None
+    for label, model in models.items():
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.embed_waveforms(waves, 16)
+            times.append(time.perf_counter() - t0)
+        t = float(np.median(times))
+        base = base or t
+        lines.append(f"  {label:<10} {t:7.2f} s  {seconds / t:6.0f}x real time  ({base / t:.2f}x torch)")
+    return rows, lines
+
+
 def ranks_via_index(searcher, items, rank: str = "moments") -> np.ndarray:
     """1-based rank of each item's own sound for its description; files ranked by their best moment
     (the default) or by their whole-file embedding (``rank="files"``)."""
@@ -322,6 +359,8 @@ def run(argv: list[str] | None = None) -> float:
     parser.add_argument("--train-demo", action="store_true", help="train a quick demo model for the comparison")
     parser.add_argument("--sweep", action="store_true", help="score zero-shot variants (choose on dev)")
     parser.add_argument("--speed", action="store_true", help="also time index builds (threads vs processes)")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="also score and time the zero-shot model under ONNX Runtime (float and int8)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -342,6 +381,10 @@ def run(argv: list[str] | None = None) -> float:
         rows[ZERO] = by_split(ranks_via_index(searcher, items), items)
         rows[f"{ZERO}, files ranked whole"] = by_split(ranks_via_index(searcher, items, "files"), items)
         speed = build_speed(folder, items, work) if args.speed else []
+        if args.runtimes:
+            onnx_rows, onnx_speed = runtime_rows(folder, items, work, zero)
+            rows.update(onnx_rows)
+            speed += onnx_speed
         demo_path = args.model or (train_demo(args.cache / "demo") if args.train_demo else None)
         if demo_path is not None:
             demo = load_model(demo_path, device="cpu")

@@ -23,12 +23,13 @@ PACKAGE = SRC / "soundsift"
 LAYERS = [
     {"errors", "version", "names"},
     {"atomic", "registry", "string_table"},
-    {"downloader", "audio", "config", "teacher_store"},
+    {"downloader", "audio", "captions", "config", "teacher_store"},
     {"losses", "metrics", "correspondences", "estimators", "encoders", "data", "spans"},
-    {"model"},
+    {"model", "export"},
     {"checkpoints"},
     {"training", "search"},
     {"cli"},
+    {"__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -25,6 +25,12 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
     Raises AudioError naming the file when it is missing, unreadable or holds no samples.
     """
+    mono, rate = read_audio(path)
+    return resample_audio(mono, rate, sample_rate)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode ``path`` to mono float32 at its own rate: (samples, rate); AudioError as ``load_audio``."""
     import soundfile as sf
 
     path = audio_file_path(path)
@@ -32,11 +38,15 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
         raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
-    mono = _mono(data, path)
-    if sr != sample_rate:
+    return _mono(data, path), int(sr)
+
+
+def resample_audio(mono: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """Mono samples at ``rate`` -> contiguous float32 at ``sample_rate`` (soxr)."""
+    if rate != sample_rate:
         import soxr
 
-        mono = soxr.resample(mono, sr, sample_rate).astype(np.float32, copy=False)
+        mono = soxr.resample(mono, rate, sample_rate).astype(np.float32, copy=False)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

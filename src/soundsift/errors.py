@@ -136,3 +136,7 @@ def check_format(doc: object, source: object, tag: str, version: int, error: typ
         raise error(f"{source}: {what} format version {doc.get('version')} is not supported by this soundsift "
                     f"(expects {version}){by}{hint}")
     return doc
+
+
+class ExportError(SoundsiftError, ValueError):
+    """A model that cannot be exported, or an exported folder that cannot be used (``soundsift.export``)."""

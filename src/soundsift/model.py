@@ -64,6 +64,10 @@ def _build_tower(build: Callable[..., nn.Module], spec: dict[str, Any], key: str
 class DualEncoder(nn.Module):
     """Audio and text encoders plus projections to a shared ``embed_dim`` space (cosine similarity)."""
 
+    #: What runs it (an exported folder is run by ``export.runtime.OnnxModel``, ``runtime = "onnx"``).
+    runtime = "torch"
+    quantize: str | None = None
+
     def __init__(
         self,
         audio_encoder: str | dict[str, Any],

@@ -29,6 +29,9 @@ class ModelEnsemble:
     """Several loaded models (``DualEncoder`` or anything with its interface: embedding, ``identity``,
     ``config``, ``tau``) as one."""
 
+    runtime = "torch"
+    quantize: str | None = None
+
     def __init__(self, members: Sequence[Any], names: Sequence[str] | None = None):
         if len(members) < 2:
             raise ConfigError(f"an ensemble needs at least two models, got {len(members)}")

@@ -10,11 +10,13 @@ import torch
 
 from soundsift.checkpoints.format import FORMAT, model_from_file, read_model_file
 from soundsift.checkpoints.hub import from_pretrained
+from soundsift.checkpoints.names import PUBLISHED_NAMES
 from soundsift.checkpoints.salsa import load_salsa_checkpoint, read_container
 from soundsift.encoders.clap import DEFAULT_MODEL as CLAP_MODEL
 from soundsift.encoders.clap import is_clap_folder, laion_clap_model
 from soundsift.encoders.zeroshot import zero_shot_model
 from soundsift.errors import ModelFileError
+from soundsift.export.manifest import is_export_folder
 from soundsift.model import DualEncoder
 
 #: Published models that ``load_model`` (and every ``--model``) accepts by name.
@@ -24,6 +26,8 @@ PUBLISHED = {
     "laion-clap": lambda device: laion_clap_model(DualEncoder.from_config, device),  # transformers' ClapModel, hub
 }
 
+
+assert tuple(PUBLISHED) == PUBLISHED_NAMES  # the torch-free list of names (search reads it) stays in step
 
 #: The zero-shot model's figures (``benchmarks/generalise.py``, ``benchmarks/real_sounds.py``).
 ZERO_SHOT_MEASURED = ("1018 real sounds from nine registry sources, 389 queries (benchmarks/generalise.py): "
@@ -70,7 +74,8 @@ def available_offline(name: str) -> bool:
 
 def load_model(path: str | Path | Sequence[str | Path], device: str | torch.device | None = None) -> DualEncoder:
     """Load a model in eval mode: a ``save_model`` file, a ``save_pretrained`` directory (Hugging Face
-    layout), a transformers CLAP checkpoint folder, the paper authors' salsa Lightning checkpoint, or a name
+    layout), a transformers CLAP checkpoint folder, the paper authors' salsa Lightning checkpoint, a folder written by ``soundsift export
+    onnx`` (an ``OnnxModel``, run by ONNX Runtime), or a name
     of ``PUBLISHED`` (``"salsa"``: their released PaSST + RoBERTa-large model; ``"laion-clap"``: LAION-CLAP
     from the Hugging Face Hub; both downloaded on first use). ``model.identity`` is the sha256 of the
     file that holds the weights. ``device`` defaults to the GPU when there is one, else the CPU. A list
@@ -85,6 +90,10 @@ def load_model(path: str | Path | Sequence[str | Path], device: str | torch.devi
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(path) in PUBLISHED:  # a published model by name: downloaded (resumable) into the cache once
         return PUBLISHED[str(path)](device=device)
+    if is_export_folder(path):  # `soundsift export onnx`: run by ONNX Runtime
+        from soundsift.export.runtime import OnnxModel
+
+        return OnnxModel(path)
     kind = detect_format(path)
     if kind == "missing":
         raise ModelFileError(f"{path}: model file not found (nor a model folder or a published model name: "

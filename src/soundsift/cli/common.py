@@ -51,3 +51,11 @@ def stdout_reader_gone() -> bool:
         return any(events & select.POLLERR for _, events in poller.poll(0))
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file (tests)
         return False
+
+
+def add_runtime_option(parser: argparse.ArgumentParser, recorded: bool = False) -> None:
+    """``--runtime torch|onnx``; ``recorded``: the default is the one the index was built with."""
+    parser.add_argument("--runtime", choices=["torch", "onnx"], default=None,
+                        help=("what runs the model (default: the runtime the index was built with)" if recorded else
+                              "what runs the model: torch, or onnx (ONNX Runtime: pip install 'soundsift[onnx]'; "
+                              "the model is exported once into the cache; default: torch)"))

@@ -14,12 +14,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from soundsift.cli import data, models, report, search, train
+from soundsift.cli import data, export, models, report, search, train
 from soundsift.cli.common import stdout_reader_gone
 from soundsift.errors import SoundsiftError
 from soundsift.version import __version__
 
-GROUPS = (train, data, search, models, report)  # each adds its subcommands with add_parsers(subparsers)
+GROUPS = (train, data, search, models, report, export)  # each adds its subcommands with add_parsers(subparsers)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from soundsift.cli.common import non_negative_int, positive_int, quiet
+from soundsift.cli.common import add_runtime_option, non_negative_int, positive_int, quiet
 from soundsift.errors import require
 
 # ------------------------------------------------------------------------------------------------ index
@@ -30,9 +30,15 @@ def index_build_main(args: argparse.Namespace) -> int:
     report = build_index(
         args.audio_dir, args.out, args.model or ["zero-shot"], batch_size=args.batch_size, workers=args.workers,
         checksum=args.checksum, faiss=args.faiss, progress=not quiet(args), rebuild=args.rebuild,
-        window=args.window, hop=args.hop,
+        window=args.window, hop=args.hop, runtime=args.runtime or "torch", quantize=args.quantize,
+        decode_timeout=args.decode_timeout or None,
     )
     print(report.summary())
+    if args.stats:
+        from soundsift.search.stats import format_stages
+
+        print("seconds per stage (decoding-side stages summed over the workers):")
+        print(format_stages(report.stages))
     for s in report.skipped[:20]:
         print(f"  skipped {s['path']}: {s['reason']}", file=sys.stderr)
     if len(report.skipped) > 20:
@@ -93,10 +99,13 @@ def index_dupes_main(args: argparse.Namespace) -> int:
 
 
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
-    from soundsift.search.build import FAISS_CHOICES
+    """`soundsift index build --model MODEL AUDIO_DIR --out INDEX`, `index info INDEX`, `index dupes INDEX`,
+    `index watch FOLDER --out INDEX`."""
+    from soundsift.search.backends import FAISS_KINDS
+    from soundsift.search.decoding import DEFAULT_TIMEOUT
     from soundsift.search.dupes import DEFAULT_MAX_DURATION_CHANGE, DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
 
-    """`soundsift index build --model MODEL AUDIO_DIR --out INDEX`, `index info INDEX`, `index dupes INDEX`."""
+    faiss_choices = ("auto", "none", *FAISS_KINDS)
     p = subparsers.add_parser("index", help="build and inspect search indexes of audio folders")
     sub = p.add_subparsers(dest="index_command", required=True)
     b = sub.add_parser("build", help="index an audio folder (incremental, atomic)")
@@ -109,7 +118,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--workers", type=positive_int, default=2, help="decoding workers: threads, or processes when more than 50 files are to be decoded")
     b.add_argument("--checksum", action="store_true",
                    help="also re-hash files whose size and mtime are unchanged")
-    b.add_argument("--faiss", choices=FAISS_CHOICES, default="auto",
+    b.add_argument("--faiss", choices=faiss_choices, default="auto",
                    help="store a FAISS index (auto: ivfsq (IVF over 8-bit codes, re-ranked exactly) above 100k files when faiss is installed)")
     b.add_argument("--rebuild", action="store_true",
                    help="the index was built with another model: re-embed every file with this one")
@@ -119,6 +128,16 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime_option(b)
+    b.add_argument("--decode-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"give up on a file whose decoding takes longer (reported as skipped; its worker "
+                        f"process is replaced; default {DEFAULT_TIMEOUT:g}; 0: no limit)")
+    b.add_argument("--stats", action="store_true",
+                   help="print the seconds spent per stage (listing, hashing, decoding, resampling, "
+                        "thumbnails, model, writing)")
+    b.add_argument("--quantize", choices=["int8"], default=None,
+                   help="with --runtime onnx: int8 weights (faster, slightly different embeddings; recorded, so "
+                        "searches use it too); default: float32")
     b.set_defaults(func=index_build_main)
     w = sub.add_parser("watch", help="keep an index current while files are added, changed, moved or deleted")
     w.add_argument("folder", help="the audio folder to watch (recursively)")
@@ -130,7 +149,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                         "its size and mtime stayed the same meanwhile (default 1)")
     w.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
                    help="how often to look for a folder that has disappeared (default 2)")
-    w.add_argument("--faiss", choices=FAISS_CHOICES, default="auto", help="FAISS option for new segments, as in build")
+    w.add_argument("--faiss", choices=faiss_choices, default="auto", help="FAISS option for new segments, as in build")
     w.set_defaults(func=index_watch_main)
     i = sub.add_parser("info", help="summary of an index")
     i.add_argument("index", help="index directory")
@@ -170,7 +189,7 @@ def search_main(args: argparse.Namespace) -> int:
         from soundsift.search.where import parse_where
 
         parse_where(args.where)  # likewise a malformed filter
-    index = open_index(args.index, model=args.model, backend=args.backend)
+    index = open_index(args.index, model=args.model, backend=args.backend, runtime=args.runtime)
     hits = index.search(text=args.query, like=args.like, k=args.k, rank=args.rank, moments=args.moments,
                         where=args.where)  # an indexed --like example is left out
     if args.json:
@@ -213,6 +232,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="exact scan or FAISS (auto: exact up to 100k files, the stored FAISS index above)")
+    add_runtime_option(p, recorded=True)
     p.set_defaults(func=search_main)
     return p
 
@@ -230,9 +250,14 @@ def serve_main(args: argparse.Namespace) -> int:
     policy, warnings = serve_policy(args.host, args.token, args.no_auth, args.cors, args.rate_limit, tls=tls)
     check_port(args.host, args.port)  # before loading the model: a busy port fails at once
     loopback = is_loopback(args.host)
+    searcher = None
+    if args.runtime:  # otherwise the runtime the index was built with
+        from soundsift.search.index import load_searcher
+
+        searcher = load_searcher(args.index, args.model, backend=args.backend, runtime=args.runtime)
     app = create_app(
         args.index, args.model, backend=args.backend, max_k=args.max_k, max_query_chars=args.max_query_chars,
-        allowed_hosts=[*LOOPBACK_HOSTS, args.host] if loopback else None, access=policy,
+        allowed_hosts=[*LOOPBACK_HOSTS, args.host] if loopback else None, access=policy, searcher=searcher,
     )
     for line in warnings:
         print(line, file=sys.stderr)
@@ -274,6 +299,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                         "Retry-After (default: 600 when bound beyond loopback, none on loopback; 0: no limit)")
     p.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
+    add_runtime_option(p, recorded=True)
     p.set_defaults(func=serve_main)
     return p
 
@@ -283,13 +309,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 def tag_main(args: argparse.Namespace) -> int:
     from soundsift.audio import audio_file_path
-    from soundsift.checkpoints import load_model
+    from soundsift.checkpoints.runtime import load_for_runtime
     from soundsift.search.tag import parse_labels, tag_files
 
     labels = parse_labels(args.labels, args.labels_file)
     for f in args.files:
         audio_file_path(f)  # a typo fails before the model loads
-    model = load_model(args.model or ["zero-shot"])
+    model = load_for_runtime(args.model or ["zero-shot"], args.runtime or "torch")
     results = tag_files(model, args.files, labels, template=args.template, top=args.top)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -315,6 +341,7 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=None, help="show only the best N labels")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {file, labels: [{label, score, probability}]}")
+    add_runtime_option(p)
     p.set_defaults(func=tag_main)
     return p
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from soundsift.cli.common import dataset_args, quiet
+from soundsift.cli.common import add_runtime_option, dataset_args, quiet
 from soundsift.errors import ConfigError
 from soundsift.names import TEST_SPLIT, TRAIN_SPLIT
 
@@ -48,6 +48,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
     result = evaluate(
         args.model, args.data_root, args.format, args.split, args.max_seconds, args.batch_size,
         args.submission, progress=not quiet(args), relevance=args.relevance, any_query=args.any_query,
+        runtime=args.runtime or "torch",
     )
     multi = result.get("multi_relevance")
     if multi and multi["left_out"]:
@@ -198,6 +199,7 @@ def add_parsers(sub) -> None:
                         "multi_relevance (mAP@16 as the challenge ranked, mAP@k_min_k, R@k)")
     p.add_argument("--any-query", action="store_true",
                    help="with --relevance: score queries that are not captions of the split too")
+    add_runtime_option(p)
     p.set_defaults(func=evaluate_main)
 
     p = sub.add_parser("reproduce", overrides_dest="recipe", help="run a recipe (a paper table) step by step, skipping finished steps")

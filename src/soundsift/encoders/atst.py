@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.export_plan import AudioExportPlan, Call
 from soundsift.encoders.frontends.mel import mel_filterbank
+from soundsift.encoders.frontends.spectrum import stft_power
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.options import ATST_URL, AtstCfg
 from soundsift.encoders.pretrained import (
@@ -162,10 +164,7 @@ class ATSTLogMel(nn.Module):
         if x.shape[1] <= self.n_fft // 2:  # reflect padding needs more samples than n_fft // 2
             x = F.pad(x, (0, self.n_fft // 2 + 1 - x.shape[1]))
         with torch.autocast(device_type=x.device.type, enabled=False):
-            spec = torch.stft(
-                x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True
-            )
-            mel = torch.matmul(self.filters, spec.real.square() + spec.imag.square())
+            mel = torch.matmul(self.filters, stft_power(x, self.n_fft, self.hop_length, self.window))
             db = 10.0 * torch.log10(mel.clamp(min=1e-10))
         db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db).clamp(-50.0, 80.0)
         return (db - DB_MIN) / (DB_MAX - DB_MIN) * 2.0 - 1.0
@@ -258,6 +257,10 @@ class ATSTFrameEncoder(AudioEncoder):
         mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < counts[:, None]
         means = (tokens * mask[..., None].to(tokens.dtype)).sum(dim=1) / counts[:, None].to(tokens.dtype)
         return means, counts
+
+    def export_plan(self) -> AudioExportPlan:
+        return AudioExportPlan(core=Call(self, "embed_snippets"), split="snippets", window=self.segment,
+                               min_remainder=self.min_remainder, takes_valid=True, weighted=True)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         snippets, owner, valid = split_snippets(waveform, lengths, self.segment, self.min_remainder)

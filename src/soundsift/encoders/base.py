@@ -49,6 +49,8 @@ class Encoder(nn.Module):
     frozen_pretrained: bool = False
     #: The frozen dataclass of options the family takes (``model.<tower>.<option>``); None: not declared.
     Options: ClassVar[type | None] = None
+    #: The registry name it was built under (set by ``build_audio_encoder``/``build_text_encoder``).
+    family: str = ""
 
     def upgrade_state_dict(self, state_dict: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         """``state_dict`` with the keys of older model files (under ``prefix``) renamed; as is by default."""
@@ -65,6 +67,13 @@ class AudioEncoder(Encoder):
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def export_plan(self) -> Any:
+        """How the tower exports to ONNX (``encoders.export_plan.AudioExportPlan``); by default whole,
+        which ``soundsift.export`` accepts only when the graph equals torch at every length it checks."""
+        from soundsift.encoders.export_plan import AudioExportPlan, Call
+
+        return AudioExportPlan(core=Call(self, "forward"), split="whole")
+
 
 class TextEncoder(Encoder):
     """A text tower: captions -> (B, ``out_dim``) embeddings."""
@@ -80,3 +89,10 @@ class TextEncoder(Encoder):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
+
+    def export_plan(self) -> Any:
+        """How the tower exports to ONNX (``encoders.export_plan.TextExportPlan``); ExportError saying why
+        not (none by default)."""
+        from soundsift.errors import ExportError
+
+        raise ExportError("it declares no export plan")

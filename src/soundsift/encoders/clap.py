@@ -244,10 +244,8 @@ class LaionClapTextEncoder(HFTextEncoder):
             _SHARED_CACHES.setdefault(key, {}) if self.freeze and pretrained and not tiny else {})
         self.register_load_state_dict_post_hook(_clear_cache_after_load)
 
-    def _embed(self, texts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                             return_tensors="pt").to(self.device)
-        out = self.backbone(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return F.normalize(out.text_embeds, dim=-1)
 
 

@@ -107,6 +107,11 @@ class _WindowedHFEncoder(AudioEncoder):
     def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 
+    def export_plan(self):
+        from soundsift.errors import ExportError
+
+        raise ExportError("its front end is a transformers feature extractor outside torch")
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         windows, owner = self._windows(waveform, lengths)
         device = next(self.parameters()).device

@@ -318,6 +318,12 @@ class MobileNetEncoder(AudioEncoder):
         """Load the official weights (from ``checkpoint`` or the download cache), checking every key."""
         load_pretrained_weights(self.model, self.weights, checkpoint, cache_dir, progress)
 
+    def export_plan(self):
+        from soundsift.errors import ExportError
+
+        raise ExportError("clips shorter than a snippet are embedded at their own length, longer ones as "
+                          "snippets: two graphs, not yet written")
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if self.segment is None or waveform.shape[-1] <= self.segment:
             return self.embed_clips(waveform, lengths)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.export_plan import AudioExportPlan, Call
 from soundsift.encoders.frontends.kaldi import KaldiLogMel
 from soundsift.encoders.layers import TransformerBlock, average_by_owner, init_vit_weights, split_snippets
 from soundsift.encoders.options import PasstCfg
@@ -193,6 +194,10 @@ class PaSSTEncoder(AudioEncoder):
     def embed_snippets(self, snippets: torch.Tensor) -> torch.Tensor:
         """``(N, segment)`` waveforms -> ``(N, out_dim)``: one PaSST pass per snippet."""
         return self.model(self.mel(snippets).unsqueeze(1))
+
+    def export_plan(self) -> AudioExportPlan:
+        return AudioExportPlan(core=Call(self, "embed_snippets"), split="snippets", window=self.segment,
+                               min_remainder=self.min_remainder)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         snippets, owner, _ = split_snippets(waveform, lengths, self.segment, self.min_remainder)

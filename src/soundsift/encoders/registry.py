@@ -86,6 +86,7 @@ def check_options(factory: Callable[..., Any], name: str, options: Mapping[str, 
 def _checked(encoder: Any, contract: type, name: str) -> Any:
     if not isinstance(encoder, contract):  # a programming error of whoever registered it
         raise TypeError(f"encoder {name!r} built a {type(encoder).__name__}, not a soundsift.encoders.{contract.__name__}")
+    encoder.family = name
     return encoder
 
 

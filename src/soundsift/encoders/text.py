@@ -10,30 +10,19 @@ epoch of training) cost nothing.
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from soundsift.captions import normalise_caption, normalise_captions  # noqa: F401  (re-exported)
 from soundsift.downloader import hub_reachable
 from soundsift.encoders.base import TextEncoder, no_published_weights
 from soundsift.encoders.options import HfTextCfg, MiniLMCfg, TinyBertCfg
-from soundsift.errors import CaptionError, ConfigError, WeightsUnavailableError, require
+from soundsift.errors import ConfigError, WeightsUnavailableError, require
 
 log = logging.getLogger(__name__)
-
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalise_caption(text: str, lowercase: bool = True, strip_punctuation: bool = True) -> str:
-    """Lower-case and remove ASCII punctuation (``string.punctuation``), like the reference code."""
-    if lowercase:
-        text = text.lower()
-    if strip_punctuation:
-        text = text.translate(_PUNCTUATION)
-    return text
 
 
 def _quiet_transformers():
@@ -153,32 +142,31 @@ class HFTextEncoder(TextEncoder):
         return self
 
     def normalise(self, texts: Sequence[str]) -> list[str]:
-        """Normalise captions; raises CaptionError (a ValueError) naming the index of an empty caption
-        (or one empty once normalised), ValueError for a non-string."""
+        """Normalise captions (``captions.normalise_captions``): CaptionError names an empty one."""
         if isinstance(texts, str):
             raise TypeError("HFTextEncoder expects a list of captions, got a single string")
-        out = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ValueError(f"caption {i} is not a string: {text!r}")
-            if not text.strip():
-                raise CaptionError(i, text, "is empty or whitespace only")
-            norm = normalise_caption(text, self.lowercase, self.strip_punctuation)
-            if not norm.strip():
-                raise CaptionError(i, text, "is empty after normalisation (punctuation only)")
-            out.append(norm)
-        return out
+        return normalise_captions(texts, self.lowercase, self.strip_punctuation)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         """Normalised captions -> (B, out_dim) on the backbone's device (gradients as the mode allows)."""
         tok = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
-        hidden = self.backbone(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])[0]
+        return self.embed_tokens(tok["input_ids"], tok["attention_mask"])
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids and attention mask (B, L) -> pooled (B, out_dim) (what the ONNX graph holds)."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def export_plan(self) -> Any:
+        from soundsift.encoders.export_plan import Call, TextExportPlan
+
+        return TextExportPlan(core=Call(self, "embed_tokens"), tokenizer=self.tokenizer, max_tokens=self.max_tokens,
+                              lowercase=self.lowercase, strip_punctuation=self.strip_punctuation)
 
     def _embed_frozen(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad():

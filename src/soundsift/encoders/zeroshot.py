@@ -271,8 +271,30 @@ class YAMNetBridgeEncoder(AudioEncoder):
         dense, counts, loudness = self.patch_scores(waveform, lengths)
         return pool_patches(dense, counts, self.pooling, self.pool_k, loudness)
 
+    def piece_scores(self, pieces: torch.Tensor) -> torch.Tensor:
+        """(N, 0.96 s) waveforms, one YAMNet patch each -> (N, 521) per-patch scores."""
+        y = self.yamnet
+        logits = y.net.classifier(y.net.embed(y.frontend.log_mel(pieces)[:, None]))
+        if self.score != "prob":
+            return logits.clamp(min=0.0)
+        if torch.onnx.is_in_onnx_export():  # ONNX Runtime's Sigmoid flushes tiny scores to 0, which the
+            return torch.exp(-F.softplus(-logits))  # square root of the scores then magnifies
+        return torch.sigmoid(logits)
+
+    def export_plan(self):
+        from soundsift.encoders.export_plan import AudioExportPlan, Call
+        from soundsift.encoders.yamnet.model import MIN_SAMPLES
+
+        return AudioExportPlan(core=Call(self, "piece_scores"), split="patches", window=MIN_SAMPLES,
+                               hop=self.yamnet.hop_samples, pool=self.pooling, pool_k=self.pool_k,
+                               head=Call(self, "finish"))
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        scores = sharpen(self.class_scores(waveform, lengths), self.power, self.top_k)
+        return self.finish(self.class_scores(waveform, lengths))
+
+    def finish(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, 521) pooled clip scores -> the clip embedding (powered, sparsified, maybe in text space)."""
+        scores = sharpen(scores, self.power, self.top_k)
         if self.space == "classes":
             return scores
         return scores @ self.class_text.to(scores)
@@ -326,7 +348,20 @@ class ClassQueryTextEncoder(TextEncoder):
         self.sentence.precompute(texts, batch_size=batch_size, progress=progress)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        return class_query(self.sentence(list(texts)), self.class_text, self.temperature)
+        return self._classes(self.sentence(list(texts)))
+
+    def _classes(self, sentence: torch.Tensor) -> torch.Tensor:
+        return class_query(sentence, self.class_text, self.temperature)
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._classes(self.sentence.embed_tokens(input_ids, attention_mask))
+
+    def export_plan(self):
+        from dataclasses import replace
+
+        from soundsift.encoders.export_plan import Call
+
+        return replace(self.sentence.export_plan(), core=Call(self, "embed_tokens"))
 
 
 def zero_shot_identity(config: dict[str, Any] | None = None) -> str:

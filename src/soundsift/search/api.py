@@ -22,9 +22,9 @@ from soundsift.search.moments import parse_moment_spec
 class Index:
     """An opened index and (once a query needs it) its model; see the module docstring."""
 
-    def __init__(self, index: SoundIndex, model: Any = None, device: str = "cpu") -> None:
+    def __init__(self, index: SoundIndex, model: Any = None, device: str = "cpu", runtime: str | None = None) -> None:
         self.index = index
-        self._model, self._device = model, device
+        self._model, self._device, self._runtime = model, device, runtime
         self._searcher: TextSearcher | None = None
 
     def __len__(self) -> int:
@@ -40,9 +40,10 @@ class Index:
         if self._searcher is None:
             model = self._model
             if model is None or isinstance(model, (str, Path, list, tuple)):  # a path, name or list of them
-                from soundsift.checkpoints import load_model
+                from soundsift.checkpoints.runtime import load_index_model
 
-                model = load_model(resolve_model_path(self.index, model), device=self._device)
+                model = load_index_model(resolve_model_path(self.index, model), self.index.manifest,
+                                         self._runtime, self._device)
             self._searcher = TextSearcher(self.index, model)
         return self._searcher
 
@@ -77,8 +78,10 @@ class Index:
         return self.searcher.search(text, k, like=vector, exclude=exclude, rank=rank, moments=moments, where=where)
 
 
-def open_index(path: str | Path, model: Any = None, backend: str = "auto", device: str = "cpu") -> Index:
+def open_index(path: str | Path, model: Any = None, backend: str = "auto", device: str = "cpu",
+               runtime: str | None = None) -> Index:
     """Open the index at ``path`` for searching. ``model``: the one recorded at build (default), a model
     file, a published name, a list of those (an ensemble), or a loaded model; it must be the model
-    that built the index. ``backend`` as in ``search.index.open_index``."""
-    return Index(open_sound_index(path, backend=backend), model, device)
+    that built the index. ``backend`` as in ``search.index.open_index``; ``runtime``: ``"torch"`` or
+    ``"onnx"`` (default: the one the index was built with)."""
+    return Index(open_sound_index(path, backend=backend), model, device, runtime)

@@ -26,6 +26,7 @@ from typing import Any
 from soundsift.errors import ConfigError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS
 from soundsift.search.builder import PROCESS_THRESHOLD, Build, BuildOptions  # noqa: F401  (re-exported)
+from soundsift.search.decoding import DEFAULT_TIMEOUT
 from soundsift.search.embedding import build_windows
 from soundsift.search.embedding import load_build_model as _load_model
 from soundsift.search.store import BuildLock, check_out_dir
@@ -51,6 +52,9 @@ def build_index(
     rebuild: bool = False,
     window: float | None = None,
     hop: float | None = None,
+    runtime: str = "torch",
+    quantize: str | None = None,
+    decode_timeout: float | None = DEFAULT_TIMEOUT,
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
@@ -72,18 +76,25 @@ def build_index(
     ``window``/``hop`` (seconds): files longer than ``window`` are also embedded as windows every ``hop``
     seconds (``search.moments``); default: the model's input length (``DEFAULT_WINDOW`` for models
     without one), hop half of it; 0: whole files only. A changed setting re-embeds every file.
+    ``runtime``: ``"torch"`` or ``"onnx"`` (ONNX Runtime, ``quantize`` None or ``"int8"``; recorded in
+    the index, whose searches then use it too). ``decode_timeout``: seconds after which a file's decoding
+    is given up (its worker killed and replaced when decoding runs in processes) and the file reported;
+    a decoding process that dies is replaced and its file reported too (``search.decoding``). The
+    report's ``stages`` hold the seconds spent per stage (``index build --stats``).
     """
     from soundsift.search.scan import check_library
 
     t0 = time.perf_counter()
     options = BuildOptions(batch_size, chunk_files, chunk_samples, workers, processes, checksum, faiss,
-                           progress, rebuild)
+                           progress, rebuild, decode_timeout=decode_timeout)
+    if decode_timeout is not None and not decode_timeout > 0:
+        raise ConfigError(f"--decode-timeout must be > 0 seconds, got {decode_timeout}")
     root, out = Path(audio_dir).resolve(), Path(out).absolute()
     check_library(root, audio_dir, exclude=out)
     if faiss not in FAISS_CHOICES:
         raise ConfigError(f"unknown faiss option {faiss!r}; use one of {', '.join(FAISS_CHOICES)}")
     check_out_dir(out)
-    model, recorded_model = _load_model(model, model_path)
+    model, recorded_model = _load_model(model, model_path, runtime, quantize)
     options = replace(options, **dict(zip(("window", "hop"), build_windows(model, window, hop))))
     out.mkdir(parents=True, exist_ok=True)
     with BuildLock(out):
@@ -133,7 +144,8 @@ def update_index(
         model = manifest["model"].get("path")
         if not model:
             raise SearchIndexError(f"{out}: the index records no model; pass the model that built it")
-    model, recorded = _load_model(model, model_path)
+    built = manifest["model"]  # the runtime (and int8 setting) the index was built with
+    model, recorded = _load_model(model, model_path, built.get("runtime") or "torch", built.get("quantize"))
     window, hop = window_setting(manifest)
     options = BuildOptions(batch_size=batch_size, workers=workers, processes=False, faiss=faiss, progress=progress,
                            window=window, hop=hop)

@@ -21,19 +21,13 @@ from soundsift.audio import AUDIO_EXTENSIONS, load_audio
 from soundsift.data.records import Problem
 from soundsift.errors import ModelMismatchError, SearchIndexError
 from soundsift.search.changes import Base, ShaIndex, concat_rows, gather, live_windows, merge_plan
+from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
 from soundsift.search.embedding import Embedded, embed_with_windows
 from soundsift.search.index_types import IndexEntry
 from soundsift.search.reader import LiveVersion, read_live
-from soundsift.search.scan import (
-    Decoded,
-    Known,
-    decode_file,
-    decoder_pool,
-    relative_reason,
-    safe_sha,
-    scan_audio_files,
-)
+from soundsift.search.scan import Decoded, Known, relative_reason, safe_sha, scan_audio_files
 from soundsift.search.segments import Rows, write_segment
+from soundsift.search.stats import StageTimes
 from soundsift.search.store import publish_version
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 from soundsift.search.version import BuildReport, VersionPlan, write_version
@@ -60,6 +54,7 @@ class BuildOptions:
     rebuild: bool = False
     window: float = 0.0  # seconds; 0: whole files only
     hop: float = 0.0
+    decode_timeout: float | None = DEFAULT_TIMEOUT  # seconds per file; None: no limit
 
 
 @dataclass
@@ -101,15 +96,20 @@ class Build:
         self.next_id, self.build_no = 0, 1
         self.new = _New()
         self.report = BuildReport(index=str(out), version="", audio_root=str(root))
+        self.stages = StageTimes()
 
     def run(self, paths: list[str] | None) -> BuildReport:
         self.read_live_version()
         self.report.version = name = f"v{self.build_no:06d}-{uuid.uuid4().hex[:8]}"
-        todo = self.plan_all() if paths is None else self.plan_paths(paths)
+        with self.stages.timing("listing"):
+            todo = self.plan_all() if paths is None else self.plan_paths(paths)
         self.decode_and_embed(todo)
-        plan = self.assemble()
-        publish_version(self.out, name, lambda tmp: write_version(tmp, plan, self.report, self.t0),
-                        segments={s for s, _, _ in plan.segments})
+        with self.stages.timing("writing"):
+            plan = self.assemble()
+            self.report.stages = self.stages.as_dict()
+            publish_version(self.out, name, lambda tmp: write_version(tmp, plan, self.report, self.t0),
+                            segments={s for s, _, _ in plan.segments})
+        self.report.stages = self.stages.as_dict()
         return self.report
 
     # ------------------------------------------------------------------------------ the live version
@@ -249,24 +249,13 @@ class Build:
         processes = opts.processes
         if processes == "auto":
             processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
-        known = self.shas
+        pool_type = ProcessDecoders if processes else ThreadDecoders
         with tqdm(total=len(todo), desc="embedding", unit="file", disable=not opts.progress,
-                  dynamic_ncols=True) as bar, decoder_pool(workers, bool(processes), known) as pool:
-            ahead = workers * (4 if processes else 2)
-
-            def submit(c: _Candidate):
-                path = self.root / c.path
-                return pool.submit(decode_file, path, rate) if processes else \
-                    pool.submit(decode_file, path, rate, known)
-
-            futures = [submit(c) for c in todo[:ahead]]
+                  dynamic_ncols=True) as bar, pool_type(workers, rate, self.shas, opts.decode_timeout) as pool:
             waves: list[tuple[_Candidate, Decoded]] = []
-            for i, c in enumerate(todo):
-                result = futures[i].result()
-                futures[i] = None  # type: ignore[call-overload]  # drop the reference: bounded memory
-                if i + ahead < len(todo):
-                    futures.append(submit(todo[i + ahead]))
+            for c, result in zip(todo, pool.map([self.root / c.path for c in todo])):
                 if isinstance(result, Decoded):
+                    self.stages.add_decoded(result.times)
                     self.new.thumbs[c.path] = result.thumbnail
                     self.new.rates[c.path] = result.rate
                     self.report.thumbnails += 1
@@ -305,8 +294,9 @@ class Build:
 
         batch_size, model, window, hop = self.options.batch_size, self.model, self.options.window, self.options.hop
         try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
-            vectors: list[Embedded | None] = list(
-                embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
+            with self.stages.timing("model"):
+                vectors: list[Embedded | None] = list(
+                    embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
         except Exception:
             bar.update(-done[0])
             vectors = []

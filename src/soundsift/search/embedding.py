@@ -14,9 +14,20 @@ from soundsift.checkpoints.windows import build_windows, model_input_seconds  # 
 from soundsift.spans import window_spans
 
 
-def load_build_model(model: Any, model_path: str | Path | None) -> tuple[Any, Any]:
+def load_build_model(model: Any, model_path: str | Path | None, runtime: str = "torch",
+                     quantize: str | None = None) -> tuple[Any, Any]:
     """(loaded model, what the manifest records to load it again: a path, a published name, or a list
-    of those for an ensemble)."""
+    of those for an ensemble), for ``runtime`` (``checkpoints.runtime``)."""
+    from soundsift.checkpoints.runtime import load_for_runtime, wants_onnx
+
+    if wants_onnx(model, runtime):
+        loaded = load_for_runtime(model if isinstance(model, (list, tuple)) else [model], runtime, quantize)
+        ref = model[0] if isinstance(model, (list, tuple)) else model
+        from soundsift.checkpoints.names import PUBLISHED_NAMES
+
+        return loaded, (str(ref) if str(ref) in PUBLISHED_NAMES else str(Path(ref).resolve()))
+    if quantize:
+        load_for_runtime(model, runtime, quantize)  # refused in one line: --quantize needs --runtime onnx
     from soundsift.checkpoints import load_model
     from soundsift.checkpoints.ensemble import ModelEnsemble
     from soundsift.checkpoints.load import PUBLISHED

@@ -64,9 +64,9 @@ def resolve_model_path(index: SoundIndex, model_path: str | Path | list | None) 
 
 
 def _recorded_model(index: SoundIndex, path: str) -> Path:
-    from soundsift.checkpoints.load import PUBLISHED
+    from soundsift.checkpoints.names import PUBLISHED_NAMES
 
-    if path in PUBLISHED:  # a published model, recorded by name ("zero-shot")
+    if path in PUBLISHED_NAMES:  # a published model, recorded by name ("zero-shot")
         return Path(path)
     recorded = Path(path)
     if not recorded.exists():  # a model file, or a model folder (Hugging Face layout)
@@ -166,13 +166,13 @@ class TextSearcher:
 
 
 def load_searcher(index_path: str | Path, model_path: str | Path | None = None, backend: str = "auto",
-                  device: str = "cpu") -> TextSearcher:
-    """Open an index and its model (the recorded one unless ``model_path`` is given)."""
-    from soundsift.checkpoints import load_model
+                  device: str = "cpu", runtime: str | None = None) -> TextSearcher:
+    """Open an index and its model (the recorded one unless ``model_path`` is given), run by ``runtime``
+    (default: the one recorded at build)."""
+    from soundsift.checkpoints.runtime import load_index_model
 
     index = open_index(index_path, backend=backend)
-    model = load_model(resolve_model_path(index, model_path), device=device)
-    return TextSearcher(index, model)
+    return TextSearcher(index, load_index_model(resolve_model_path(index, model_path), index.manifest, runtime, device))
 
 
 def describe(index: SoundIndex) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 ``scan_audio_files`` walks the library and says why a file cannot be used (``check_library`` refuses
 a library with no audio at all); ``decode_file`` hashes, decodes
-and draws the thumbnail of one file, in a thread or in a spawned worker process (``decoder_pool``),
+and draws the thumbnail of one file, in a thread or in a worker process (``search.decoding``),
 and says what it found as a typed, picklable result (``Decoded``, ``Known``: content already indexed,
 ``Failed``: the reason as text, so that it crosses process boundaries); ``relative_reason`` words an
 error for the build report (paths relative to the library).
@@ -11,14 +11,14 @@ error for the build report (paths relative to the library).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Container, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from soundsift.audio import AUDIO_EXTENSIONS, load_audio
+from soundsift.audio import AUDIO_EXTENSIONS, read_audio, resample_audio
 from soundsift.downloader import file_digest
 from soundsift.errors import SearchIndexError
 from soundsift.search.thumbnails import make_thumbnail
@@ -76,20 +76,6 @@ def check_library(root: Path, given: str | Path, exclude: Path | None = None) ->
                                f"{', '.join(e[1:] for e in AUDIO_EXTENSIONS)}; hidden files are ignored)")
 
 
-_KNOWN_SHAS: Container[str] = frozenset()  # in a decoding process: contents whose embedding is reused
-
-
-def _init_decoder(known: Container[str]) -> None:
-    global _KNOWN_SHAS
-    _KNOWN_SHAS = known
-    try:
-        import torch
-
-        torch.set_num_threads(1)  # a decoding process computes no embeddings
-    except ImportError:
-        pass
-
-
 @dataclass(frozen=True)
 class Decoded:
     """A file decoded for embedding: its content hash, waveform, spectrogram thumbnail, and the sample
@@ -99,6 +85,8 @@ class Decoded:
     wave: np.ndarray
     thumbnail: np.ndarray
     rate: tuple[int, int] = (0, 0)
+    #: seconds spent hashing, decoding, resampling and drawing the thumbnail (``index build --stats``)
+    times: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -120,19 +108,30 @@ DecodeResult = Decoded | Known | Failed
 
 
 def decode_file(path: Path, sample_rate: int, known: Container[str] | None = None) -> DecodeResult:
-    """Hash and decode one file; a content in ``known`` (default: the process's ``_KNOWN_SHAS``) is
-    hashed only (``Known``). Module level, so that it runs in a worker process as well as in a thread."""
+    """Hash and decode one file; a content in ``known`` is hashed only (``Known``). Module level, so that
+    it runs in a worker process as well as in a thread."""
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
     try:
         sha = file_digest(path)
     except OSError as exc:
         return Failed(f"cannot read: {exc.strerror or exc}")
-    if sha in (_KNOWN_SHAS if known is None else known):
+    if known is not None and sha in known:
         return Known(sha)
+    hashing = lap()
     try:
-        wave = load_audio(path, sample_rate)
+        mono, rate = read_audio(path)
+        decoding = lap()
+        wave = resample_audio(mono, rate, sample_rate)
     except Exception as exc:  # AudioError, resampler errors, MemoryError on absurd files...
         return Failed(str(exc) or type(exc).__name__, sha)
-    return Decoded(sha, wave, make_thumbnail(wave, sample_rate), stored_format(path))
+    resampling = lap()
+    thumbnail = make_thumbnail(wave, sample_rate)
+    return Decoded(sha, wave, thumbnail, stored_format(path), (hashing, decoding, resampling, lap()))
 
 
 def stored_format(path: Path) -> tuple[int, int]:
@@ -144,16 +143,6 @@ def stored_format(path: Path) -> tuple[int, int]:
         return int(info.samplerate), int(info.channels)
     except Exception:  # a header soundfile cannot parse (the audio itself was decoded another way)
         return 0, 0
-
-
-def decoder_pool(workers: int, processes: bool, known: Container[str]) -> Executor:
-    """Threads, or (``processes``) spawned worker processes, that run ``decode_file``."""
-    if not processes:
-        return ThreadPoolExecutor(max_workers=workers)
-    import multiprocessing
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_decoder, initargs=(known,))
 
 
 def safe_sha(path: Path) -> str:

@@ -46,6 +46,7 @@ class BuildReport:
     bytes_written: int = 0  # bytes of new segments and version files
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (``index build --stats``)
 
     def summary(self) -> str:
         return (
@@ -97,7 +98,8 @@ def write_version(tmp: Path, plan: VersionPlan, report: BuildReport, t0: float) 
         "build": plan.build_no,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"identity": model.identity, "path": plan.recorded_model, "embed_dim": model.embed_dim,
-                  "sample_rate": model.sample_rate, "config": model.config},
+                  "sample_rate": model.sample_rate, "config": model.config,
+                  "runtime": model.runtime, "quantize": model.quantize},
         "audio_root": str(plan.audio_root),
         "embed_dim": model.embed_dim,
         "next_id": plan.next_id,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from soundsift.checkpoints import load_model
+from soundsift.checkpoints.runtime import load_for_runtime
 from soundsift.errors import ConfigError, DatasetError
 from soundsift.names import TEST_SPLIT
 from soundsift.training.embed import embed_dataset
@@ -38,6 +38,7 @@ def evaluate(
     *,
     relevance: str | Path | None = None,
     any_query: bool = False,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Text-to-audio mAP@10/R@k (DCASE), audio-to-text R@k, jackknife 95% interval of mAP@10.
 
@@ -47,7 +48,7 @@ def evaluate(
     the text tower(s) and scored against the split's clips; the result gets ``multi_relevance`` (see
     :func:`soundsift.metrics.multi_relevance_metrics`; ``mAP@16`` is the DCASE 2025 ranking metric).
     Queries with a file outside the split are left out and counted, and so are queries that are not
-    captions of the split unless ``any_query``.
+    captions of the split unless ``any_query``. ``runtime``: ``"torch"`` or ``"onnx"`` (``checkpoints.runtime``).
     """
     from soundsift import metrics as m
     from soundsift.data.relevance import match_relevance, read_relevance
@@ -59,7 +60,7 @@ def evaluate(
     matched = None
     ref = data = None
     for path in models:
-        model = load_model(path)
+        model = load_for_runtime(path, runtime)
         emb, split_data = embed_dataset(model, data_format, data_root, split, max_seconds, batch_size, progress)
         if ref is None:
             ref, data = emb, split_data

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from soundsift.encoders.frontends.spectrum import stft_power
 from soundsift.errors import ConfigError
 
 LOG_OFFSET = 1e-5
@@ -125,17 +126,7 @@ class KaldiLogMel(nn.Module):
             x = nn.functional.pad(x, (0, min_len - x.shape[1]))
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = nn.functional.conv1d(x.unsqueeze(1), self.preemphasis).squeeze(1)
-            spec = torch.stft(
-                x,
-                self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=self.window,
-                center=True,
-                normalized=False,
-                return_complex=True,
-            )
-            power = spec.real.square() + spec.imag.square()
+            power = stft_power(x, self.n_fft, self.hop_length, self.window, self.win_length)
             mel = torch.matmul(self._banks(x.device), power)
             mel = torch.log(mel + LOG_OFFSET)
         if self.training and self.freqm:

@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from soundsift.encoders.frontends.spectrum import frame_signal, rfft_power
 from soundsift.encoders.layers import time_mask
 from soundsift.errors import ConfigError
 
@@ -168,9 +169,8 @@ class LogMel(nn.Module):
         # Frames as a strided view, windowed (one copy), then a real FFT: faster on CPU than torch.stft.
         # Always float32: power spectra overflow float16 under autocast.
         with torch.autocast(x.device.type, enabled=False):
-            frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # (B, frames, n_fft)
-            spec = torch.fft.rfft(frames)
-            power = spec.real.square() + spec.imag.square()  # (B, frames, n_freqs)
+            frames = frame_signal(x, self.n_fft, self.hop_length) * self.window  # (B, frames, n_fft)
+            power = rfft_power(frames)  # (B, frames, n_freqs)
             if self.power != 2.0:
                 power = power.pow(self.power / 2.0)
             mel = torch.matmul(power, self.fb).transpose(1, 2)  # (B, n_mels, frames)

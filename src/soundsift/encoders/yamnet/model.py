@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.frontends.spectrum import frame_signal, rfft_power
 from soundsift.encoders.options import YamnetCfg
 from soundsift.errors import ConfigError
 
@@ -78,8 +79,8 @@ class YAMNetFrontEnd(nn.Module):
         self.register_buffer("mel", torch.from_numpy(mel_matrix()), persistent=False)
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        frames = waveform.unfold(-1, WINDOW, HOP) * self.window  # frame starts at 0, no centring
-        magnitude = torch.fft.rfft(frames, n=N_FFT).abs()
+        frames = frame_signal(waveform, WINDOW, HOP) * self.window  # frame starts at 0, no centring
+        magnitude = rfft_power(frames, N_FFT).sqrt()
         return torch.log(magnitude @ self.mel + LOG_OFFSET)
 
     def patches(self, log_mel: torch.Tensor) -> torch.Tensor:
@@ -236,6 +237,16 @@ class YAMNetEncoder(AudioEncoder):
         if logits is not None:
             out.update(logits=logits, scores=torch.sigmoid(logits))
         return out
+
+    def embed_pieces(self, pieces: torch.Tensor) -> torch.Tensor:
+        """(N, MIN_SAMPLES) waveforms, one patch each -> (N, out_dim) patch embeddings."""
+        return self.net.embed(self.frontend.log_mel(pieces)[:, None])
+
+    def export_plan(self):
+        from soundsift.encoders.export_plan import AudioExportPlan, Call
+
+        return AudioExportPlan(core=Call(self, "embed_pieces"), split="patches", window=MIN_SAMPLES,
+                               hop=self.hop_samples)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if waveform.dim() != 2:
