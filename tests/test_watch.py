@@ -208,10 +208,10 @@ def test_a_file_replaced_while_it_is_decoded_is_indexed_again_on_its_event(tmp_p
     out = tmp_path / "idx"
     build_index(folder, out, model_path, progress=False)
     write_sound(folder / "new.wav", 16000, 1, 0.8, "WAV", None, seed=80)
-    real = scan.load_audio
+    real = scan.read_audio
 
-    def replaced_midway(path, rate):
-        wave = real(path, rate)
+    def replaced_midway(path):
+        wave = real(path)
         if Path(path).name == "new.wav" and not (tmp_path / "done").exists():
             (tmp_path / "done").touch()
             write_sound(folder / "new.wav", 16000, 1, 1.1, "WAV", None, seed=81)  # replaced while decoding
@@ -219,7 +219,7 @@ def test_a_file_replaced_while_it_is_decoded_is_indexed_again_on_its_event(tmp_p
             os.utime(folder / "new.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
         return wave
 
-    monkeypatch.setattr(scan, "load_audio", replaced_midway)
+    monkeypatch.setattr(scan, "read_audio", replaced_midway)
     update_index(out, ["new.wav"])
     monkeypatch.undo()
     again = update_index(out, ["new.wav"])  # what the watcher does on the replacement's event
