@@ -117,12 +117,13 @@ def reproduce_main(args: argparse.Namespace) -> int:
 
 
 def train_moments_main(args: argparse.Namespace) -> int:
-    from soundsift.training.moment_model import MomentTrainOptions
+    from soundsift.training.moment_options import MomentTrainOptions
     from soundsift.training.moment_train import train_moments
 
-    options = MomentTrainOptions(hidden=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed)
+    options = MomentTrainOptions(hidden=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed,
+                                 loss_weight=args.loss_weight, distill_weight=args.distill_weight, tau=args.tau)
     print(json.dumps(train_moments(args.model, args.data_root, args.out, args.window, args.hop, options,
-                                   args.batch_size, None if args.no_eval else "test"), indent=2))
+                                   args.batch_size, None if args.no_eval else "test", args.teacher), indent=2))
     return 0
 
 
@@ -156,7 +157,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--half", action="store_true", help="store float16 embeddings")
     p.set_defaults(func=teachers_main)
 
+    from soundsift.training.moment_options import MomentTrainOptions
     from soundsift.training.moment_train import LEARNED_HOP, LEARNED_WINDOW
+
+    defaults = MomentTrainOptions()
 
     p = sub.add_parser("train-moments", help="train the learned moment model over a model's window embeddings "
                                              "(a synth --moments benchmark; docs/moments.md)")
@@ -165,10 +169,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="folder for moment_model.pt, predictions, result.json")
     p.add_argument("--window", type=float, default=LEARNED_WINDOW, help="window seconds (default %(default)s)")
     p.add_argument("--hop", type=float, default=LEARNED_HOP, help="hop seconds (default %(default)s)")
-    p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=128, help="hidden channels (default %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default %(default)s)")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=defaults.hidden, help="hidden channels (default %(default)s)")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batch order")
+    p.add_argument("--loss-weight", type=float, default=defaults.loss_weight,
+                   help="weight of the supervised relevance term (default %(default)s)")
+    p.add_argument("--distill-weight", type=float, default=defaults.distill_weight,
+                   help="weight of the soft targets' term: the estimated correspondences over the windows "
+                        "(default %(default)s)")
+    p.add_argument("--teacher", action="append", default=[], metavar="MODEL",
+                   help="a soundsift model whose query-window similarities make the soft targets; repeat it for "
+                        "an ensemble (default: --model itself, self-distillation)")
+    p.add_argument("--tau", type=float, default=defaults.tau, help="the soft targets' temperature (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="embedding batch size")
     p.add_argument("--no-eval", action="store_true", help="do not predict and score the test split")
     p.set_defaults(func=train_moments_main)

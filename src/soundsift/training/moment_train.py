@@ -5,6 +5,8 @@ embeddings (cached by ``moment_features``), and its predictions on a split writt
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,7 @@ from soundsift.data.readers.moments import read_moment_annotations
 from soundsift.names import TEST_SPLIT, TRAIN_SPLIT
 
 if TYPE_CHECKING:
-    from soundsift.training.moment_model import MomentTrainOptions
+    from soundsift.training.moment_options import MomentTrainOptions
 
 LEARNED_WINDOW = 2.0  # seconds: finer than the sliding window's, so the head can place boundaries
 LEARNED_HOP = 1.0
@@ -57,13 +59,17 @@ def learned_predictions(moment_model: str | Path, data_root: str | Path, split: 
 
 def train_moments(model_name: str, data_root: str | Path, out: str | Path, window: float = LEARNED_WINDOW,
                   hop: float = LEARNED_HOP, options: MomentTrainOptions | None = None,
-                  batch_size: int = 32, eval_split: str | None = TEST_SPLIT) -> dict[str, Any]:
+                  batch_size: int = 32, eval_split: str | None = TEST_SPLIT,
+                  teachers: Sequence[str] = ()) -> dict[str, Any]:
     """Train the moment model on the training split, save it as ``out/moment_model.pt``, and (unless
     ``eval_split`` is None) write and score its predictions on ``eval_split``; ``out/result.json`` holds
-    the losses' first and last values and the metrics."""
+    the settings, the losses' first and last values and the metrics. With ``options.distill_weight`` > 0
+    the soft targets come from the ``teachers`` (soundsift models, their window embeddings of the same
+    windows), or from ``model_name`` itself (self-distillation) when none are given."""
     from soundsift.metrics.moments import moment_retrieval_metrics
     from soundsift.training.moment_baseline import write_predictions
-    from soundsift.training.moment_model import MomentTrainOptions, save_moment_model, train_moment_model
+    from soundsift.training.moment_model import save_moment_model, train_moment_model
+    from soundsift.training.moment_options import MomentTrainOptions
 
     options = options or MomentTrainOptions()
 
@@ -71,10 +77,13 @@ def train_moments(model_name: str, data_root: str | Path, out: str | Path, windo
     _, recordings, features = _features(model_name, data_root, TRAIN_SPLIT, window, hop, batch_size)
     truth = [q.windows for rec in recordings for q in rec.queries]
     log: list[float] = []
-    head = train_moment_model(features, truth, options, log=log)
+    teacher_features = [_features(t, data_root, TRAIN_SPLIT, window, hop, batch_size)[2]
+                        for t in teachers] if options.distill_weight > 0 else []
+    head = train_moment_model(features, truth, options, log=log, teachers=teacher_features)
     path = save_moment_model(out / MOMENT_MODEL_FILE, head, model_name, window, hop)
     result: dict[str, Any] = {"moment_model": str(path), "model": model_name, "window": window, "hop": hop,
-                              "train_queries": len(truth), "steps": options.steps,
+                              "train_queries": len(truth), "options": asdict(options),
+                              "teachers": (list(teachers) or [model_name]) if options.distill_weight > 0 else [],
                               "loss_first": round(log[0], 4), "loss_last": round(log[-1], 4)}
     if eval_split is not None:
         from soundsift.data.synth.moments import annotation_file
