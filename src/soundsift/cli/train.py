@@ -64,14 +64,15 @@ def evaluate_moments_main(args: argparse.Namespace) -> int:
 
         print(json.dumps(evaluate_moment_baseline(args.model, args.data_root, args.split, args.window, args.hop,
                                                   args.out, args.batch_size, args.baseline,
-                                                  moment_model=args.moment_model), indent=2))
+                                                  moment_model=args.moment_model, skip_invalid=args.skip_invalid),
+                         indent=2))
         return 0
     if not args.predictions or not args.annotations:
         raise ConfigError("evaluate --task moments: give --predictions PRED.jsonl and --annotations GT.jsonl, "
                           "or --model M (or --baseline random) and --data-root DIR")
     from soundsift.training.evaluate_moments import evaluate_moments
 
-    print(json.dumps(evaluate_moments(args.predictions, args.annotations), indent=2))
+    print(json.dumps(evaluate_moments(args.predictions, args.annotations, args.skip_invalid), indent=2))
     return 0
 
 
@@ -123,7 +124,8 @@ def train_moments_main(args: argparse.Namespace) -> int:
     options = MomentTrainOptions(hidden=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed,
                                  loss_weight=args.loss_weight, distill_weight=args.distill_weight, tau=args.tau)
     print(json.dumps(train_moments(args.model, args.data_root, args.out, args.window, args.hop, options,
-                                   args.batch_size, None if args.no_eval else "test", args.teacher), indent=2))
+                                   args.batch_size, None if args.no_eval else "test", args.teacher,
+                                   args.skip_invalid), indent=2))
     return 0
 
 
@@ -164,7 +166,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("train-moments", help="train the learned moment model over a model's window embeddings "
                                              "(a synth --moments benchmark; docs/moments.md)")
-    p.add_argument("--data-root", required=True, help="a moment benchmark (synth --moments layout)")
+    p.add_argument("--data-root", required=True,
+                   help="a moment benchmark: synth --moments output, or Clotho-Moment / CASTELLA as published "
+                        "(docs/moments.md); invalid training annotations are skipped and reported")
     p.add_argument("--model", default="zero-shot", help="the frozen soundsift model whose window embeddings it reads")
     p.add_argument("--out", required=True, metavar="RUN", help="folder for moment_model.pt, predictions, result.json")
     p.add_argument("--window", type=float, default=LEARNED_WINDOW, help="window seconds (default %(default)s)")
@@ -184,6 +188,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--tau", type=float, default=defaults.tau, help="the soft targets' temperature (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="embedding batch size")
     p.add_argument("--no-eval", action="store_true", help="do not predict and score the test split")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip and report invalid test annotations instead of refusing the file")
     p.set_defaults(func=train_moments_main)
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split, or of moment predictions")
@@ -201,6 +207,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--hop", type=float, default=None, help="--task moments: hop seconds (default: half the window)")
     p.add_argument("--out", default=None, metavar="PRED.jsonl",
                    help="--task moments with --data-root: where to write the predictions")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="--task moments: leave out invalid annotation lines (each reported on stderr, and their "
+                        "count) instead of refusing the file")
     p.add_argument("--model", action="append",
                    help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released "
                         "model); repeat it for an ensemble (mean cosine similarity; reports each member and the gain)")
