@@ -112,7 +112,7 @@ def reproduce_main(args: argparse.Namespace) -> int:
         return 0
     runner.run()
     summary = runner.write_results()
-    print(format_results(recipe, summary["rows"], summary["sweeps"]))
+    print(summary["table"] if recipe.task == "moments" else format_results(recipe, summary["rows"], summary["sweeps"]))
     print(f"results in {runner.out}/results.json and results.md", file=sys.stderr)
     return 0
 
@@ -224,9 +224,11 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("reproduce", overrides_dest="recipe", help="run a recipe (a paper table) step by step, skipping finished steps")
     p.add_argument("recipe", nargs="+", metavar="RECIPE [key=value ...]",
-                   help="a recipe file or a packaged one (demo, table1, table2), then config overrides applied "
-                        "to every train step, e.g. optim.epochs=1")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the recipe's data_root)")
+                   help="a recipe file or a packaged one (demo, table1, table2, moments), then config overrides "
+                        "applied to every train step, e.g. optim.epochs=1 (moments: steps=100)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default: the recipe's data_root; a generating recipe writes OUT/data); "
+                        "moments: Clotho-Moment or CASTELLA as published")
     p.add_argument("--out", default=None, help="folder of all runs and results.json/.md (default: runs/RECIPE)")
     p.add_argument("--only", nargs="+", default=[], metavar="STEP", help="run these steps (and what they need)")
     p.add_argument("--include", nargs="+", default=[], metavar="GROUP",
