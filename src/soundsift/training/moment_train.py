@@ -21,7 +21,7 @@ LEARNED_HOP = 1.0
 MOMENT_MODEL_FILE = "moment_model.pt"
 
 
-def _features(model_name: str, data_root: str | Path, split: str, window: float, hop: float, batch_size: int,
+def moment_split_features(model_name: str, data_root: str | Path, split: str, window: float, hop: float, batch_size: int,
               skip_invalid: bool = False):
     """(split, its recordings, their features): annotations read strictly unless ``skip_invalid``."""
     from soundsift.checkpoints import load_model
@@ -48,7 +48,7 @@ def learned_predictions(moment_model: str | Path, data_root: str | Path, split: 
 
     saved = load_moment_model(moment_model)
     name = model_name or saved.model
-    split, recordings, features = _features(name, data_root, split, saved.window, saved.hop, batch_size, skip_invalid)
+    split, recordings, features = moment_split_features(name, data_root, split, saved.window, saved.hop, batch_size, skip_invalid)
     windows = predict_windows(saved.head, features, [r.duration for r in recordings], saved.hop)
     queries = [(rec.vid, q) for rec in recordings for q in rec.queries]
     predictions = [{"qid": q.qid, "query": q.query, "vid": vid, "pred_relevant_windows": w}
@@ -75,10 +75,10 @@ def train_moments(model_name: str, data_root: str | Path, out: str | Path, windo
     options = options or MomentTrainOptions()
 
     out = Path(out)
-    _, recordings, features = _features(model_name, data_root, TRAIN_SPLIT, window, hop, batch_size, True)
+    _, recordings, features = moment_split_features(model_name, data_root, TRAIN_SPLIT, window, hop, batch_size, True)
     truth = [q.windows for rec in recordings for q in rec.queries]
     log: list[float] = []
-    teacher_features = [_features(t, data_root, TRAIN_SPLIT, window, hop, batch_size, True)[2]
+    teacher_features = [moment_split_features(t, data_root, TRAIN_SPLIT, window, hop, batch_size, True)[2]
                         for t in teachers] if options.distill_weight > 0 else []
     head = train_moment_model(features, truth, options, log=log, teachers=teacher_features)
     path = save_moment_model(out / MOMENT_MODEL_FILE, head, model_name, window, hop)
