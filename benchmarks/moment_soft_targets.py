@@ -42,6 +42,31 @@ def interval(name: str, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> s
                                        for k in KEYS) + " |"
 
 
+def _train_one(job):
+    import torch
+
+    torch.set_num_threads(1)
+    setting, seed, options, train, truth, teachers = job
+    t = time.time()
+    head = train_moment_model(train, truth, options, teachers=teachers)
+    return setting, seed, head, time.time() - t
+
+
+def train_all(jobs, n_jobs, train, truth, teachers) -> dict:
+    """(setting, seed) -> trained head; ``n_jobs`` processes at once (the results do not depend on it)."""
+    work = [(setting, seed, options, train, truth, teachers) for setting, seed, options in jobs]
+    if n_jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_train_one, work))
+    else:
+        done = [_train_one(w) for w in work]
+    print(f"trained {len(done)} models, median {np.median([d[3] for d in done]):.0f} s each ({n_jobs} at once)")
+    return {(setting, seed): head for setting, seed, head, _ in done}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True)
@@ -49,7 +74,9 @@ def main() -> None:
     parser.add_argument("--teacher", action="append", default=[], help="teacher models (default: --model itself)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--distill", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--no-paper", action="store_true", help="leave out the paper's setting (0, 1)")
     parser.add_argument("--steps", type=int, default=MomentTrainOptions().steps, help="training steps")
+    parser.add_argument("--jobs", type=int, default=1, help="train this many models at once (processes)")
     parser.add_argument("--out", default=None, help="write the sliding window's test predictions here")
     args = parser.parse_args()
     started = time.time()
@@ -61,22 +88,26 @@ def main() -> None:
     _, train_recs, train = features("train")
     teachers = [features("train", t)[2] for t in args.teacher]
     truth = [q.windows for r in train_recs for q in r.queries]
-    splits = {s: features(s) for s in ("val", "test")}
-    gts = {s: [q.windows for r in recs for q in r.queries] for s, (_, recs, _) in splits.items()}
+    splits = {"val": features("val")}  # the test split is read after the choice
+
+    def truth_of(split: str) -> list:
+        return [q.windows for r in splits[split][1] for q in r.queries]
+
+    gts = {"val": truth_of("val")}
 
     def scores(head, split: str) -> dict[str, np.ndarray]:
         _, recs, feats = splits[split]
         return per_query(gts[split], predict_windows(head, feats, [r.duration for r in recs], LEARNED_HOP))
 
-    grid = [(1.0, 0.0)] + [(1.0, d) for d in args.distill] + [(0.0, 1.0)]
-    heads, val = {}, {}
+    grid = [(1.0, 0.0)] + [(1.0, d) for d in args.distill] + ([] if args.no_paper else [(0.0, 1.0)])
+    val: dict = {}
     print(f"validation: {len(gts['val'])} queries; {len(truth)} training queries; seeds {args.seeds}; "
           f"teachers {args.teacher or [args.model]}\n")
     print("| loss_weight, distill_weight | " + " | ".join(KEYS) + " |\n|---|" + "---|" * len(KEYS))
+    jobs = [(setting, seed, MomentTrainOptions(seed=seed, loss_weight=setting[0], distill_weight=setting[1],
+                                               steps=args.steps)) for setting in grid for seed in args.seeds]
+    heads = train_all(jobs, args.jobs, train, truth, teachers)
     for setting in grid:
-        for seed in args.seeds:
-            options = MomentTrainOptions(seed=seed, loss_weight=setting[0], distill_weight=setting[1], steps=args.steps)
-            heads[setting, seed] = train_moment_model(train, truth, options, teachers=teachers)
         val[setting] = mean_values([scores(heads[setting, s], "val") for s in args.seeds])
         print(row(f"{setting[0]:g}, {setting[1]:g}", val[setting]))
     plain = grid[0]
@@ -94,6 +125,8 @@ def main() -> None:
         write_predictions,
     )
 
+    splits["test"] = features("test")
+    gts["test"] = truth_of("test")
     data, recs, _ = splits["test"]
     loaded = load_model(args.model)
     window, hop = build_windows(loaded, None, None)  # the model's default, as evaluate --task moments
