@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--no-paper", action="store_true", help="leave out the paper's setting (0, 1)")
     parser.add_argument("--steps", type=int, default=MomentTrainOptions().steps, help="training steps")
     parser.add_argument("--jobs", type=int, default=1, help="train this many models at once (processes)")
+    parser.add_argument("--window-predictions", default=None, metavar="FILE",
+                        help="the sliding window's test predictions (evaluate --task moments --model M --split test "
+                             "--out FILE); default: computed here")
     parser.add_argument("--out", default=None, help="write the sliding window's test predictions here")
     args = parser.parse_args()
     started = time.time()
@@ -131,7 +134,14 @@ def main() -> None:
     loaded = load_model(args.model)
     window, hop = build_windows(loaded, None, None)  # the model's default, as evaluate --task moments
     audio = MomentData(args.data_root, "test").audio
-    sliding = sliding_window_predictions(loaded, recs, audio, window, hop)
+    if args.window_predictions:
+        from soundsift.data.readers.moments import read_moment_predictions
+
+        given = read_moment_predictions(args.window_predictions)
+        sliding = [{"qid": q.qid, "query": q.query, "vid": r.vid, "pred_relevant_windows": given.get(q.qid)}
+                   for r in recs for q in r.queries]
+    else:
+        sliding = sliding_window_predictions(loaded, recs, audio, window, hop)
     rand = random_predictions(recs, window)
     test = {"window": per_query(gts["test"], [p["pred_relevant_windows"] for p in sliding]),
             "random": per_query(gts["test"], [p["pred_relevant_windows"] for p in rand])}
