@@ -34,7 +34,8 @@ def test_print_lists_the_steps_in_dependency_order(tmp_path, capsys):
     for sid, step in recipe.steps.items():
         assert all(position[need] < position[sid] for need in step.needs)
     assert recipe.steps["learned-soft-s0-test"].needs == ["learned-soft-s0"]
-    assert "--distill-weight 1" in lines[position["learned-soft-s0"]]
+    assert "--distill-weight 0" in lines[position["learned-plain-s0"]]
+    assert "--distill-weight" not in lines[position["learned-soft-s0"]]  # the default: soft targets on
     assert "--baseline window" in lines[position["window"]] and "--model zero-shot" in lines[position["window"]]
 
 
@@ -47,7 +48,7 @@ reference: window
 steps:
   - {{id: window, moments: {{baseline: window, model: {model}, split: test}}, row: {{system: sliding window}}}}
   - {{id: random, moments: {{baseline: random, split: test}}}}
-  - {{id: plain, train_moments: {{model: {model}, hidden: 8, steps: 3}}}}
+  - {{id: plain, train_moments: {{model: {model}, hidden: 8, steps: 3, distill_weight: 0}}}}
   - {{id: soft-s0, train_moments: {{model: {model}, hidden: 8, steps: 3, distill_weight: 1}}}}
   - {{id: soft-s1, train_moments: {{model: {model}, hidden: 8, steps: 3, distill_weight: 1, seed: 1}}}}
   - {{id: plain-test, moments: {{baseline: learned, moment_model: plain, split: test}}}}
