@@ -21,7 +21,7 @@ from collections.abc import Hashable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["contrastive_loss", "distillation_loss", "positives_from_ids"]
+__all__ = ["contrastive_loss", "distillation_loss", "positives_from_ids", "window_distillation_loss"]
 
 
 def _check_tau(tau: float) -> float:
@@ -135,3 +135,22 @@ def positives_from_ids(
 def _key(x: Hashable) -> Hashable:
     """Hashable key of an id (0-d tensors become Python numbers)."""
     return x.item() if isinstance(x, Tensor) else x
+
+
+def window_distillation_loss(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """``L_dist`` over a recording's windows (the learned moment model): the mean over rows (queries) of
+    ``H(targets[i], softmax(logits[i]))``, the softmax taken over the row's valid steps (``mask`` 1).
+
+    ``logits`` (Q, T) are the model's per-step relevance logits (no temperature: the model learns its
+    scale); ``targets`` (Q, T) the estimated correspondences' distribution over the same steps (zero on
+    padding; ``training.moment_targets``). The targets carry no gradient.
+    """
+    if logits.shape != targets.shape or logits.shape != mask.shape:
+        raise ValueError(f"logits {tuple(logits.shape)}, targets {tuple(targets.shape)} and mask "
+                         f"{tuple(mask.shape)} must have one shape")
+    valid = mask > 0
+    if not bool(valid.any(dim=1).all()):
+        raise ValueError("window_distillation_loss: a row has no valid step")
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    log_q = torch.log_softmax(logits.masked_fill(~valid, float("-inf")), dim=1).masked_fill(~valid, 0.0)
+    return -(targets.detach().to(log_q.dtype) * log_q).sum(dim=1).mean()

@@ -65,14 +65,15 @@ def evaluate_moments_main(args: argparse.Namespace) -> int:
 
         print(json.dumps(evaluate_moment_baseline(args.model, args.data_root, args.split, args.window, args.hop,
                                                   args.out, args.batch_size, args.baseline,
-                                                  moment_model=args.moment_model), indent=2))
+                                                  moment_model=args.moment_model, skip_invalid=args.skip_invalid),
+                         indent=2))
         return 0
     if not args.predictions or not args.annotations:
         raise ConfigError("evaluate --task moments: give --predictions PRED.jsonl and --annotations GT.jsonl, "
                           "or --model M (or --baseline random) and --data-root DIR")
     from soundsift.training.evaluate_moments import evaluate_moments
 
-    print(json.dumps(evaluate_moments(args.predictions, args.annotations), indent=2))
+    print(json.dumps(evaluate_moments(args.predictions, args.annotations, args.skip_invalid), indent=2))
     return 0
 
 
@@ -112,18 +113,20 @@ def reproduce_main(args: argparse.Namespace) -> int:
         return 0
     runner.run()
     summary = runner.write_results()
-    print(format_results(recipe, summary["rows"], summary["sweeps"]))
+    print(summary["table"] if recipe.task == "moments" else format_results(recipe, summary["rows"], summary["sweeps"]))
     print(f"results in {runner.out}/results.json and results.md", file=sys.stderr)
     return 0
 
 
 def train_moments_main(args: argparse.Namespace) -> int:
-    from soundsift.training.moment_model import MomentTrainOptions
+    from soundsift.training.moment_options import MomentTrainOptions
     from soundsift.training.moment_train import train_moments
 
-    options = MomentTrainOptions(hidden=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed)
+    options = MomentTrainOptions(hidden=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed,
+                                 loss_weight=args.loss_weight, distill_weight=args.distill_weight, tau=args.tau)
     print(json.dumps(train_moments(args.model, args.data_root, args.out, args.window, args.hop, options,
-                                   args.batch_size, None if args.no_eval else "test"), indent=2))
+                                   args.batch_size, None if args.no_eval else "test", args.teacher,
+                                   args.skip_invalid), indent=2))
     return 0
 
 
@@ -157,21 +160,37 @@ def add_parsers(sub) -> None:
     p.add_argument("--half", action="store_true", help="store float16 embeddings")
     p.set_defaults(func=teachers_main)
 
+    from soundsift.training.moment_options import MomentTrainOptions
     from soundsift.training.moment_train import LEARNED_HOP, LEARNED_WINDOW
+
+    defaults = MomentTrainOptions()
 
     p = sub.add_parser("train-moments", help="train the learned moment model over a model's window embeddings "
                                              "(a synth --moments benchmark; docs/moments.md)")
-    p.add_argument("--data-root", required=True, help="a moment benchmark (synth --moments layout)")
+    p.add_argument("--data-root", required=True,
+                   help="a moment benchmark: synth --moments output, or Clotho-Moment / CASTELLA as published "
+                        "(docs/moments.md); invalid training annotations are skipped and reported")
     p.add_argument("--model", default="zero-shot", help="the frozen soundsift model whose window embeddings it reads")
     p.add_argument("--out", required=True, metavar="RUN", help="folder for moment_model.pt, predictions, result.json")
     p.add_argument("--window", type=float, default=LEARNED_WINDOW, help="window seconds (default %(default)s)")
     p.add_argument("--hop", type=float, default=LEARNED_HOP, help="hop seconds (default %(default)s)")
-    p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=128, help="hidden channels (default %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default %(default)s)")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=defaults.hidden, help="hidden channels (default %(default)s)")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batch order")
+    p.add_argument("--loss-weight", type=float, default=defaults.loss_weight,
+                   help="weight of the supervised relevance term (default %(default)s)")
+    p.add_argument("--distill-weight", type=float, default=defaults.distill_weight,
+                   help="weight of the soft targets' term: the estimated correspondences over the windows "
+                        "(default %(default)s)")
+    p.add_argument("--teacher", action="append", default=[], metavar="MODEL",
+                   help="a soundsift model whose query-window similarities make the soft targets; repeat it for "
+                        "an ensemble (default: --model itself, self-distillation)")
+    p.add_argument("--tau", type=float, default=defaults.tau, help="the soft targets' temperature (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="embedding batch size")
     p.add_argument("--no-eval", action="store_true", help="do not predict and score the test split")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip and report invalid test annotations instead of refusing the file")
     p.set_defaults(func=train_moments_main)
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split, or of moment predictions")
@@ -189,6 +208,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--hop", type=float, default=None, help="--task moments: hop seconds (default: half the window)")
     p.add_argument("--out", default=None, metavar="PRED.jsonl",
                    help="--task moments with --data-root: where to write the predictions")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="--task moments: leave out invalid annotation lines (each reported on stderr, and their "
+                        "count) instead of refusing the file")
     p.add_argument("--model", action="append",
                    help="model.pt, a save_pretrained folder, a salsa checkpoint, or 'salsa' (the authors' released "
                         "model); repeat it for an ensemble (mean cosine similarity; reports each member and the gain)")
@@ -204,9 +226,11 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("reproduce", overrides_dest="recipe", help="run a recipe (a paper table) step by step, skipping finished steps")
     p.add_argument("recipe", nargs="+", metavar="RECIPE [key=value ...]",
-                   help="a recipe file or a packaged one (demo, table1, table2), then config overrides applied "
-                        "to every train step, e.g. optim.epochs=1")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the recipe's data_root)")
+                   help="a recipe file or a packaged one (demo, table1, table2, moments), then config overrides "
+                        "applied to every train step, e.g. optim.epochs=1 (moments: steps=100)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default: the recipe's data_root; a generating recipe writes OUT/data); "
+                        "moments: Clotho-Moment or CASTELLA as published")
     p.add_argument("--out", default=None, help="folder of all runs and results.json/.md (default: runs/RECIPE)")
     p.add_argument("--only", nargs="+", default=[], metavar="STEP", help="run these steps (and what they need)")
     p.add_argument("--include", nargs="+", default=[], metavar="GROUP",

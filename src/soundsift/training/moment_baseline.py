@@ -12,29 +12,19 @@ unless it overlaps a kept one by ``NMS_IOU`` or more, up to ``MAX_PREDICTIONS``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soundsift.atomic import atomic_write
-from soundsift.audio import AUDIO_EXTENSIONS, load_audio
+from soundsift.audio import load_audio
 from soundsift.data.readers.moments import MomentRecording
-from soundsift.errors import DatasetError
 from soundsift.metrics.moments import MAX_PREDICTIONS
 from soundsift.spans import NMS_IOU, merge_moments, temporal_iou, window_spans
 
 Prediction = dict[str, Any]
-
-
-def recording_path(folder: Path, vid: str) -> Path:
-    """The audio file of recording ``vid`` in ``folder``: ``{vid}.wav`` or another audio extension."""
-    for ext in (".wav", *sorted(AUDIO_EXTENSIONS)):
-        path = folder / f"{vid}{ext if ext.startswith('.') else '.' + ext}"
-        if path.is_file():
-            return path
-    raise DatasetError(f"{folder}: no audio file for recording {vid!r} (looked for {vid}.wav and other audio types)")
 
 
 def rank_windows(spans: np.ndarray, scores: np.ndarray, k: int = MAX_PREDICTIONS,
@@ -51,13 +41,13 @@ def rank_windows(spans: np.ndarray, scores: np.ndarray, k: int = MAX_PREDICTIONS
     return [[round(a, 3), round(b, 3), s] for a, b, s in kept[:k]]
 
 
-def sliding_window_predictions(model: Any, recordings: Sequence[MomentRecording], audio_dir: Path,
+def sliding_window_predictions(model: Any, recordings: Sequence[MomentRecording], audio: Callable[[str], Path],
                                window: float, hop: float, batch_size: int = 32) -> list[Prediction]:
-    """One prediction per query of ``recordings`` (their audio in ``audio_dir``), in annotation order."""
+    """One prediction per query of ``recordings`` (``audio(vid)``: its file), in annotation order."""
     rate = int(model.sample_rate)
     out: list[Prediction] = []
     for rec in recordings:
-        wave = load_audio(recording_path(audio_dir, rec.vid), rate)
+        wave = load_audio(audio(rec.vid), rate)
         spans = window_spans(len(wave), int(round(window * rate)), int(round(hop * rate)))
         if not len(spans):  # no longer than one window: the whole recording
             spans = np.array([[0, len(wave)]], np.int64)

@@ -19,9 +19,9 @@ import numpy as np
 
 from soundsift.atomic import atomic_write
 from soundsift.audio import load_audio
+from soundsift.data.readers.moment_layout import MomentData
 from soundsift.data.readers.moments import MomentRecording
 from soundsift.spans import window_spans
-from soundsift.training.moment_baseline import recording_path
 
 CACHE_VERSION = 1
 
@@ -41,13 +41,13 @@ class SplitFeatures:
         return int(self.queries.shape[1])
 
 
-def embed_split(model: Any, recordings: Sequence[MomentRecording], audio_dir: Path, window: float, hop: float,
-                batch_size: int = 32) -> SplitFeatures:
-    """Embed every window of every recording (audio in ``audio_dir``) and every query with ``model``."""
+def embed_split(model: Any, recordings: Sequence[MomentRecording], audio: Callable[[str], Path], window: float,
+                hop: float, batch_size: int = 32) -> SplitFeatures:
+    """Embed every window of every recording (``audio(vid)``: its file) and every query with ``model``."""
     rate = int(model.sample_rate)
     windows, spans, owner, texts = [], [], [], []
     for r, rec in enumerate(recordings):
-        wave = load_audio(recording_path(audio_dir, rec.vid), rate)
+        wave = load_audio(audio(rec.vid), rate)
         cut = window_spans(len(wave), int(round(window * rate)), int(round(hop * rate)))
         if not len(cut):  # no longer than one window: the whole recording
             cut = np.array([[0, len(wave)]], np.int64)
@@ -97,15 +97,15 @@ def load_features(path: Path) -> SplitFeatures:
                              data["queries"], data["query_recording"])
 
 
-def split_features(load: Callable[[], Any], model_name: str, recordings: Sequence[MomentRecording], data_root: str | Path,
-                   split: str, window: float, hop: float, batch_size: int = 32) -> SplitFeatures:
+def split_features(load: Callable[[], Any], model_name: str, recordings: Sequence[MomentRecording], data: MomentData,
+                   window: float, hop: float, batch_size: int = 32) -> SplitFeatures:
     """The split's features from the cache, or embedded with the model ``load()`` returns (called only when
     the cache misses) and cached."""
-    path = cache_path(data_root, model_name, window, hop, split)
+    path = cache_path(data.root, model_name, window, hop, data.split)
     if path.is_file():
         cached = load_features(path)
         if len(cached.windows) == len(recordings) and len(cached.queries) == sum(len(r.queries) for r in recordings):
             return cached
-    features = embed_split(load(), recordings, Path(data_root) / split, window, hop, batch_size)
+    features = embed_split(load(), recordings, data.audio, window, hop, batch_size)
     save_features(path, features)
     return features

@@ -7,8 +7,12 @@ vector, its product with the query, and their cosine; a linear projection and th
 (seconds from the window's centre back to the moment's start and on to its end, in hops).
 
 Targets, from the ground-truth windows: relevance 1 for a step whose centre lies inside a true window
-(binary cross-entropy), the offsets to that window's start and end for those steps (L1). The paper's
-estimated correspondences as soft targets for the query-window similarities are NOT used here.
+(binary cross-entropy), the offsets to that window's start and end for those steps (L1). With
+``distill_weight`` > 0 the paper's estimated correspondences are soft targets too (``moment_targets``):
+the teachers' query-window similarities softmaxed over the windows at ``tau``, against the model's
+softmax over its relevance logits (``losses.window_distillation_loss``). The loss is
+``loss_weight * BCE + distill_weight * L_dist + offset_weight * L1`` (the paper's loss_weight and
+distill_weight; the boundary offsets always learn from the true windows).
 
 Decoding (as FCOS/AM-DETR-style heads do): every step proposes its span ``[centre - start offset,
 centre + end offset]`` with its relevance as score; spans are clipped to the recording, kept in score
@@ -28,26 +32,16 @@ from torch import Tensor, nn
 
 from soundsift.atomic import atomic_write
 from soundsift.errors import SoundsiftError
+from soundsift.losses import window_distillation_loss
 from soundsift.metrics.moments import MAX_PREDICTIONS
 from soundsift.spans import NMS_IOU, temporal_iou
 from soundsift.training.moment_features import SplitFeatures
+from soundsift.training.moment_options import MomentTrainOptions
 
 FORMAT = "soundsift-moment-model"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class MomentTrainOptions:
-    """How the moment model trains: steps of full-batch AdamW over the training queries."""
-
-    hidden: int = 128
-    kernel: int = 5
-    steps: int = 400
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    dropout: float = 0.1
-    offset_weight: float = 0.2
-    seed: int = 0
+__all__ = ["MomentHead", "MomentTrainOptions", "load_moment_model", "predict_windows", "save_moment_model",
+           "train_moment_model"]
 
 
 class MomentHead(nn.Module):
@@ -86,6 +80,7 @@ class Batch:
     owner: Tensor  # (Q,)
     relevant: Tensor  # (Q, T) 0/1
     offsets: Tensor  # (Q, T, 2) hops
+    soft: Tensor | None = None  # (Q, T) the estimated correspondences' distribution over the windows
 
 
 def pad(features: SplitFeatures) -> tuple[Tensor, Tensor, Tensor]:
@@ -108,8 +103,9 @@ def step_hop(features: SplitFeatures) -> float:
     return float(np.median(gaps))
 
 
-def make_batch(features: SplitFeatures, truth: Sequence[Sequence[tuple[float, float]]]) -> Batch:
-    """The training tensors: ``truth[i]`` are query i's true windows (seconds)."""
+def make_batch(features: SplitFeatures, truth: Sequence[Sequence[tuple[float, float]]],
+               soft: Tensor | None = None) -> Batch:
+    """The training tensors: ``truth[i]`` are query i's true windows (seconds), ``soft`` the soft targets."""
     windows, mask, centres = pad(features)
     hop = step_hop(features)
     owner = torch.from_numpy(np.asarray(features.query_recording, np.int64))
@@ -123,11 +119,12 @@ def make_batch(features: SplitFeatures, truth: Sequence[Sequence[tuple[float, fl
             offsets[i, inside, 0] = (c[inside] - start) / hop
             offsets[i, inside, 1] = (end - c[inside]) / hop
     return Batch(windows, mask, centres, hop, torch.from_numpy(np.asarray(features.queries, np.float32)), owner,
-                 relevant, offsets)
+                 relevant, offsets, soft)
 
 
-def moment_loss(head: MomentHead, batch: Batch, idx: Tensor, offset_weight: float) -> Tensor:
-    """Binary cross-entropy of relevance over valid steps + ``offset_weight`` x L1 of the offsets inside."""
+def moment_loss(head: MomentHead, batch: Batch, idx: Tensor, options: MomentTrainOptions) -> Tensor:
+    """``loss_weight`` x binary cross-entropy of relevance over valid steps + ``offset_weight`` x L1 of the
+    offsets inside + ``distill_weight`` x the soft targets' cross-entropy (when the batch has them)."""
     r = batch.owner[idx]
     out = head(batch.windows[r], batch.queries[idx], batch.mask[r])
     mask = batch.mask[r]
@@ -135,15 +132,26 @@ def moment_loss(head: MomentHead, batch: Batch, idx: Tensor, offset_weight: floa
     bce = (bce * mask).sum() / mask.sum()
     inside = batch.relevant[idx] > 0
     l1 = (out[..., 1:][inside] - batch.offsets[idx][inside]).abs().mean() if inside.any() else out.sum() * 0
-    return bce + offset_weight * l1
+    loss = options.loss_weight * bce + options.offset_weight * l1
+    if options.distill_weight > 0 and batch.soft is not None:
+        loss = loss + options.distill_weight * window_distillation_loss(out[..., 0], batch.soft[idx], mask)
+    return loss
 
 
 def train_moment_model(features: SplitFeatures, truth: Sequence[Sequence[tuple[float, float]]],
                        options: MomentTrainOptions = MomentTrainOptions(), batch_size: int = 64,
-                       log: list[float] | None = None) -> MomentHead:
-    """Train a ``MomentHead`` on a split's features and true windows; ``log`` collects each step's loss."""
+                       log: list[float] | None = None, teachers: Sequence[SplitFeatures] = ()) -> MomentHead:
+    """Train a ``MomentHead`` on a split's features and true windows; ``log`` collects each step's loss.
+    With ``options.distill_weight`` > 0 the soft targets come from ``teachers`` (features of the same
+    windows and queries by other models), or from ``features`` itself (self-distillation) when none."""
     torch.manual_seed(options.seed)
-    batch = make_batch(features, truth)
+    soft = None
+    if options.distill_weight > 0:
+        from soundsift.training.moment_targets import check_aligned, window_soft_targets
+
+        check_aligned([features, *teachers])
+        soft = window_soft_targets(list(teachers) or [features], options.tau)
+    batch = make_batch(features, truth, soft)
     head = MomentHead(features.dim, options.hidden, options.kernel, options.dropout)
     optimiser = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     generator = torch.Generator().manual_seed(options.seed)
@@ -151,7 +159,7 @@ def train_moment_model(features: SplitFeatures, truth: Sequence[Sequence[tuple[f
     head.train()
     for _ in range(options.steps):
         idx = torch.randperm(n, generator=generator)[:batch_size]
-        loss = moment_loss(head, batch, idx, options.offset_weight)
+        loss = moment_loss(head, batch, idx, options)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

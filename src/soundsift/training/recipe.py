@@ -29,9 +29,11 @@ import yaml
 from soundsift.atomic import atomic_write
 from soundsift.config import Config, EstimatorConfig, build_config, load_config, resolve_config_path
 from soundsift.errors import ConfigError
+from soundsift.training import moment_recipe
 from soundsift.training.paths import canonical, canonical_config
 from soundsift.training.recipe_print import collect_command, commands
 from soundsift.training.recipe_spec import (
+    MOMENT_KINDS,
     ModelStepSpec,
     Recipe,
     Step,
@@ -117,6 +119,14 @@ class Runner:
         return bool(self.recipe.synth) and Path(self.data_root) == self.out / "data"
 
     def ensure_data(self) -> None:
+        if self.recipe.task == "moments":
+            if self.generates_data() and not (Path(self.data_root) / "synth_moments_info.json").is_file():
+                from soundsift.data.synth.moments import generate_moments
+
+                synth = self.recipe.synth or SynthSpec()
+                self.log(f"reproduce: generating the moment benchmark ({synth.preset}) in {self.data_root}")
+                generate_moments(self.data_root, preset=synth.preset, seed=synth.seed, progress=self.progress)
+            return
         if self.generates_data() and not (Path(self.data_root) / "synth_ground_truth_development.npz").is_file():
             from soundsift.data.synth.benchmark import generate
 
@@ -151,6 +161,8 @@ class Runner:
             what = [(pid, _stable(self.train_config(pid, step.spec, values))) for pid, values in self.points(step)]
         else:
             what = {"data_root": self.data_root, "format": self.recipe.data_format, **step.spec.to_dict()}
+            if step.kind == "train_moments" and self.overrides:
+                what["overrides"] = self.overrides
         return _digest({"kind": step.kind, "what": what, "deps": deps})
 
     def hash_of(self, sid: str, point: tuple[str, dict[str, Any]] | None = None) -> str:
@@ -225,6 +237,8 @@ class Runner:
                     {k: v for k, v in _stable(canonical_config(config)).items() if k != "model"}:
                 return None
             return {"metrics": json.loads(metrics.read_text(encoding="utf-8"))}
+        if step.kind in MOMENT_KINDS:
+            return moment_recipe.adoptable(self, step, sid)
         if step.kind == "teachers":
             return self.teacher_result(step.spec, sid) if self.teacher_path(sid).is_file() else None
         output = self.out / f"{sid}.json"
@@ -274,6 +288,8 @@ class Runner:
             run = train(config, self.progress, overwrite=fresh or not resumable and out_dir.exists(),
                         data_cache=self.data_cache)
             return {"metrics": run.metrics}
+        if step.kind in MOMENT_KINDS:
+            return moment_recipe.execute(self, step, sid)
         spec = step.spec
         fmt = self.data_format(spec)
         if isinstance(spec, TeachersSpec):
@@ -338,7 +354,10 @@ class Runner:
         return collect_command(self)
 
     def write_results(self) -> dict[str, Any]:
-        """``results.json``, ``.md``, ``.csv`` and ``.tex`` from the steps' results (training.results)."""
+        """``results.json``, ``.md``, ``.csv`` and ``.tex`` from the steps' results (training.results; a
+        moment recipe: ``results.json`` and ``.md``, training.moment_recipe)."""
+        if self.recipe.task == "moments":
+            return moment_recipe.write_results(self)
         return write_results(self)
 
 def check_train_configs(recipe: Recipe) -> None:

@@ -14,9 +14,15 @@ def commands(runner: Any) -> list[str]:
     """The selected steps as plain shell commands, one per step (a sweep: one per grid point), in
     dependency order; ``collect_command`` then writes the results."""
     lines, q = [], shlex.quote
+    moments = runner.recipe.task == "moments"
     if runner.generates_data():
         synth = runner.recipe.synth or SynthSpec()
-        lines.append(f"soundsift synth --preset {q(synth.preset)} --seed {synth.seed} --out {q(runner.data_root)}")
+        lines.append(f"soundsift synth {'--moments ' if moments else ''}--preset {q(synth.preset)} --seed {synth.seed} "
+                     f"--out {q(runner.data_root)}")
+    if moments:
+        from soundsift.training.moment_recipe import commands as moment_commands
+
+        return lines + moment_commands(runner)
     for step in runner.selected():
         spec = step.spec
         if step.kind in ("train", "sweep"):

@@ -9,7 +9,10 @@ A recipe lists steps; each is one of
   published name such as ``zero-shot``) any correspondence estimator's targets (:class:`TeachersSpec`);
 - ``evaluate: {model: STEP, split: S}``: metrics of a model, ``{out}/{id}.json`` (:class:`EvaluateSpec`);
 - ``sweep: {train: CONFIG, grid: {key: [values]}, ...}``: a train step per grid point, the best on
-  validation mAP@10 selected, the grid reported (:class:`SweepSpec`).
+  validation mAP@10 selected, the grid reported (:class:`SweepSpec`);
+- ``moments: {baseline: window|random|learned, ...}``: a moment baseline's predictions on a split of a
+  moment benchmark and their metrics (:class:`MomentsSpec`; a recipe with ``task: moments``);
+- ``train_moments: {model, seed, distill_weight, ...}``: the learned moment model (:class:`TrainMomentsSpec`).
 
 A recipe may also name ``synth: {preset, seed}`` (:class:`SynthSpec`) and ``measure: {batch_size, tau,
 rounds, seed}`` (:class:`MeasureSpec`). Values keep the types YAML gave them (no coercion): a step's
@@ -28,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from soundsift.errors import ConfigError
 from soundsift.names import TEST_SPLIT, TRAIN_SPLIT
 
-KINDS = ("train", "teachers", "evaluate", "sweep")
+KINDS = ("train", "teachers", "evaluate", "sweep", "moments", "train_moments")
+MOMENT_KINDS = ("moments", "train_moments")
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 #: Step keys that are not the step's settings (not hashed).
 STEP_KEYS = ("id", "optional", "expected", "row")
@@ -130,6 +134,43 @@ class EvaluateSpec(ModelStepSpec):
     split: str = TEST_SPLIT
 
 
+class MomentsSpec(Spec):
+    """``moments: {baseline, model, moment_model: STEP, split, window, hop}``: ``evaluate --task
+    moments`` of a baseline (window: a sliding window over ``model``; random; learned: ``moment_model``)."""
+
+    baseline: str
+    model: str | None = None
+    moment_model: str | None = None
+    split: str = TEST_SPLIT
+    window: Real | None = None
+    hop: Real | None = None
+    batch_size: int = 32
+    skip_invalid: bool = False
+
+    def uses(self) -> list[str]:
+        return refs(self.moment_model)
+
+
+class TrainMomentsSpec(Spec):
+    """``train_moments: {model, window, hop, teachers, ...}`` with the ``MomentTrainOptions`` fields it sets."""
+
+    model: str = "zero-shot"
+    window: Real | None = None
+    hop: Real | None = None
+    teachers: list[str] | None = None
+    steps: int | None = None
+    hidden: int | None = None
+    lr: Real | None = None
+    seed: int | None = None
+    loss_weight: Real | None = None
+    distill_weight: Real | None = None
+    tau: Real | None = None
+    batch_size: int = 32
+
+    def uses(self) -> list[str]:
+        return []
+
+
 class SynthSpec(Spec):
     """``synth:``: without a data root, the generated benchmark is written to ``{out}/data`` first."""
 
@@ -146,9 +187,9 @@ class MeasureSpec(Spec):
     seed: int = 0
 
 
-StepSpec = TrainSpec | SweepSpec | TeachersSpec | EvaluateSpec
+StepSpec = TrainSpec | SweepSpec | TeachersSpec | EvaluateSpec | MomentsSpec | TrainMomentsSpec
 SPECS: dict[str, type[Spec]] = {"train": TrainSpec, "sweep": SweepSpec, "teachers": TeachersSpec,
-                                "evaluate": EvaluateSpec}
+                                "evaluate": EvaluateSpec, "moments": MomentsSpec, "train_moments": TrainMomentsSpec}
 
 
 @dataclass(frozen=True)
@@ -172,6 +213,8 @@ class Recipe:
     data_format: str
     synth: SynthSpec | None = None
     measure: MeasureSpec | None = None
+    task: str = "retrieval"  # or "moments": a moment benchmark (synth --moments; Clotho-Moment, CASTELLA)
+    reference: str | None = None  # moments: the step every other is compared with (paired intervals)
 
 
 def resolve_recipe_path(name: str | Path) -> Path:
@@ -270,9 +313,31 @@ def load_recipe(name: str | Path) -> Recipe:
         visit(sid, ())
     synth, measure = (parse(cls, doc[key], f"{path}: '{key}'") if doc.get(key) is not None else None
                       for key, cls in (("synth", SynthSpec), ("measure", MeasureSpec)))
+    task, reference = str(doc.get("task", "retrieval")), doc.get("reference")
+    if task not in ("retrieval", "moments"):
+        raise ConfigError(f"{path}: task {task!r}: use retrieval or moments")
+    kinds = {s.kind for s in steps.values()}
+    if (task == "moments") != bool(kinds & set(MOMENT_KINDS)) or (task == "moments" and kinds - set(MOMENT_KINDS)):
+        raise ConfigError(f"{path}: a recipe with task: moments has only moments and train_moments steps, "
+                          "and only it has them")
+    for step in steps.values():
+        if isinstance(step.spec, MomentsSpec):
+            _check_moments_step(path, step.id, step.spec, steps)
+    if reference is not None and (reference not in steps or steps[reference].kind != "moments"):
+        raise ConfigError(f"{path}: reference {reference!r} is not a moments step of the recipe")
     return Recipe(str(doc.get("name", path.stem)), path, str(doc.get("title", "")),
                   {sid: steps[sid] for sid in order}, doc.get("data_root"), str(doc.get("data_format", "clotho")),
-                  synth if doc.get("synth") else None, measure)
+                  synth if doc.get("synth") else None, measure, task, None if reference is None else str(reference))
+
+
+def _check_moments_step(path: Path, sid: str, spec: MomentsSpec, steps: dict[str, Step]) -> None:
+    where = f"{path}: step {sid!r}: moments"
+    if spec.baseline not in ("window", "random", "learned"):
+        raise ConfigError(f"{where}: baseline {spec.baseline!r}: use window, random or learned")
+    if spec.baseline == "window" and not spec.model:
+        raise ConfigError(f"{where}: the window baseline needs a 'model'")
+    if spec.baseline == "learned" and (spec.moment_model is None or steps[spec.moment_model].kind != "train_moments"):
+        raise ConfigError(f"{where}: the learned baseline needs 'moment_model', a train_moments step")
 
 
 def _published(name: str) -> bool:

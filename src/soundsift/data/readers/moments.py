@@ -32,6 +32,17 @@ class MomentQuery:
 
 
 @dataclass(frozen=True)
+class SkippedLine:
+    """An annotation line left out (``read_moment_annotations(..., skipped=[])``): its qid if it has one."""
+
+    qid: str | None
+    reason: str  # one line naming the file, the line and what is wrong
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
 class MomentRecording:
     """A long recording: its id (``vid``), duration in seconds, and the queries asked of it."""
 
@@ -40,8 +51,9 @@ class MomentRecording:
     queries: tuple[MomentQuery, ...]
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of every non-empty line of a JSON-lines file."""
+def _lines(path: Path, skipped: list[SkippedLine] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of every non-empty line of a JSON-lines file; with ``skipped``, a line that is
+    not a JSON object is reported there and left out."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     with path.open(encoding="utf-8") as f:
@@ -51,10 +63,15 @@ def _lines(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{number}: not a JSON line ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{number}: expected a JSON object per line")
-            yield number, row
+                problem = f"{path}:{number}: not a JSON line ({e.msg})"
+            else:
+                if isinstance(row, dict):
+                    yield number, row
+                    continue
+                problem = f"{path}:{number}: expected a JSON object per line"
+            if skipped is None:
+                raise DatasetError(problem)
+            skipped.append(SkippedLine(None, problem))
 
 
 def _require(path: Path, number: int, row: dict, keys: tuple[str, ...], what: str) -> None:
@@ -81,34 +98,48 @@ def _window(path: Path, number: int, value: object, size: int) -> tuple[float, .
     return w
 
 
-def read_moment_annotations(path: str | Path, end_slack: float = END_SLACK) -> list[MomentRecording]:
+def read_moment_annotations(path: str | Path, end_slack: float = END_SLACK,
+                            skipped: list[SkippedLine] | None = None) -> list[MomentRecording]:
     """Recordings with their queries, in file order. Refuses (DatasetError, naming the file and line)
-    an unknown layout, a window with end < start, and one outside ``[0, duration + end_slack]``."""
+    an unknown layout, a window with end < start, and one outside ``[0, duration + end_slack]``. Given a
+    ``skipped`` list, a bad line is left out instead and reported there (``SkippedLine``; a training
+    job skips and reports; evaluation stays strict unless asked)."""
     path = Path(path)
     recordings: dict[str, tuple[float, list[MomentQuery]]] = {}
     seen: set[str] = set()
-    for number, row in _lines(path):
-        _require(path, number, row, ANNOTATION_KEYS, "a moment annotation (Clotho-Moment/CASTELLA)")
-        qid, vid = str(row["qid"]), str(row["vid"])
-        duration = _number(path, number, row["duration"], "duration")
-        if qid in seen:
-            raise DatasetError(f"{path}:{number}: qid {qid!r} occurs twice")
-        seen.add(qid)
-        if not isinstance(row["relevant_windows"], list):
-            raise DatasetError(f"{path}:{number}: relevant_windows must be a list, got {row['relevant_windows']!r}")
-        windows = tuple(_window(path, number, w, 2) for w in row["relevant_windows"])
-        for start, end in windows:
-            if start < 0 or end > duration + end_slack:
-                raise DatasetError(f"{path}:{number}: window [{start:g}, {end:g}] lies beyond the recording "
-                                   f"{vid!r} (duration {duration:g} s)")
-        known = recordings.setdefault(vid, (duration, []))
-        if known[0] != duration:
-            raise DatasetError(f"{path}:{number}: recording {vid!r} has duration {duration:g} here but {known[0]:g} "
-                               "on an earlier line")
-        known[1].append(MomentQuery(qid, str(row["query"]), windows))  # type: ignore[arg-type]
+    for number, row in _lines(path, skipped):
+        try:
+            _read_line(path, number, row, end_slack, recordings, seen)
+        except DatasetError as e:
+            if skipped is None:
+                raise
+            skipped.append(SkippedLine(None if row.get("qid") is None else str(row["qid"]), str(e)))
     if not recordings:
-        raise DatasetError(f"{path}: no annotation in the file")
+        raise DatasetError(f"{path}: no annotation in the file" + (f" ({len(skipped)} lines skipped)" if skipped else ""))
     return [MomentRecording(vid, d, tuple(qs)) for vid, (d, qs) in recordings.items()]
+
+
+def _read_line(path: Path, number: int, row: dict, end_slack: float,
+               recordings: dict[str, tuple[float, list[MomentQuery]]], seen: set[str]) -> None:
+    """Check one annotation line and add its query to ``recordings`` (nothing is added when it fails)."""
+    _require(path, number, row, ANNOTATION_KEYS, "a moment annotation (Clotho-Moment/CASTELLA)")
+    qid, vid = str(row["qid"]), str(row["vid"])
+    duration = _number(path, number, row["duration"], "duration")
+    if qid in seen:
+        raise DatasetError(f"{path}:{number}: qid {qid!r} occurs twice")
+    if not isinstance(row["relevant_windows"], list):
+        raise DatasetError(f"{path}:{number}: relevant_windows must be a list, got {row['relevant_windows']!r}")
+    windows = tuple(_window(path, number, w, 2) for w in row["relevant_windows"])
+    for start, end in windows:
+        if start < 0 or end > duration + end_slack:
+            raise DatasetError(f"{path}:{number}: window [{start:g}, {end:g}] lies beyond the recording "
+                               f"{vid!r} (duration {duration:g} s)")
+    known = recordings.setdefault(vid, (duration, []))
+    if known[0] != duration:
+        raise DatasetError(f"{path}:{number}: recording {vid!r} has duration {duration:g} here but {known[0]:g} "
+                           "on an earlier line")
+    seen.add(qid)
+    known[1].append(MomentQuery(qid, str(row["query"]), windows))  # type: ignore[arg-type]
 
 
 def read_moment_predictions(path: str | Path) -> dict[str, list[tuple[float, float, float]]]:
