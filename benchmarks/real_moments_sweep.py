@@ -23,6 +23,10 @@ import torch
 from soundsift.metrics.moments import moment_retrieval_metrics
 
 PATCH, PATCH_HOP = 0.96, 0.48
+GRID = ((1.0, 0.5), (2.0, 1.0), (3.0, 1.5), (4.0, 2.0), (5.0, 2.5), (10.0, 5.0), (2.0, 0.5), (4.0, 1.0))
+RATIOS = (0.8, 0.9, 0.95, 1.0)
+LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85)
+REFINE = ((1.0, 0.5), (2.0, 1.0))
 
 
 def patch_probs(model, wave: np.ndarray) -> np.ndarray:
@@ -57,6 +61,8 @@ def spans_of(duration: float, window: float, hop: float) -> np.ndarray:
 
 
 def sweep(folder: Path, queries: list[dict]) -> None:
+    from real_moments import random_predictions
+
     from soundsift.audio import load_audio
     from soundsift.checkpoints import load_model
     from soundsift.spans import merge_moments
@@ -65,9 +71,14 @@ def sweep(folder: Path, queries: list[dict]) -> None:
     power = float(model.audio.power)
     texts = model.embed_texts([q["query"] for q in queries]).astype(np.float64)
     probs = {}
+    store = folder.parent / f"patch_probs-{folder.name}"
+    store.mkdir(exist_ok=True)
     for vid in sorted({q["vid"] for q in queries}):
-        wave = load_audio(folder / f"{vid}.wav", 16000)
-        probs[vid] = patch_probs(model, np.asarray(wave if wave.ndim == 1 else wave.mean(0), np.float32))
+        cached = store / f"{vid}.npy"
+        if not cached.is_file():
+            wave = load_audio(folder / f"{vid}.wav", 16000)
+            np.save(cached, patch_probs(model, np.asarray(wave if wave.ndim == 1 else wave.mean(0), np.float32)))
+        probs[vid] = np.load(cached)
     truth = [q["relevant_windows"] for q in queries]
     durations = {q["vid"]: float(q["duration"]) for q in queries}
     cache: dict[tuple, tuple] = {}
@@ -90,30 +101,33 @@ def sweep(folder: Path, queries: list[dict]) -> None:
     total = sum(durations.values())
     print(f"sweep on the development half: {len(queries)} queries, {len(probs)} recordings, {total / 60:.1f} min")
     print(f"  {'setting':<44} {'R1@0.5':>7} {'R1@0.7':>7} {'mAP':>7} {'rows/s':>7}")
-    for window, hop in ((1.0, 0.5), (2.0, 1.0), (3.0, 1.5), (5.0, 2.5), (10.0, 5.0), (2.0, 0.5), (4.0, 1.0)):
+    for window, hop in GRID:
         rows = sum(len(scored(v, window, hop)[0]) for v in durations) / total
-        for ratio in (0.8, 0.9, 0.95, 0.98, 1.0):
+        rand = [moment_retrieval_metrics(truth, random_predictions(queries, window, seed)) for seed in range(20)]
+        print(f"  {f'random {window:g}-s windows (mean of 20 seeds)':<44} "
+              + " ".join(f"{np.mean([r[k] for r in rand]):7.2f}" for k in ("R1@0.5", "R1@0.7", "mAP")))
+        for ratio in RATIOS:
             def predict(q, t, window=window, hop=hop, ratio=ratio):
                 spans, vecs = scored(q["vid"], window, hop)
                 return as_array(merge_moments(spans, vecs @ t, ratio=ratio))
             m = score(predict)
             print(f"  {f'{window:g} s / {hop:g} s, ratio {ratio}':<44} {m['R1@0.5']:7.2f} {m['R1@0.7']:7.2f} "
                   f"{m['mAP']:7.2f} {rows:7.3f}", flush=True)
-        for level in (0.3, 0.5, 0.7, 0.85):
+        for level in LEVELS:
             def predict(q, t, window=window, hop=hop, level=level):
                 spans, vecs = scored(q["vid"], window, hop)
-                return as_array(range_moments(spans, vecs @ t, level))
+                return as_array(merge_moments(spans, vecs @ t, level=level))
             m = score(predict)
-            print(f"  {f'{window:g} s / {hop:g} s, above median + {level} range':<44} {m['R1@0.5']:7.2f} "
+            print(f"  {f'{window:g} s / {hop:g} s, peak rule, level {level}':<44} {m['R1@0.5']:7.2f} "
                   f"{m['R1@0.7']:7.2f} {m['mAP']:7.2f} {rows:7.3f}", flush=True)
     coarse_rows = sum(len(scored(v, 10.0, 5.0)[0]) for v in durations) / total
-    for fw, fh in ((1.0, 0.5), (2.0, 1.0), (2.0, 0.5)):
+    for fw, fh in REFINE:
         rows = coarse_rows + sum(len(scored(v, fw, fh)[0]) for v in durations) / total
-        for level in (0.3, 0.5, 0.7, 0.85):
+        for level in LEVELS:
             def predict(q, t, fw=fw, fh=fh, level=level):
                 spans, vecs = scored(q["vid"], 10.0, 5.0)
                 fspans, fvecs = scored(q["vid"], fw, fh)
-                return as_array(refine(merge_moments(spans, vecs @ t), fspans, fvecs @ t, level))
+                return as_array(refine(merge_moments(spans, vecs @ t, ratio=0.9), fspans, fvecs @ t, level))
             m = score(predict)
             print(f"  {f'10/5 refined by {fw:g}/{fh:g}, level {level}':<44} {m['R1@0.5']:7.2f} "
                   f"{m['R1@0.7']:7.2f} {m['mAP']:7.2f} {rows:7.3f}", flush=True)
@@ -126,24 +140,6 @@ def _run_around(scores: np.ndarray, best: int, threshold: float) -> tuple[int, i
     while hi < len(scores) - 1 and scores[hi + 1] >= threshold:
         hi += 1
     return lo, hi
-
-
-def range_moments(spans: np.ndarray, scores: np.ndarray, level: float, nms: float = 0.5) -> list:
-    """Runs of windows scoring at least median + level * (best - median), best first, NMS."""
-    from soundsift.spans import Moment, temporal_iou
-
-    floor = float(np.median(scores))
-    threshold = floor + level * (float(scores.max()) - floor)
-    order = np.argsort(-scores, kind="stable")
-    kept: list = []
-    for i in order[:50]:
-        lo, hi = _run_around(scores, int(i), min(threshold, float(scores[i])))
-        m = Moment(float(spans[lo][0]), float(spans[hi][1]), float(scores[i]))
-        if all(temporal_iou((m.start, m.end), (o.start, o.end)) < nms for o in kept):
-            kept.append(m)
-        if len(kept) == 10:
-            break
-    return kept
 
 
 def refine(moments: list, fspans: np.ndarray, fscores: np.ndarray, level: float) -> list:

@@ -83,7 +83,7 @@ def test_nms_drops_a_moment_overlapping_a_better_one():
     spans = np.array([[0, 10], [1, 11], [2, 12]], float)  # runs (0, 10) and (2, 12): IoU 8/12
     assert [(m.start, m.end) for m in merge_moments(spans, np.array([1.0, 0.0, 0.95]), ratio=0.9)] == [(0.0, 10.0)]
     # the peak rule drops them the same way
-    assert [(m.start, m.end) for m in merge_moments(spans, np.array([1.0, 0.0, 0.95]))] == [(0.0, 10.0)]
+    assert [(m.start, m.end) for m in merge_moments(spans, np.array([1.0, 0.0, 0.95]), level=0.3)] == [(0.0, 10.0)]
 
 
 def naive_moments(spans, scores, ratio, nms_iou):
@@ -129,16 +129,23 @@ def test_peak_moments_hand_worked():
     # peak 1.0 at window 3: threshold 0.2 + 0.3 * 0.8 = 0.44 -> windows 2..3 -> 2 s to 5 s
     # peak 0.8 at window 7: threshold 0.2 + 0.3 * 0.6 = 0.38 -> window 7 alone -> 7 s to 9 s
     # window 1 (0.2) is a local maximum? no: 0.2 < 0.5; nothing else lies above the median
-    got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores)]
+    got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores, level=0.3)]
     assert got == [(2.0, 5.0, 1.0), (7.0, 9.0, 0.8)]
     # level 0: a moment runs down to the median on both sides: peak 1.0 -> windows 1..5 (>= 0.2)
     got = [(m.start, m.end) for m in merge_moments(spans, scores, level=0.0)]
     assert got[0] == (1.0, 7.0)
     # level 1: the peak window alone
     assert [(m.start, m.end) for m in merge_moments(spans, scores, level=1.0)] == [(3.0, 5.0), (7.0, 9.0)]
-    assert [(m.start, m.end) for m in merge_moments(spans, scores, limit=1)] == [(2.0, 5.0)]
+    assert [(m.start, m.end) for m in merge_moments(spans, scores, level=0.3, limit=1)] == [(2.0, 5.0)]
     # every score equal: the whole file, once
-    assert [(m.start, m.end) for m in merge_moments(spans, np.ones(10))] == [(0.0, 11.0)]
+    assert [(m.start, m.end) for m in merge_moments(spans, np.ones(10), level=0.3)] == [(0.0, 11.0)]
+    # the default for 2-s windows: the peak rule at level 0.1: peak 1.0 -> threshold 0.28 -> windows 2..4;
+    # peak 0.8 -> threshold 0.26 -> window 7 alone
+    assert [(m.start, m.end) for m in merge_moments(spans, scores)] == [(2.0, 6.0), (7.0, 9.0)]
+    # the default for windows of 4 s or more: the ratio rule at 0.9
+    long = spans * 2
+    assert merge_moments(long, scores) == merge_moments(long, scores, ratio=0.9)
+    assert merge_moments(long, scores) != merge_moments(long, scores, level=0.1)
     with pytest.raises(ConfigError, match="level 1.5"):
         merge_moments(spans, scores, level=1.5)
 

@@ -5,16 +5,15 @@ merge into. Shared by search (the index's moments) and training (the sliding-win
 A file longer than the window is embedded as overlapping windows (``window_spans``: starts every
 ``hop`` samples, the last window aligned to the end of the file, so every sample is covered); a file
 no longer than the window stays one item. ``merge_moments`` merges a file's window scores into moments,
-by one of two rules:
+by one of two rules, chosen by the window length (short windows: the peak rule; ``PEAK_MAX_WINDOW``):
 
-- the peak rule (the default): every local maximum of the window scores above the file's median (or,
-  when none is, the first best window), best first, grows into the run
-  of consecutive windows around it that score at least ``floor + level * (peak - floor)``, where
-  ``floor`` is the median window score of the file (its background) and ``level`` = ``PEAK_LEVEL``;
-  the moment is scored by its peak. The threshold follows each file's own score range, so it means the
-  same for any model's score scale, and a short event in a long file stays short.
-- the ratio rule (``ratio=``, the earlier default 0.9): consecutive windows scoring at least
-  ``best - (1 - ratio) * |best|`` form one moment scored by its best window.
+- the peak rule (``level=``; ``PEAK_LEVEL`` for short windows): every local maximum of the window
+  scores above the file's median (or, when none is, the first best window), best first, grows into the
+  run of consecutive windows around it that score at least ``floor + level * (peak - floor)``, where
+  ``floor`` is the median window score of the file (its background); the moment is scored by its peak.
+  The threshold follows each file's own score range, so a short event in a long file stays short.
+- the ratio rule (``ratio=``; 0.9 for windows of ``PEAK_MAX_WINDOW`` or more): consecutive windows
+  scoring at least ``best - (1 - ratio) * |best|`` form one moment scored by its best window.
 
 Either way, moments overlapping a better one by a temporal IoU of ``NMS_IOU`` or more are dropped
 (temporal non-maximum suppression).
@@ -30,11 +29,12 @@ import numpy as np
 from soundsift.errors import ConfigError
 
 MOMENT_RATIO = 0.9  # the ratio rule: windows within 10 % of the file's best window score join a moment
-PEAK_LEVEL = 0.3  # the peak rule: a moment spans the windows above 30 % of the way from the median to its
-# peak; chosen on the development half of benchmarks/real_moments.py (docs/moments.md, "Real recordings")
+PEAK_LEVEL = 0.1  # the peak rule: a moment spans the windows above 10 % of the way from the median to its
+# peak; chosen on the development half of benchmarks/real_moments.py and the synthetic validation split
+PEAK_MAX_WINDOW = 4.0  # seconds: windows shorter than this merge by the peak rule, longer by the ratio rule
+DEFAULT_WINDOW = 2.0  # seconds, for models without a fixed input length (the zero-shot model); chosen on
+# the development half of benchmarks/real_moments.py (docs/moments.md, "Real recordings")
 NMS_IOU = 0.5  # a moment overlapping a better one by this temporal IoU or more is dropped
-DEFAULT_WINDOW = 10.0  # seconds, for models without a fixed input length (the zero-shot model); chosen on
-# synth --moments small validation (docs/moments.md, "Choosing the window")
 
 
 @dataclass(frozen=True)
@@ -88,17 +88,21 @@ def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def merge_moments(spans: np.ndarray, scores: np.ndarray, ratio: float | None = None,
-                  nms_iou: float = NMS_IOU, level: float = PEAK_LEVEL, limit: int | None = None) -> list[Moment]:
+                  nms_iou: float = NMS_IOU, level: float | None = None, limit: int | None = None) -> list[Moment]:
     """Moments from window ``spans`` (W, 2 seconds, in time order) and their ``scores``, best first (see
-    the module docstring): the peak rule at ``level``, or the ratio rule when ``ratio`` is given.
-    ``limit``: stop after that many moments (the best ones; the same as the first ``limit`` of all)."""
+    the module docstring): the ratio rule when ``ratio`` is given, the peak rule when ``level`` is;
+    neither: the peak rule at ``PEAK_LEVEL`` for windows shorter than ``PEAK_MAX_WINDOW``, else the
+    ratio rule at ``MOMENT_RATIO``. ``limit``: stop after that many moments (the best ones)."""
     if not len(scores):
         return []
     scores = np.asarray(scores, np.float64)
+    if ratio is None and level is None:
+        short = float(np.median(np.asarray(spans, float)[:, 1] - np.asarray(spans, float)[:, 0])) < PEAK_MAX_WINDOW
+        ratio, level = (None, PEAK_LEVEL) if short else (MOMENT_RATIO, None)
     if ratio is not None:
         runs = _ratio_runs(spans, scores, ratio)
     else:
-        runs = _peak_runs(spans, scores, level)
+        runs = _peak_runs(spans, scores, float(level))
     kept: list[Moment] = []
     for m in runs:
         if all(temporal_iou((m.start, m.end), (o.start, o.end)) < nms_iou for o in kept):
