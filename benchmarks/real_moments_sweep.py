@@ -60,16 +60,10 @@ def spans_of(duration: float, window: float, hop: float) -> np.ndarray:
     return window_spans(int(round(duration * rate)), int(round(window * rate)), int(round(hop * rate))) / rate
 
 
-def sweep(folder: Path, queries: list[dict]) -> None:
-    from real_moments import random_predictions
-
+def load_probs(model, folder: Path, queries: list[dict]) -> dict[str, np.ndarray]:
+    """Each recording's patch probabilities, cached beside the recordings."""
     from soundsift.audio import load_audio
-    from soundsift.checkpoints import load_model
-    from soundsift.spans import merge_moments
 
-    model = load_model("zero-shot", device="cpu")
-    power = float(model.audio.power)
-    texts = model.embed_texts([q["query"] for q in queries]).astype(np.float64)
     probs = {}
     store = folder.parent / f"patch_probs-{folder.name}"
     store.mkdir(exist_ok=True)
@@ -79,6 +73,37 @@ def sweep(folder: Path, queries: list[dict]) -> None:
             wave = load_audio(folder / f"{vid}.wav", 16000)
             np.save(cached, patch_probs(model, np.asarray(wave if wave.ndim == 1 else wave.mean(0), np.float32)))
         probs[vid] = np.load(cached)
+    return probs
+
+
+def simulated(folder: Path, queries: list[dict], window: float, hop: float, ratio: float) -> list[np.ndarray]:
+    """Per query: the moments of its recording's ``window``/``hop`` windows (from the patch scores)
+    merged by the ratio rule, up to 10."""
+    from soundsift.checkpoints import load_model
+    from soundsift.spans import merge_moments
+
+    model = load_model("zero-shot", device="cpu")
+    probs = load_probs(model, folder, queries)
+    texts = model.embed_texts([q["query"] for q in queries]).astype(np.float64)
+    out = []
+    for q, t in zip(queries, texts):
+        spans = spans_of(float(q["duration"]), window, hop)
+        moments = merge_moments(spans, window_vectors(probs[q["vid"]], spans, float(model.audio.power)) @ t,
+                                ratio=ratio)[:10]
+        out.append(np.array([[m.start, m.end, m.score] for m in moments]).reshape(-1, 3))
+    return out
+
+
+def sweep(folder: Path, queries: list[dict]) -> None:
+    from real_moments import random_predictions
+
+    from soundsift.checkpoints import load_model
+    from soundsift.spans import merge_moments
+
+    model = load_model("zero-shot", device="cpu")
+    power = float(model.audio.power)
+    texts = model.embed_texts([q["query"] for q in queries]).astype(np.float64)
+    probs = load_probs(model, folder, queries)
     truth = [q["relevant_windows"] for q in queries]
     durations = {q["vid"]: float(q["duration"]) for q in queries}
     cache: dict[tuple, tuple] = {}
