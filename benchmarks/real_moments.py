@@ -11,14 +11,18 @@ recording gives the predicted moments (best first). Scored per query against the
 - ``served``: the returned moments (what a user gets);
 - ``sliding window``: the index's own windows scored with the query, each window a moment, best first,
   temporal NMS at IoU 0.5 (no merging): the plain sliding-window baseline;
-- ``random``: 10 random windows of the default window length per query (mean of 20 seeds; seed 0 for
-  the paired intervals).
+- ``previous default``: 10 s / 5 s windows merged by the ratio rule 0.9 (the default before the real
+  recordings were measured), from a 10 s / 5 s index when one is built (``--previous-index``, or one
+  left in ``--work``), else from YAMNet's patch scores (``real_moments_sweep.simulated``);
+- ``random``: 10 random windows of the window length per query (mean of 20 seeds; seed 0 for the
+  paired intervals), for the default window and for 10 s.
 
 Also printed: how often the query's recording is the top hit. Paired bootstrap intervals (over queries,
 10,000 resamples) of served - sliding window. ``--sweep`` (development half only) scores moment
 settings from YAMNet's patch scores (``real_moments_sweep.py``).
 
-    python benchmarks/real_moments.py [--cache DIR] [--recordings N] [--seed S] [--sweep] [--window W --hop H]
+    python benchmarks/real_moments.py [--cache DIR] [--recordings N] [--seed S] [--work DIR]
+        [--sweep] [--sweep-synth SYNTH_DIR] [--window W --hop H] [--previous-index] [--halves dev,test]
 
 Ends with ``ratio: X`` (served R1@0.5 over random R1@0.5, test half).
 """
@@ -196,11 +200,34 @@ def evaluate_half(folder: Path, ann: Path, work: Path, window: float | None, hop
         print(f"  {name:<36} {fmt(v)}")
     print(f"  recording ranked first for its query: {100 * first.mean():.2f} % (random: {100 / n_files:.2f} %)")
     seed0 = per_query(truth, random_predictions(queries, window or DEFAULT_WINDOW, 0))
-    others = [(name, values[name]) for name in list(values)[1:] if not name.startswith("random")] + [(f"random {window:g}-s (seed 0)", seed0)]
+    others = [(name, values[name]) for name in list(values)[1:] if not name.startswith("random")]
+    others.append((f"random {window:g}-s (seed 0)", seed0))
     for base, other in others:
         ci = {k: paired_bootstrap_ci(values["served (HTTP)"][k], other[k]) for k in KEYS}
         print(f"  served - {base}: " + "  ".join(f"{k} {m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for k, (m, lo, hi) in ci.items()))
     return values
+
+
+def simulate_half(folder: Path, queries: list[dict]) -> None:
+    """The default (2 s / 1 s, merged as search merges) against the previous default (10 s / 5 s, ratio
+    0.9) and random windows, from YAMNet's patch scores (no index, no server), with paired intervals."""
+    import real_moments_sweep as sweep
+
+    from soundsift.spans import default_windows
+
+    truth = [q["relevant_windows"] for q in queries]
+    window, hop = default_windows(None)
+    values = {f"default {window:g}/{hop:g} (simulated)": per_query(truth, sweep.simulated(folder, queries, window, hop)),
+              "previous 10/5, ratio 0.9 (simulated)": per_query(truth, sweep.simulated(folder, queries, 10.0, 5.0, 0.9))}
+    for length in (window, 10.0):
+        rand = [per_query(truth, random_predictions(queries, length, s)) for s in range(20)]
+        values[f"random {length:g}-s windows"] = {k: np.mean([r[k] for r in rand], axis=0) for k in KEYS}
+    print(f"{folder.name} (simulated from patch scores): {len(queries)} queries")
+    for name, v in values.items():
+        print(f"  {name:<36} {fmt(v)}")
+    first, second = list(values)[:2]
+    ci = {k: paired_bootstrap_ci(values[first][k], values[second][k]) for k in KEYS}
+    print("  default - previous: " + "  ".join(f"{k} {m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for k, (m, lo, hi) in ci.items()))
 
 
 def run(argv: list[str] | None = None) -> float:
@@ -214,6 +241,8 @@ def run(argv: list[str] | None = None) -> float:
     parser.add_argument("--window", type=float, help="index window (seconds); default: the build's")
     parser.add_argument("--hop", type=float, help="index hop (seconds); default: the build's")
     parser.add_argument("--work", type=Path, help="where the indexes are built and kept (default: under the cache)")
+    parser.add_argument("--simulate", choices=("dev", "test"),
+                        help="also score the default and the previous default on this half from the patch scores")
     parser.add_argument("--previous-index", action="store_true",
                         help="build a 10 s / 5 s index for the previous default (else reuse one or simulate it)")
     parser.add_argument("--halves", default="dev,test", help="which halves to evaluate")
@@ -232,6 +261,8 @@ def run(argv: list[str] | None = None) -> float:
         import real_moments_sweep
 
         real_moments_sweep.sweep(root / "dev", read_queries(anns["dev"]))
+    if args.simulate:
+        simulate_half(root / args.simulate, read_queries(anns[args.simulate]))
     if args.sweep_synth:
         import real_moments_sweep
 

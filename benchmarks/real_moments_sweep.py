@@ -76,9 +76,10 @@ def load_probs(model, folder: Path, queries: list[dict]) -> dict[str, np.ndarray
     return probs
 
 
-def simulated(folder: Path, queries: list[dict], window: float, hop: float, ratio: float) -> list[np.ndarray]:
-    """Per query: the moments of its recording's ``window``/``hop`` windows (from the patch scores)
-    merged by the ratio rule, up to 10."""
+def simulated(folder: Path, queries: list[dict], window: float, hop: float,
+              ratio: float | None = None) -> list[np.ndarray]:
+    """Per query: the moments of its recording's ``window``/``hop`` windows (from the patch scores),
+    merged as search merges them (``ratio``: the ratio rule at that ratio), up to 10."""
     from soundsift.checkpoints import load_model
     from soundsift.spans import merge_moments
 
