@@ -68,10 +68,10 @@ def test_merged_moments_hand_worked():
     # windows of 4 s every 2 s over 14 s; best 1.0 -> threshold 0.9
     spans = np.array([[0, 4], [2, 6], [4, 8], [6, 10], [8, 12], [10, 14]], float)
     scores = np.array([0.2, 0.95, 1.0, 0.5, 0.92, 0.1])
-    moments = merge_moments(spans, scores)
+    moments = merge_moments(spans, scores, ratio=0.9)
     assert [(m.start, m.end, m.score) for m in moments] == [(2.0, 8.0, 1.0), (8.0, 12.0, 0.92)]
     # negative best: threshold -0.5 - 0.1 * 0.5 = -0.55
-    moments = merge_moments(spans, np.array([-0.5, -0.54, -0.56, -0.9, -0.55, -0.6]))
+    moments = merge_moments(spans, np.array([-0.5, -0.54, -0.56, -0.9, -0.55, -0.6]), ratio=0.9)
     assert [(m.start, m.end) for m in moments] == [(0.0, 6.0), (8.0, 12.0)]
 
 
@@ -81,7 +81,9 @@ def test_nms_drops_a_moment_overlapping_a_better_one():
     assert [(m.start, m.end) for m in moments] == [(0.0, 10.0), (6.0, 16.0)]  # IoU 4/16 < 0.5: both kept
     assert temporal_iou((0, 10), (6, 16)) == pytest.approx(4 / 16)
     spans = np.array([[0, 10], [1, 11], [2, 12]], float)  # runs (0, 10) and (2, 12): IoU 8/12
-    assert [(m.start, m.end) for m in merge_moments(spans, np.array([1.0, 0.0, 0.95]))] == [(0.0, 10.0)]
+    assert [(m.start, m.end) for m in merge_moments(spans, np.array([1.0, 0.0, 0.95]), ratio=0.9)] == [(0.0, 10.0)]
+    # the peak rule drops them the same way
+    assert [(m.start, m.end) for m in merge_moments(spans, np.array([1.0, 0.0, 0.95]), level=0.3)] == [(0.0, 10.0)]
 
 
 def naive_moments(spans, scores, ratio, nms_iou):
@@ -118,6 +120,84 @@ def test_merged_moments_match_a_naive_reference_on_random_scores():
         ratio, iou = float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.1, 0.9))
         got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores, ratio, iou)]
         assert got == naive_moments(spans.tolist(), scores.tolist(), ratio, iou)
+
+
+def test_peak_moments_hand_worked():
+    # windows of 2 s every 1 s over 11 s; median 0.2 (scores sorted: 0, 0, 0.1, 0.2, 0.2, 0.2, 0.4, 0.5, 0.8, 1.0)
+    spans = np.array([[i, i + 2] for i in range(10)], float)
+    scores = np.array([0.0, 0.2, 0.5, 1.0, 0.4, 0.2, 0.0, 0.8, 0.2, 0.1])
+    # peak 1.0 at window 3: threshold 0.2 + 0.3 * 0.8 = 0.44 -> windows 2..3 -> 2 s to 5 s
+    # peak 0.8 at window 7: threshold 0.2 + 0.3 * 0.6 = 0.38 -> window 7 alone -> 7 s to 9 s
+    # window 1 (0.2) is a local maximum? no: 0.2 < 0.5; nothing else lies above the median
+    got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores, level=0.3)]
+    assert got == [(2.0, 5.0, 1.0), (7.0, 9.0, 0.8)]
+    # level 0: a moment runs down to the median on both sides: peak 1.0 -> windows 1..5 (>= 0.2)
+    got = [(m.start, m.end) for m in merge_moments(spans, scores, level=0.0)]
+    assert got[0] == (1.0, 7.0)
+    # level 1: the peak window alone
+    assert [(m.start, m.end) for m in merge_moments(spans, scores, level=1.0)] == [(3.0, 5.0), (7.0, 9.0)]
+    assert [(m.start, m.end) for m in merge_moments(spans, scores, level=0.3, limit=1)] == [(2.0, 5.0)]
+    # every score equal: the whole file, once
+    assert [(m.start, m.end) for m in merge_moments(spans, np.ones(10), level=0.3)] == [(0.0, 11.0)]
+    # the default for 2-s windows: the peak rule at level 0.1: peak 1.0 -> threshold 0.28 -> windows 2..4;
+    # peak 0.8 -> threshold 0.26 -> window 7 alone
+    assert [(m.start, m.end) for m in merge_moments(spans, scores)] == [(2.0, 6.0), (7.0, 9.0)]
+    # the default for windows of 4 s or more: the ratio rule at 0.9
+    long = spans * 2
+    assert merge_moments(long, scores) == merge_moments(long, scores, ratio=0.9)
+    assert merge_moments(long, scores) != merge_moments(long, scores, level=0.1)
+    with pytest.raises(ConfigError, match="level 1.5"):
+        merge_moments(spans, scores, level=1.5)
+
+
+def naive_peak_moments(spans, scores, level, nms_iou):
+    """Reference: for each window that no neighbour beats and that lies above the median, walk out
+    while the neighbours stay above its threshold; order by score then position; greedy NMS."""
+    n = len(scores)
+    floor = sorted(scores)[n // 2] if n % 2 else (sorted(scores)[n // 2 - 1] + sorted(scores)[n // 2]) / 2
+    cands = []
+    for i in range(n):
+        left = scores[i - 1] if i > 0 else -np.inf
+        right = scores[i + 1] if i < n - 1 else -np.inf
+        if scores[i] >= left and scores[i] >= right and scores[i] > floor:
+            cands.append(i)
+    if not cands:
+        cands = [scores.index(max(scores))]
+    runs = []
+    for i in cands:
+        t = min(scores[i], floor + level * (scores[i] - floor))
+        a = i
+        while a - 1 >= 0 and scores[a - 1] >= t:
+            a -= 1
+        b = i
+        while b + 1 < n and scores[b + 1] >= t:
+            b += 1
+        runs.append((spans[a][0], spans[b][1], round(scores[i], 6), i))
+    runs.sort(key=lambda r: (-r[2], r[3]))
+    kept = []
+    for r in runs:
+        ok = True
+        for o in kept:
+            inter = max(0.0, min(r[1], o[1]) - max(r[0], o[0]))
+            ok &= inter / (max(r[1], o[1]) - min(r[0], o[0])) < nms_iou
+        if ok:
+            kept.append(r)
+    return [r[:3] for r in kept]
+
+
+def test_peak_moments_match_a_naive_reference_on_random_scores():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
+        window, hop = float(rng.integers(2, 8)), float(rng.integers(1, 3))
+        spans = np.array([[i * hop, i * hop + window] for i in range(n)])
+        scores = np.round(rng.uniform(-1, 1, n), 1)  # rounded: ties and plateaus happen
+        level, iou = float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.1, 0.9))
+        got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores, nms_iou=iou, level=level)]
+        assert got == naive_peak_moments(spans.tolist(), scores.tolist(), level, iou)
+        limit = int(rng.integers(1, 4))
+        assert merge_moments(spans, scores, nms_iou=iou, level=level, limit=limit) == \
+            merge_moments(spans, scores, nms_iou=iou, level=level)[:limit]
 
 
 def test_moment_spec_and_span_format(tmp_path):

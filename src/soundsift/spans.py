@@ -4,11 +4,19 @@ merge into. Shared by search (the index's moments) and training (the sliding-win
 
 A file longer than the window is embedded as overlapping windows (``window_spans``: starts every
 ``hop`` samples, the last window aligned to the end of the file, so every sample is covered); a file
-no longer than the window stays one item. ``merge_moments`` merges a file's window scores into moments:
-consecutive windows scoring at least ``best - (1 - ratio) * |best|`` (``ratio`` = ``MOMENT_RATIO``, 0.9:
-within 10 % of the file's best window score) form one moment scored by its best window; moments
-overlapping a better one by a temporal IoU of ``NMS_IOU`` or more are dropped (temporal non-maximum
-suppression).
+no longer than the window stays one item. ``merge_moments`` merges a file's window scores into moments,
+by one of two rules, chosen by the window length (short windows: the peak rule; ``PEAK_MAX_WINDOW``):
+
+- the peak rule (``level=``; ``PEAK_LEVEL`` for short windows): every local maximum of the window
+  scores above the file's median (or, when none is, the first best window), best first, grows into the
+  run of consecutive windows around it that score at least ``floor + level * (peak - floor)``, where
+  ``floor`` is the median window score of the file (its background); the moment is scored by its peak.
+  The threshold follows each file's own score range, so a short event in a long file stays short.
+- the ratio rule (``ratio=``; 0.9 for windows of ``PEAK_MAX_WINDOW`` or more): consecutive windows
+  scoring at least ``best - (1 - ratio) * |best|`` form one moment scored by its best window.
+
+Either way, moments overlapping a better one by a temporal IoU of ``NMS_IOU`` or more are dropped
+(temporal non-maximum suppression).
 """
 
 from __future__ import annotations
@@ -20,10 +28,13 @@ import numpy as np
 
 from soundsift.errors import ConfigError
 
-MOMENT_RATIO = 0.9  # windows within 10 % of the file's best window score join a moment
+MOMENT_RATIO = 0.9  # the ratio rule: windows within 10 % of the file's best window score join a moment
+PEAK_LEVEL = 0.1  # the peak rule: a moment spans the windows above 10 % of the way from the median to its
+# peak; chosen on the development half of benchmarks/real_moments.py and the synthetic validation split
+PEAK_MAX_WINDOW = 4.0  # seconds: windows shorter than this merge by the peak rule, longer by the ratio rule
+DEFAULT_WINDOW = 2.0  # seconds, for models without a fixed input length (the zero-shot model); chosen on
+# the development half of benchmarks/real_moments.py (docs/moments.md, "Real recordings")
 NMS_IOU = 0.5  # a moment overlapping a better one by this temporal IoU or more is dropped
-DEFAULT_WINDOW = 10.0  # seconds, for models without a fixed input length (the zero-shot model); chosen on
-# synth --moments small validation (docs/moments.md, "Choosing the window")
 
 
 @dataclass(frozen=True)
@@ -76,25 +87,61 @@ def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def merge_moments(spans: np.ndarray, scores: np.ndarray, ratio: float = MOMENT_RATIO,
-                  nms_iou: float = NMS_IOU) -> list[Moment]:
+def merge_moments(spans: np.ndarray, scores: np.ndarray, ratio: float | None = None,
+                  nms_iou: float = NMS_IOU, level: float | None = None, limit: int | None = None) -> list[Moment]:
     """Moments from window ``spans`` (W, 2 seconds, in time order) and their ``scores``, best first (see
-    the module docstring)."""
+    the module docstring): the ratio rule when ``ratio`` is given, the peak rule when ``level`` is;
+    neither: the peak rule at ``PEAK_LEVEL`` for windows shorter than ``PEAK_MAX_WINDOW``, else the
+    ratio rule at ``MOMENT_RATIO``. ``limit``: stop after that many moments (the best ones)."""
     if not len(scores):
         return []
+    scores = np.asarray(scores, np.float64)
+    if ratio is None and level is None:
+        short = float(np.median(np.asarray(spans, float)[:, 1] - np.asarray(spans, float)[:, 0])) < PEAK_MAX_WINDOW
+        ratio, level = (None, PEAK_LEVEL) if short else (MOMENT_RATIO, None)
+    if ratio is not None:
+        runs = _ratio_runs(spans, scores, ratio)
+    else:
+        runs = _peak_runs(spans, scores, float(level))
+    kept: list[Moment] = []
+    for m in runs:
+        if all(temporal_iou((m.start, m.end), (o.start, o.end)) < nms_iou for o in kept):
+            kept.append(m)
+            if limit is not None and len(kept) >= limit:
+                break
+    return kept
+
+
+def _ratio_runs(spans: np.ndarray, scores: np.ndarray, ratio: float) -> list[Moment]:
     best = float(np.max(scores))
     threshold = best - (1.0 - ratio) * abs(best)
     runs: list[Moment] = []
     first = None
-    for i, s in enumerate([*np.asarray(scores, np.float64).tolist(), -math.inf]):
+    for i, s in enumerate([*scores.tolist(), -math.inf]):
         if s >= threshold and first is None:
             first = i
         elif s < threshold and first is not None:
             runs.append(Moment(float(spans[first][0]), float(spans[i - 1][1]),
                                round(float(np.max(scores[first:i])), 6)))
             first = None
-    kept: list[Moment] = []
-    for m in sorted(runs, key=lambda m: (-m.score, m.start)):
-        if all(temporal_iou((m.start, m.end), (o.start, o.end)) < nms_iou for o in kept):
-            kept.append(m)
-    return kept
+    return sorted(runs, key=lambda m: (-m.score, m.start))
+
+
+def _peak_runs(spans: np.ndarray, scores: np.ndarray, level: float):
+    """Each local maximum's run, best peak first (ties: the earlier), lazily."""
+    if not 0.0 <= level <= 1.0:
+        raise ConfigError(f"moment level {level}: must be between 0 and 1")
+    floor = float(np.median(scores))
+    padded = np.concatenate([[-np.inf], scores, [-np.inf]])
+    peaks = np.flatnonzero((scores >= padded[:-2]) & (scores >= padded[2:]) & (scores > floor))
+    if not len(peaks):  # no window above the median (all equal, say): the best one alone
+        peaks = np.array([int(np.argmax(scores))])
+    for i in peaks[np.argsort(-scores[peaks], kind="stable")].tolist():
+        peak = float(scores[i])
+        threshold = min(peak, floor + level * (peak - floor))
+        lo = hi = i
+        while lo > 0 and scores[lo - 1] >= threshold:
+            lo -= 1
+        while hi < len(scores) - 1 and scores[hi + 1] >= threshold:
+            hi += 1
+        yield Moment(float(spans[lo][0]), float(spans[hi][1]), round(peak, 6))

@@ -124,7 +124,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="the index was built with another model: re-embed every file with this one")
     b.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="files longer than this are also indexed as overlapping windows, so that searches "
-                        "find moments (default: the model's input length, 10 s for zero-shot; 0: whole files only)")
+                        "find moments (default: the model's input length, 2 s for zero-shot; 0: whole files only)")
     b.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="seconds between window starts (default: half the window)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -227,7 +227,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    help="only files that match, e.g. \"duration < 5 and path ~ 'foley/'\" (fields: duration, "
                         "size, sample_rate, channels, path, folder, ext, id; see docs/library.md)")
     p.add_argument("--moments", type=positive_int, default=None, metavar="N",
-                   help="list up to N moments per file (windows within 10%% of its best score, merged)")
+                   help="list up to N moments per file (neighbouring windows that score near a peak, merged)")
     p.add_argument("--model", action="append", default=None,
                    help="model file (default: the one that built the index; repeated: the ensemble that built it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",

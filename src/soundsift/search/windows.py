@@ -95,7 +95,8 @@ def _scored(index: Any, row: int, query: np.ndarray, rank: str, n_moments: int |
     file_score = float(np.asarray(index.embeddings[row], np.float32) @ query)
     rows = table.rows_of(row) if table is not None else slice(0, 0)
     if rows.stop > rows.start:
-        moments = merge_moments(table.spans[rows], np.asarray(table.embeddings[rows], np.float32) @ query)
+        moments = merge_moments(table.spans[rows], np.asarray(table.embeddings[rows], np.float32) @ query,
+                                limit=n_moments or 1)
         best = moments[0]
         score, start, end = (best.score if rank == "moments" else file_score), best.start, best.end
     else:
