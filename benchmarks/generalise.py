@@ -58,8 +58,9 @@ def loso(per_query: dict[str, np.ndarray], sources: np.ndarray, names: list[str]
     return out, chosen
 
 
-def index_ap(sounds, queries, ids_kept: set[str], cache: Path) -> np.ndarray:
-    """AP@10 per query from rankings of a real index per source (``build_index`` + ``load_searcher``)."""
+def index_ap(sounds, queries, ids_kept: set[str], cache: Path, ranks=("moments",)) -> dict[str, np.ndarray]:
+    """AP@10 per query from rankings of a real index per source (``build_index`` at the defaults +
+    ``load_searcher``), for each of ``ranks`` (files ranked by their best moment, or whole)."""
     import shutil
     import tempfile
 
@@ -69,7 +70,7 @@ def index_ap(sounds, queries, ids_kept: set[str], cache: Path) -> np.ndarray:
     from soundsift.search.index import load_searcher
 
     model = load_model("zero-shot", device="cpu")
-    out = np.zeros(len(queries))
+    out = {rank: np.zeros(len(queries)) for rank in ranks}
     with tempfile.TemporaryDirectory() as tmp:
         for src in dict.fromkeys(q.source for q in queries):
             folder = Path(tmp) / "audio"
@@ -81,14 +82,15 @@ def index_ap(sounds, queries, ids_kept: set[str], cache: Path) -> np.ndarray:
             build_index(folder, Path(tmp) / src, model, model_path=None, progress=False)
             searcher = load_searcher(Path(tmp) / src, model_path="zero-shot")
             qi = [i for i, q in enumerate(queries) if q.source == src]
-            hits = searcher.search_many([queries[i].text for i in qi], k=len(mine))
             pos = {f"{i:04d}{s.file.suffix}": i for i, s in enumerate(mine)}
-            sim = torch.full((len(mine), len(qi)), -1e9)
-            for col, row in enumerate(hits):
-                for h in row:
-                    sim[pos[Path(h.path).name], col] = -float(h.rank)
             rel = torch.tensor([[s.id in queries[i].relevant for i in qi] for s in mine])
-            out[qi] = average_precision_at_k(sim, rel, 10, normalise="relevant").numpy()
+            for rank in ranks:
+                hits = searcher.search_many([queries[i].text for i in qi], k=len(mine), rank=rank)
+                sim = torch.full((len(mine), len(qi)), -1e9)
+                for col, row in enumerate(hits):
+                    for h in row:
+                        sim[pos[Path(h.path).name], col] = -float(h.rank)
+                out[rank][qi] = average_precision_at_k(sim, rel, 10, normalise="relevant").numpy()
     return out
 
 
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=gd.default_cache(), help="downloads and features")
     parser.add_argument("--index", action="store_true", help="also score the published model through real indexes")
+    parser.add_argument("--rank", nargs="+", choices=["moments", "files"], default=["moments"],
+                        help="with --index: how search ranks files (best moment, the default, or whole file)")
     parser.add_argument("--baseline", default="published default", help="variant the LOSO choice is compared with")
     args = parser.parse_args(argv)
     from soundsift.metrics.intervals import jackknife_ci, paired_bootstrap_ci
@@ -148,8 +152,14 @@ def main(argv: list[str] | None = None) -> float:
         print(f"  {label} minus {args.baseline}: {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
     ref = base
     if args.index:
-        ref = index_ap(sounds, queries, kept, args.cache)
-        print(row("published model through real indexes (search_many)", ref))
+        by_rank = index_ap(sounds, queries, kept, args.cache, args.rank)
+        for rank, ap in by_rank.items():
+            print(row(f"published model through real indexes (search_many, rank={rank})", ap))
+        ref = by_rank[args.rank[0]]
+        if len(by_rank) == 2:
+            d, lo, hi = paired_bootstrap_ci(by_rank["moments"], by_rank["files"])
+            print(f"rank=moments minus rank=files: {100 * d:+.2f} points, 95% paired bootstrap [{100 * lo:+.2f}, "
+                  f"{100 * hi:+.2f}]")
     ratio = float(ref.mean() / rand.mean())
     print(f"ratio: {ratio:.2f}")
     return ratio
