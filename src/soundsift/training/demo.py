@@ -90,6 +90,22 @@ def _gains(runs: dict[tuple[str, str], list[Path]], enc: str, variant: str) -> d
     return {k: v for k, v in out.items() if v}
 
 
+def _generated(data_root: Path, preset: str, seed: int) -> bool:
+    """Whether ``data_root`` holds a finished benchmark of this preset and seed (synth_info.json is
+    written last, atomically, so its presence means every other file is complete)."""
+    from soundsift.data.synth.benchmark import FORMAT_VERSION, resolve_preset
+
+    try:
+        info = json.loads((data_root / "synth_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    p = resolve_preset(preset)
+    sizes = {split: (info.get("splits") or {}).get(split, {}).get("clips") for split in ("development", "validation", "evaluation")}
+    return (info.get("format_version") == FORMAT_VERSION and info.get("preset") == preset and info.get("seed") == seed
+            and info.get("caption_style") == p.style and info.get("duration_s") == p.duration
+            and sizes == {"development": p.development, "validation": p.validation, "evaluation": p.evaluation})
+
+
 def run_seed(out: Path, seed: int, preset: str, overrides: tuple[str, ...], progress: bool,
              control: bool) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, float] | None]:
     """One seed of the demo into ``out``: per (encoder, variant) its test metrics, run folder and
@@ -98,7 +114,8 @@ def run_seed(out: Path, seed: int, preset: str, overrides: tuple[str, ...], prog
     from soundsift.training.recipe import Runner, load_recipe
 
     data_root = out / "data"
-    generate(data_root, preset=preset, seed=seed, progress=progress)
+    if not _generated(data_root, preset, seed):
+        generate(data_root, preset=preset, seed=seed, progress=progress)
     runner = Runner(load_recipe("demo"), out, data_root, include={"control"} if control else (),
                     progress=progress, overrides=[f"seed={seed}", f"data.relevance={RELEVANCE_FILE}", *overrides])
     results = runner.run()
