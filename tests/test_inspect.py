@@ -27,7 +27,7 @@ def clean_clotho(root: Path) -> Path:
 
 
 def args(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"no_audio_check": False, "json": False, "allow_problems": False, **kw})
+    return argparse.Namespace(**{"no_audio_check": False, "json": False, "allow_problems": False, "relevance": None, **kw})
 
 
 def test_clean_clotho_is_ok_and_missing_split_is_listed(tmp_path: Path, capsys) -> None:

@@ -30,6 +30,7 @@ from soundsift.data.synth.facts import (
     position,
 )
 from soundsift.data.synth.lexicon import eval_only_words
+from soundsift.data.synth.styles import get_style
 
 HEADER = ["file_name", "caption_1", "caption_2", "caption_3", "caption_4", "caption_5"]
 
@@ -201,7 +202,8 @@ def test_small_preset_balance_without_audio():
             if name in REPETITIVE:
                 assert {0, 1} <= {e.rate for e in mine}
         n_events = np.bincount([len(f.events) for f in s.clips], minlength=4)[1:]
-        assert (n_events > 0).all()
+        style = get_style(PRESETS["small"].style)  # 1, 2 and 3 events as often as the style says
+        assert ((n_events > 0) == (np.array(style.events_p) > 0)).all()
         orders = sum(a.offset <= b.onset for f in s.clips for a in f.events for b in f.events if a is not b)
         assert orders > 100
         assert {position(e.onset, e.offset, s.duration) for e in events} == {NONE, 0, 1, 2}

@@ -27,7 +27,7 @@ def data_info_main(args: argparse.Namespace) -> int:
     """Print the report (text or JSON); 0 when ok, 1 when not (with ``--allow-problems``: when usable)."""
     from soundsift.data.check import format_report, inspect_dataset
 
-    report = inspect_dataset(args.format, args.root, check_audio=not args.no_audio_check)
+    report = inspect_dataset(args.format, args.root, check_audio=not args.no_audio_check, relevance=args.relevance)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -70,6 +70,9 @@ def add_parsers(sub) -> None:
     q.add_argument("root", help="dataset folder")
     q.add_argument("--format", default="clotho", choices=format_names(), help="dataset layout")
     q.add_argument("--no-audio-check", action="store_true", help="only check that files exist")
+    q.add_argument("--relevance", default=None,
+                   help="a relevance file (DCASE 2025 layout) whose relevant clips per query are counted "
+                        "(default: ROOT/relevance_evaluation.csv when present)")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--allow-problems", action="store_true", help="exit 0 when usable despite problems")
     q.set_defaults(func=data_info_main)

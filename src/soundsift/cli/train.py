@@ -81,12 +81,15 @@ def demo_main(args: argparse.Namespace) -> int:
     from soundsift.training.demo import format_table, run_demo
 
     summary = run_demo(args.out, seed=args.seed, preset=args.preset, overrides=tuple(args.overrides),
-                       progress=not quiet(args), control=args.control)
-    print(format_table(summary["rows"]))
-    if summary.get("correspondence_auc"):
-        auc = ", ".join(f"{k} {v:.3f}" for k, v in summary["correspondence_auc"].items())
-        print(f"\nestimated correspondences vs ground truth (training split, ROC AUC): {auc}")
-    print(f"\n{summary['seconds']} s; results in {args.out}/results.json and results.md")
+                       progress=not quiet(args), control=not args.no_control, seeds=args.seeds)
+    for block in summary["per_seed"]:
+        print(f"seed {block['seed']}:\n{format_table(block['rows'])}")
+        if block.get("correspondence_auc"):
+            auc = ", ".join(f"{k} {v:.3f}" for k, v in block["correspondence_auc"].items())
+            print(f"estimated correspondences vs ground truth (training split, ROC AUC): {auc}\n")
+    if summary["pooled"]:
+        print(f"pooled over seeds {' '.join(map(str, summary['seeds']))}:\n{format_table(summary['pooled'])}")
+    print(f"\n{summary['seconds']} s; results in {args.out}/results.md (how to read it) and results.json")
     return 0
 
 
@@ -244,10 +247,13 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=reproduce_main)
 
     p = sub.add_parser("demo", overrides_dest="overrides", help="the whole method end to end on the generated benchmark")
-    p.add_argument("--out", default="runs/demo", help="folder for the benchmark, the nine runs and results.json/.md")
-    p.add_argument("--seed", type=int, default=0, help="seed of the benchmark and of every run")
+    p.add_argument("--out", default="runs/demo", help="folder for the benchmark, the twelve runs and results.json/.md")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--seed", type=int, default=0, help="seed of the benchmark and of every run")
+    which.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="run these seeds one after the other (OUT/seed-N) and pool their gains")
     p.add_argument("--preset", default="small", help="benchmark size: tiny | small | medium | large")
-    p.add_argument("--control", action="store_true",
-                   help="also fine-tune with L_sup alone (stage2-sup): is the gain more than longer training?")
+    p.add_argument("--no-control", action="store_true",
+                   help="skip the control rows (stage2-sup: stage 2's schedule with L_sup alone)")
     p.add_argument("overrides", nargs="*", help="config overrides applied to every run")
     p.set_defaults(func=demo_main)

@@ -56,6 +56,8 @@ class ExtraTrain(Section):
     format: Text
     root: Text | None = None
     split: Text | None = None
+    # wavcaps: the FreeSound ids to leave out (relative: to root; default root/dcase2024_task6_excluded_freesound_ids.csv)
+    exclude_ids: Text | None = Field(default=None, repr=False)  # out of repr: sweep-point hashes stay
 
     @model_serializer
     def _as_written(self) -> dict[str, Any]:
@@ -68,6 +70,9 @@ class DataConfig(Section):
     train_split: Text | None = "development"
     val_split: Text | None = "validation"
     test_split: Text | None = "evaluation"
+    # a relevance file of the test split (DCASE 2025 layout; relative: to root); out of repr, which sweep
+    # points are hashed over (their hashes stay those of runs recorded before it existed)
+    relevance: Text | None = Field(default=None, repr=False)
     extra_train: Annotated[tuple[ExtraTrain, ...], BeforeValidator(_as_tuple)] = ()  # e.g. AudioCaps + WavCaps
     captions_per_epoch: Text = "all"  # "all": every (clip, caption) pair; "one": one random caption per clip
     max_seconds: Number | None = None  # cut longer clips (random offset in training, start at evaluation)

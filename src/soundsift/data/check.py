@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from soundsift.data.records import Problem, SplitData
+from soundsift.data.stats import CaptionStats, RelevanceStats, caption_stats, format_stats, relevance_stats
 from soundsift.errors import DatasetError
+
+RELEVANCE_FILE = "relevance_evaluation.csv"  # what `synth` and `download dcase2025` write; read when present
 
 
 @dataclass
@@ -31,6 +34,7 @@ class SplitReport:
     problems: list[Problem] = field(default_factory=list)
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    stats: CaptionStats | None = None
 
 
 @dataclass
@@ -43,6 +47,9 @@ class Report:
     splits: list[SplitReport]
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # how the splits came about, when the format decided
+    relevance_file: str | None = None
+    relevance_split: str | None = None  # the split whose clips the relevance file's files are
+    relevance: RelevanceStats | None = None
 
     @property
     def n_problems(self) -> int:
@@ -89,11 +96,15 @@ def _splits_for(format: str, root: Path) -> tuple[list[tuple[str | None, bool]],
     return [(None, True)], []  # a registered format without a split list: read it as one
 
 
-def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> Report:
-    """Read every split of the ``format`` dataset at ``root`` and report counts and problems.
+def inspect_dataset(format: str, root: str | Path, check_audio: bool = True,
+                    relevance: str | Path | None = None) -> Report:
+    """Read every split of the ``format`` dataset at ``root`` and report counts, problems and the
+    statistics of :mod:`soundsift.data.stats`.
 
     ``check_audio`` opens every audio file's header (catches corrupt files; slower on large sets).
-    Never raises for a broken dataset: errors land in the report. Raises UnknownNameError for an unknown format.
+    ``relevance``: a relevance file (default: ``root/relevance_evaluation.csv`` when present) whose
+    relevant clips per query are counted. Never raises for a broken dataset: errors land in the report
+    (a bad relevance file raises its DatasetError). Raises UnknownNameError for an unknown format.
     """
     from soundsift.data.readers import read_split
 
@@ -108,6 +119,7 @@ def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> 
         report.error = str(exc)
         return report
     seen: set[Problem] = set()  # a row every split's reading trips over is reported once
+    clip_ids: dict[str, set[str]] = {}
     for name, found in splits:
         label = name or "all"
         if not found:
@@ -132,9 +144,26 @@ def inspect_dataset(format: str, root: str | Path, check_audio: bool = True) -> 
                 n_captions=data.n_captions,
                 problems=problems,
                 details=details,
+                stats=caption_stats([c.captions for c in data.clips]),
             )
         )
+        clip_ids[label] = {c.clip_id for c in data.clips}
+    _add_relevance(report, root, relevance, clip_ids)
     return report
+
+
+def _add_relevance(report: Report, root: Path, relevance: str | Path | None, clip_ids: dict[str, set[str]]) -> None:
+    from soundsift.data.relevance import read_relevance
+
+    path = Path(relevance) if relevance is not None else root / RELEVANCE_FILE
+    if relevance is None and not path.is_file():
+        return
+    queries = read_relevance(path).queries
+    files = {f for q in queries for f in q.files}
+    split = max(clip_ids, key=lambda s: len(files & clip_ids[s]), default=None)
+    n_clips = len(clip_ids[split]) if split is not None and files & clip_ids[split] else 0
+    report.relevance_file, report.relevance_split = str(path), split if n_clips else None
+    report.relevance = relevance_stats([len(q.files) for q in queries], n_clips)
 
 
 def format_report(report: Report) -> str:
@@ -154,6 +183,16 @@ def format_report(report: Report) -> str:
             lines.append(
                 f"  {s.name}: {s.n_clips} clips, {s.n_captions} captions, {len(s.problems)} problems{extra}"
             )
+    for s in report.splits:
+        if s.stats is not None and s.stats.n_captions:
+            lines.append(f"statistics of {s.name} (words: lower-cased, punctuation removed):")
+            rel = report.relevance if s.name == report.relevance_split else None
+            lines.extend(format_stats(s.name, s.stats, rel))
+    if report.relevance is not None:
+        lines.append(f"relevance: {report.relevance_file}: {report.relevance.n_queries} queries"
+                     + (f" over split {report.relevance_split}" if report.relevance_split else
+                        " (none of its files is in a split found here)"))
+    lines.append("ClothoV2: measured on the DCASE 2025 annotations (docs/benchmark.md)")
     for s in report.splits:
         if s.problems:
             lines.append(f"problems in {s.name}:")

@@ -40,6 +40,7 @@ __all__ = [
     "RelevanceQuery",
     "match_relevance",
     "read_relevance",
+    "text_key",
     "write_relevance",
 ]
 
@@ -146,7 +147,7 @@ def write_relevance(path: str | Path, queries: Mapping[str, Sequence[str]] | Ite
 
 
 # ---- lining a relevance file up with a split ------------------------------------------------------------
-def _text_key(text: str) -> str:
+def text_key(text: str) -> str:
     return " ".join(nfc(text).split())
 
 
@@ -181,7 +182,7 @@ def match_relevance(relevance: Relevance, clip_ids: Sequence[str], caption_texts
     """
     exact = {nfc(c): i for i, c in reversed(list(enumerate(clip_ids)))}
     unescaped = {nfc(html.unescape(c)): i for i, c in reversed(list(enumerate(clip_ids)))}
-    captions = None if caption_texts is None else {_text_key(t) for t in caption_texts}
+    captions = None if caption_texts is None else {text_key(t) for t in caption_texts}
     texts: list[str] = []
     columns: list[list[int]] = []
     left_out: dict[str, int] = {}
@@ -193,7 +194,7 @@ def match_relevance(relevance: Relevance, clip_ids: Sequence[str], caption_texts
             examples.append(f"row {q.row}: {_short(q.query)}: {detail}")
 
     for q in relevance.queries:
-        if captions is not None and _text_key(q.query) not in captions:
+        if captions is not None and text_key(q.query) not in captions:
             drop(NOT_A_CAPTION, q, NOT_A_CAPTION)
             continue
         rows = [exact.get(nfc(f), unescaped.get(nfc(html.unescape(f)))) for f in q.files]

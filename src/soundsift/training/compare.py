@@ -37,6 +37,7 @@ class PerQuery:
     ranks: np.ndarray  # (n_queries,) 1-based rank of the query's own clip
     ap: np.ndarray  # (n_queries,) AP@10
     candidates: str  # digest of the clips ranked (the same queries over other clips are not comparable)
+    ap16: np.ndarray | None = None  # (n_queries,) multi-relevance AP@16 (DCASE 2025), NaN: not a query
 
     def keys(self) -> list[tuple[str, str, int]]:
         """(clip, caption, occurrence): one key per query, even where a clip repeats a caption."""
@@ -52,17 +53,22 @@ def candidates_digest(clip_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(clip_ids)).encode("utf-8")).hexdigest()[:16]
 
 
-def per_query_doc(split: str, clip_ids: list[str], caption_texts: list[str], caption_clip, ranks) -> dict[str, Any]:
-    """The ``test_queries.json`` document of one split's text-to-audio ranks."""
+def per_query_doc(split: str, clip_ids: list[str], caption_texts: list[str], caption_clip, ranks,
+                  ap16: list[float | None] | None = None) -> dict[str, Any]:
+    """The ``test_queries.json`` document of one split's text-to-audio ranks (and, with ``ap16``, each
+    caption's multi-relevance AP@16: None where the caption is not a query of the relevance file)."""
     from soundsift.metrics import ap_at_k_from_ranks
 
     ranks = [int(r) for r in ranks]
     ap = ap_at_k_from_ranks(np.asarray(ranks), 10).tolist()
+    queries = [{"clip": clip_ids[int(c)], "caption": t, "rank": r, "AP@10": a}
+               for c, t, r, a in zip(caption_clip.tolist(), caption_texts, ranks, ap)]
+    if ap16 is not None:
+        for q, a16 in zip(queries, ap16):
+            q["AP@16"] = a16
     return {
         "format": FORMAT, "version": VERSION, "split": split, "n_audio": len(clip_ids),
-        "candidates": candidates_digest(list(clip_ids)),
-        "queries": [{"clip": clip_ids[int(c)], "caption": t, "rank": r, "AP@10": a}
-                    for c, t, r, a in zip(caption_clip.tolist(), caption_texts, ranks, ap)],
+        "candidates": candidates_digest(list(clip_ids)), "queries": queries,
     }
 
 
@@ -83,10 +89,13 @@ def read_per_query(path: str | Path) -> PerQuery:
     queries = doc.get("queries") or []
     if not queries:
         raise ComparisonError(f"{path}: holds no queries")
+    ap16 = None
+    if all("AP@16" in q for q in queries):
+        ap16 = np.array([np.nan if q["AP@16"] is None else float(q["AP@16"]) for q in queries])
     return PerQuery(
         str(path), str(doc.get("split", "")), [str(q["clip"]) for q in queries], [str(q["caption"]) for q in queries],
         np.array([int(q["rank"]) for q in queries]), np.array([float(q["AP@10"]) for q in queries]),
-        str(doc.get("candidates", "")),
+        str(doc.get("candidates", "")), ap16,
     )
 
 
@@ -149,8 +158,9 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
-def paired(a: PerQuery, b: PerQuery) -> tuple[np.ndarray, np.ndarray]:
-    """AP@10 of ``a`` and ``b`` on the same queries, in ``a``'s order; refuses other queries or clips."""
+def paired(a: PerQuery, b: PerQuery, metric: str = "mAP@10") -> tuple[np.ndarray, np.ndarray]:
+    """AP@10 (``metric="mAP@16"``: AP@16, NaN where a caption is no query) of ``a`` and ``b`` on the same
+    queries, in ``a``'s order; refuses other queries or clips."""
     keys_a, keys_b = a.keys(), b.keys()
     where_b = {k: i for i, k in enumerate(keys_b)}
     only_a = [k for k in keys_a if k not in where_b]
@@ -165,7 +175,12 @@ def paired(a: PerQuery, b: PerQuery) -> tuple[np.ndarray, np.ndarray]:
         raise ComparisonError(f"{a.source} and {b.source} ranked different sets of clips for the same queries "
                               "(some clips unreadable in one of them?): their AP@10 are not comparable")
     order = np.array([where_b[k] for k in keys_a], dtype=np.int64)
-    return a.ap, b.ap[order]
+    if metric == "mAP@10":
+        return a.ap, b.ap[order]
+    if a.ap16 is None or b.ap16 is None:
+        raise ComparisonError(f"{a.source if a.ap16 is None else b.source}: no AP@16 per query (train with "
+                              "data.relevance set)")
+    return a.ap16, b.ap16[order]
 
 
 def compare(a: PerQuery, b: PerQuery, n_resamples: int = N_RESAMPLES, seed: int = 0,

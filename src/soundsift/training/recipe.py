@@ -51,10 +51,13 @@ __all__ = ["Recipe", "Runner", "Step", "check_train_configs", "load_recipe", "pl
 
 def _stable(config: Config) -> dict[str, Any]:
     """A train config as hashed and compared (its file form): without the ``estimator`` section when it
-    is the default, so that runs recorded before estimators were configurable keep their hashes."""
+    is the default, and without ``data.relevance`` when unset, so that runs recorded before these
+    settings existed keep their hashes."""
     written = config.to_dict()
     if config.estimator == EstimatorConfig():
         del written["estimator"]
+    if config.data.relevance is None:
+        del written["data"]["relevance"]
     return written
 
 

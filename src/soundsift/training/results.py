@@ -16,6 +16,9 @@ from soundsift.training.recipe_spec import MeasureSpec, TrainSpec
 from soundsift.training.tables import Column, Table, to_markdown, write_table
 
 COLUMNS = DCASE_COLUMNS
+#: Also shown where a step has it: the DCASE 2025 multi-relevance mAP@16 (a run with ``data.relevance``).
+MULTI_COLUMN = "mAP@16"
+ALL_COLUMNS = (MULTI_COLUMN, *COLUMNS)
 #: Columns of a ``measure`` recipe's stage-2 rows (percent): the estimate against the ground truth, and
 #: the plain gain in test mAP@10 over init_from where the paired one (vs_init) is not available.
 MEASURE_COLUMNS = ("AUC", "softmax_mass", "other_mass", "gain")
@@ -37,16 +40,19 @@ def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     sources = sorted({k for row in rows for k in row
                       if not k.endswith("_diff") and k != "vs_init" and isinstance(row[k], dict)})
     gain = any("vs_init" in row for row in rows)
-    columns = [Column("step", "text"), *(Column(c) for c in COLUMNS)]
+    shown = [c for c in ALL_COLUMNS if c != MULTI_COLUMN or any(c in row for row in rows)]
+    columns = [Column("step", "text"), *(Column(c) for c in shown)]
     extra = [c for c in MEASURE_COLUMNS if any(c in row for row in rows)]  # a measure recipe's
     columns += [Column(c, "signed" if c == "gain" else "number") for c in extra]
-    for s in sources:
-        columns += [Column(f"{s} mAP@10"), Column("diff", "signed")]
+    compared = [(s, m) for s in sources for m in (MULTI_COLUMN, "mAP@10")
+                if m == "mAP@10" or any(m in row.get(s, {}) for row in rows)]
+    for s, m in compared:
+        columns += [Column(f"{s} {m}"), Column("diff", "signed")]
     table = Table(columns + ([Column(GAIN_COLUMN, "interval")] if gain else []), title=title)
     for row in rows:
-        values: list[Any] = [row["step"], *(row.get(c) for c in COLUMNS), *(row.get(c) for c in extra)]
-        for s in sources:
-            values += [row.get(s, {}).get("mAP@10"), row.get(f"{s}_diff", {}).get("mAP@10")]
+        values: list[Any] = [row["step"], *(row.get(c) for c in shown), *(row.get(c) for c in extra)]
+        for s, m in compared:
+            values += [row.get(s, {}).get(m), row.get(f"{s}_diff", {}).get(m)]
         if gain:
             g = row.get("vs_init")
             values.append((g["mAP@10"], *g["bootstrap_ci95"]) if g else None)
@@ -87,11 +93,13 @@ def recipe_rows(runner: Any) -> list[dict[str, Any]]:
         test = (result.get("metrics") or {}).get("test")
         if not test:
             continue
+        multi = (result.get("metrics") or {}).get("test_multi") or {}
+        test = {**test, **({MULTI_COLUMN: multi[MULTI_COLUMN]} if MULTI_COLUMN in multi else {})}
         step = runner.steps[sid]
-        row = {"step": sid, **step.row, **{c: round(100 * float(test[c]), 2) for c in COLUMNS if c in test}}
+        row = {"step": sid, **step.row, **{c: round(100 * float(test[c]), 2) for c in ALL_COLUMNS if c in test}}
         for source, numbers in step.expected.items():
-            row[source] = {c: numbers[c] for c in COLUMNS if c in numbers}
-            row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in COLUMNS if c in numbers and c in row}
+            row[source] = {c: numbers[c] for c in ALL_COLUMNS if c in numbers}
+            row[f"{source}_diff"] = {c: round(row[c] - numbers[c], 2) for c in ALL_COLUMNS if c in numbers and c in row}
         if (gain := gain_over_init(runner, sid, result)) is not None:
             row["vs_init"] = gain
         if runner.recipe.measure is not None:

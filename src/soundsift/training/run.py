@@ -34,7 +34,7 @@ from soundsift.training.paths import canonical_config
 from soundsift.training.sampling import EpochSampler
 
 if TYPE_CHECKING:
-    from soundsift.config import DataConfig
+    from soundsift.config import DataConfig, ExtraTrain
     from soundsift.correspondences import TeacherEnsemble
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,20 @@ def read_splits(data: DataConfig, sample_rate: int, progress: bool) -> tuple[dic
         if name:
             split = read_split(data.format, data.root, name)
             if role == "train" and data.extra_train:
-                extra = [read_split(e.format, e.root, e.split) for e in data.extra_train]
+                extra = [read_split(e.format, e.root, e.split, **_reader_options(e)) for e in data.extra_train]
                 split = combine([split, *extra], name="train")
             splits[role] = store.readable(split, progress=progress)
     return splits, store
+
+
+def _reader_options(extra: ExtraTrain) -> dict[str, Path]:
+    """The reader keywords of one ``data.extra_train`` entry (WavCaps' exclusion list)."""
+    if extra.exclude_ids is None:
+        return {}
+    if extra.format != "wavcaps":
+        raise ConfigError(f"data.extra_train: exclude_ids applies to wavcaps only, not {extra.format!r}")
+    path = Path(extra.exclude_ids)
+    return {"exclude_ids_csv": path if path.is_absolute() or extra.root is None else Path(extra.root) / path}
 
 
 def write_problems(path: Path, splits: dict[str, SplitData], late: set[Problem] = frozenset()) -> int:
@@ -173,6 +183,11 @@ def check_data_roots(data: DataConfig) -> None:
     for key, root in [("data.root", data.root)] + [("data.extra_train", e.root) for e in data.extra_train]:
         if not root or not Path(root).is_dir():
             raise ConfigError(f"{key}: dataset folder {root} not found")
+    if data.relevance:  # read now: a bad file must not end a long run
+        from soundsift.data.relevance import read_relevance
+        from soundsift.training.multi_eval import relevance_path
+
+        read_relevance(relevance_path(data.relevance, data.root))
 
 
 def prepare(
@@ -326,7 +341,14 @@ def finalise(run: PreparedRun, checkpoint, validation, progress: bool = True) ->
         emb = embed_split(model, splits["test"], run.store, run.config.data.max_seconds, tr.eval_batch_size, progress)
         ranks = text_to_audio_ranks_from_embeddings(emb.audio, emb.captions, emb.caption_clip)
         metrics["test"] = metrics_from_ranks(ranks)
-        doc = per_query_doc(splits["test"].name, emb.clip_ids, emb.caption_texts, emb.caption_clip, ranks)
+        ap16 = None
+        if run.config.data.relevance:
+            from soundsift.training.multi_eval import multi_relevance_of_split, relevance_path
+
+            path = relevance_path(run.config.data.relevance, run.config.data.root)
+            metrics["test_multi"], ap16 = multi_relevance_of_split(path, emb.clip_ids, emb.caption_texts,
+                                                                   emb.audio @ emb.captions.T)
+        doc = per_query_doc(splits["test"].name, emb.clip_ids, emb.caption_texts, emb.caption_clip, ranks, ap16)
         write_per_query(out_dir / FILE, doc)
     metrics["seconds"] = round(time.time() - run.started, 2)
     text = json.dumps(metrics, indent=2)

@@ -50,6 +50,7 @@ from soundsift.data.synth.facts import (
     caption_holds,
     sample_facts,
 )
+from soundsift.data.synth.styles import get_style
 from soundsift.data.synth.text import CAPTIONS_PER_CLIP, MAX_ASSERTIONS, Caption, make_captions
 from soundsift.errors import ConfigError
 from soundsift.names import TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
@@ -79,22 +80,25 @@ SPLIT_ALIASES = {"train": TRAIN_SPLIT, "dev": TRAIN_SPLIT, "val": VAL_SPLIT, "va
 
 @dataclass(frozen=True)
 class Preset:
-    """Clips per split and clip duration in seconds."""
+    """Clips per split, clip duration in seconds and the caption style (synth.styles)."""
 
     development: int
     validation: int
     evaluation: int
     duration: float
+    style: str = "broad"
 
     def clips(self, split: str) -> int:
         return int(getattr(self, split))
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(40, 12, 12, 2.0),  # tests
-    "small": Preset(600, 150, 150, 4.0),  # the demo: 9 small models on 2 cores in minutes
-    "medium": Preset(3000, 750, 750, 5.0),
-    "large": Preset(12000, 1000, 1000, 5.0),
+    "tiny": Preset(40, 12, 12, 2.0),  # tests (the original, broad captions)
+    # the demo: 12 small models on 2 cores in minutes; 800 test clips (4000 queries) so that a paired
+    # interval of a stage-2 gain is at most about +-1 point (docs/benchmark.md)
+    "small": Preset(600, 150, 800, 4.0, "clotho"),
+    "medium": Preset(3000, 750, 750, 5.0, "clotho"),
+    "large": Preset(12000, 1000, 1000, 5.0, "clotho"),
 }
 
 
@@ -126,8 +130,9 @@ def resolve_preset(preset: str | Preset, **sizes: Any) -> Preset:
             raise ConfigError(f"synth: {split} needs at least 1 clip, got {values[split]}")
     if not float(values["duration"]) >= 0.5:
         raise ConfigError(f"synth: clip duration must be at least 0.5 s, got {values['duration']}")
+    get_style(preset.style)
     return Preset(int(values["development"]), int(values["validation"]), int(values["evaluation"]),
-                  float(values["duration"]))
+                  float(values["duration"]), preset.style)
 
 
 _SPECIAL_NAMES = (
@@ -154,8 +159,9 @@ def build_split(split: str, preset: str | Preset = "small", seed: int = 0, n_cli
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or train/val/test)")
     p = resolve_preset(preset, duration=duration, **{split: n_clips})
-    clips = [sample_facts(seed, split, i, p.duration) for i in range(p.clips(split))]
-    captions = [make_captions(f, seed, split, i) for i, f in enumerate(clips)]
+    style = get_style(p.style)
+    clips = [sample_facts(seed, split, i, p.duration, style.events_p) for i in range(p.clips(split))]
+    captions = [make_captions(f, seed, split, i, style) for i, f in enumerate(clips)]
     names = [file_name(i, f) for i, f in enumerate(clips)]
     return SynthSplit(split, p.duration, names, clips, captions)
 
@@ -328,6 +334,7 @@ def generate(out_dir: str | Path, preset: str | Preset = "small", seed: int = 0,
         "seed": int(seed),
         "sample_rate": int(sample_rate),
         "duration_s": p.duration,
+        "caption_style": p.style,
         "classes": list(CLASSES),
         "attributes": {
             "level": {"values": list(LEVELS), "classes": list(CLASSES)},

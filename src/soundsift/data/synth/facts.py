@@ -160,10 +160,12 @@ def primary_class(seed: int, split: str, index: int) -> int:
     return int(block[index % N_CLASSES])
 
 
-def sample_facts(seed: int, split: str, index: int, duration: float) -> ClipFacts:
-    """The facts of clip ``index`` of ``split``: deterministic in (seed, split, index, duration)."""
+def sample_facts(seed: int, split: str, index: int, duration: float,
+                 events_p: tuple[float, float, float] = N_EVENTS_P) -> ClipFacts:
+    """The facts of clip ``index`` of ``split``: deterministic in (seed, split, index, duration);
+    ``events_p``: the probability of 1, 2 and 3 events (see synth.styles)."""
     rng = rng_for(seed, split, index, STREAM_FACTS)
-    n = int(rng.choice(3, p=N_EVENTS_P)) + 1
+    n = int(rng.choice(3, p=events_p)) + 1
     layouts = LAYOUTS[n]
     weights = np.array([w for _, w in layouts], dtype=float)
     slots = layouts[int(rng.choice(len(layouts), p=weights / weights.sum()))][0]

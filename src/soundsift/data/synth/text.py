@@ -27,18 +27,13 @@ from soundsift.data.synth.facts import (
     position,
     rng_for,
 )
+from soundsift.data.synth.styles import STYLES, CaptionStyle
 from soundsift.names import TEST_SPLIT
 
 CAPTIONS_PER_CLIP = 5
 MIN_WORDS, MAX_WORDS = 5, 20
 MAX_ASSERTIONS = 17  # 3 events x (presence, 3 attributes, position) + 2 orders
 HELD_OUT_P = 0.15  # chance that an evaluation caption uses a held-out phrasing where one exists
-ROLES = ("full", "partial", "partial", "partial", "minimal")
-_ROLE_P = {  # role -> (attribute p, position p, order p)
-    "full": (0.6, 0.5, 0.8),
-    "partial": (0.35, 0.3, 0.5),
-    "minimal": (0.0, 0.0, 0.0),
-}
 
 
 @dataclass(frozen=True)
@@ -93,7 +88,7 @@ def _longest_chain(mentions: list[_Mention]) -> list[_Mention]:
     return best
 
 
-def _plan(facts: ClipFacts, role: str, rng: np.random.Generator) -> _Plan:
+def _plan(facts: ClipFacts, role: str, rng: np.random.Generator, style: CaptionStyle) -> _Plan:
     events = list(facts.events)
     n = len(events)
     if role == "full":
@@ -104,7 +99,7 @@ def _plan(facts: ClipFacts, role: str, rng: np.random.Generator) -> _Plan:
         k_p = {1: [1.0], 2: [0.6, 0.4], 3: [0.45, 0.4, 0.15]}[n]
         k = int(rng.choice(n, p=k_p)) + 1
         chosen = [events[i] for i in sorted(rng.choice(n, size=k, replace=False))]
-    p_attr, p_pos, p_order = _ROLE_P[role]
+    p_attr, p_pos, p_order = style.probabilities(role)
     mentions = []
     for e in chosen:
         attrs = [(kind, v) for kind, v in (("level", e.level), ("pitch", e.pitch), ("rate", e.rate))
@@ -222,8 +217,9 @@ def n_words(text: str) -> int:
     return len(text.split())
 
 
-def _caption(facts: ClipFacts, role: str, rng: np.random.Generator, held: bool, taken: set[str]) -> Caption:
-    plan = _plan(facts, role, rng)
+def _caption(facts: ClipFacts, role: str, rng: np.random.Generator, held: bool, taken: set[str],
+             style: CaptionStyle) -> Caption:
+    plan = _plan(facts, role, rng, style)
     realiser = _Realiser(rng, held)
     for _ in range(60):
         text = finish(realiser.sentence(plan), rng)
@@ -237,10 +233,11 @@ def _caption(facts: ClipFacts, role: str, rng: np.random.Generator, held: bool, 
     raise RuntimeError(f"could not phrase a caption for {[CLASSES[e.cls] for e in facts.events]}")
 
 
-def make_captions(facts: ClipFacts, seed: int, split: str, index: int) -> list[Caption]:
+def make_captions(facts: ClipFacts, seed: int, split: str, index: int,
+                  style: CaptionStyle = STYLES["broad"]) -> list[Caption]:
     """The five captions of clip ``index`` of ``split`` (held-out phrasings only in the evaluation split)."""
     rng = rng_for(seed, split, index, STREAM_CAPTIONS)
-    roles = [ROLES[i] for i in rng.permutation(len(ROLES))]
+    roles = [style.roles[i] for i in rng.permutation(len(style.roles))]
     taken: set[str] = set()
     held = split == TEST_SPLIT
-    return [_caption(facts, role, rng, held, taken) for role in roles]
+    return [_caption(facts, role, rng, held, taken, style) for role in roles]
