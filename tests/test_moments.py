@@ -276,12 +276,33 @@ def test_cli_json_text_and_like_moment(library, capsys):
     hit = next(h for h in hits if h["path"] == "long.wav")
     assert long_line.endswith(format_span(hit["start"], hit["end"]))
     assert next(line for line in lines if "short.wav" in line).endswith("short.wav")
-    assert main(["search", idx, "--like", f"{long}@14-17", "--json"]) == 0
+    assert main(["search", idx, "--like", f"{long}@14-17", "--json", "--rank", "files"]) == 0
     assert [h["path"] for h in json.loads(capsys.readouterr().out)] == ["short.wav"]  # its own file left out
     for spec, message in ((f"{long}@5-3", "is not before its end"), (f"{long}@20-30", "after the end of the file")):
         assert main(["search", idx, "--like", spec]) == 2
         err = capsys.readouterr().err
         assert message in err and spec in err and len(err.strip().splitlines()) == 1
+
+
+def test_like_a_moment_leaves_out_only_the_windows_that_overlap_it(library):
+    """An example moment of an indexed recording: the recording's other moments still answer, scored
+    from its windows apart from the example (a naive recomputation here), never overlapping it."""
+    base, _ = library
+    index = open_index(base / "idx")
+    spec = f"{base / 'lib' / 'long.wav'}@14-17"
+    hits = index.search(like=spec, k=5, moments=10)
+    long = next(h for h in hits if h.path == "long.wav")
+    table, row = index.index.windows, [e.path for e in index.index.entries].index("long.wav")
+    rows = table.rows_of(row)
+    spans = np.asarray(table.spans[rows])
+    apart = [i for i, (s, e) in enumerate(spans) if e <= 14 or s >= 17]
+    assert 0 < len(apart) < len(spans)
+    q = index.searcher.embed_file(spec)
+    expected = merge_moments(spans[apart], np.asarray(table.embeddings[rows])[apart] @ q, limit=10)
+    assert long.score == pytest.approx(expected[0].score, abs=1e-5)
+    assert long.moments == [m.to_dict() for m in expected]
+    assert all(m["end"] <= 14 or m["start"] >= 17 for m in long.moments)
+    assert "long.wav" not in [h.path for h in index.search(like=spec, k=5, rank="files")]
 
 
 def test_api_search_route_carries_start_and_end(library):

@@ -59,23 +59,27 @@ class Index:
         best moment (``Hit.start``/``end``). ``rank``: "moments" (files by their best moment) or "files"
         (by whole-file embedding); ``moments``: up to N moments per hit (``Hit.moments``); ``where``: a
         filter every result matches (``search.where``, e.g. ``"duration < 5 and path ~ 'foley/'"``). An
-        indexed example's file is never among its own results."""
+        indexed example's file is never among its own results; of an example moment (``FILE@START-END``)
+        only the windows overlapping it are left out, so its recording's other moments may answer."""
         if text is None and like is None:
             raise ConfigError("give a text query, an example sound (like=FILE or an indexed id), or both")
         if where is not None:
             from soundsift.search.where import parse_where
 
             where = parse_where(where)  # a malformed filter fails before the model loads
-        vector = exclude = None
+        vector = exclude = span = None
         if isinstance(like, int):
             vector, exclude = self.index.vector(like), like
         elif like is not None:
             from soundsift.audio import audio_file_path
 
-            file = parse_moment_spec(like)[0]
+            file, start, end = parse_moment_spec(like)
             audio_file_path(file)  # a typo fails before the model loads
             vector, exclude = self.searcher.embed_file(like), self.index.find_file(file)
-        return self.searcher.search(text, k, like=vector, exclude=exclude, rank=rank, moments=moments, where=where)
+            if start is not None and end is not None:
+                span = (start, end)  # a moment: the rest of its recording may still answer
+        return self.searcher.search(text, k, like=vector, exclude=exclude, rank=rank, moments=moments, where=where,
+                                    exclude_span=span)
 
 
 def open_index(path: str | Path, model: Any = None, backend: str = "auto", device: str = "cpu",

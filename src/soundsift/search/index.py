@@ -140,21 +140,22 @@ class TextSearcher:
 
     def search(self, query: str | None, k: int = 10, *, like: np.ndarray | None = None,
                exclude: int | None = None, rank: str = "moments", moments: int | None = None,
-               where: Any = None) -> list[Hit]:
+               where: Any = None, exclude_span: tuple[float, float] | None = None) -> list[Hit]:
         """The ``k`` best files for a text query, an example vector ``like`` (from ``embed_file`` or
         ``index.vector``), or both combined; best first. ``exclude``: an id never returned (the
-        indexed example itself); ``rank``, ``moments`` and ``where`` (a filter every result matches) as
+        indexed example itself; with ``exclude_span``, only its windows overlapping that example
+        moment); ``rank``, ``moments`` and ``where`` (a filter every result matches) as
         in ``SoundIndex.search_vectors``."""
         if query is None:
             if like is None:
                 raise ConfigError("give a text query, an example sound, or both")
-            return self.index.search_vectors(combine_queries(like), k, exclude, rank, moments, where)[0]
+            return self.index.search_vectors(combine_queries(like), k, exclude, rank, moments, where, exclude_span)[0]
         if not query.strip():
             raise ConfigError("empty search query")
         if like is None and exclude is None:
             return self.search_many([query], k, rank, moments, where)[0]
         vec = combine_queries(self.embed_queries([query])[0], like)
-        return self.index.search_vectors(vec, k, exclude, rank, moments, where)[0]
+        return self.index.search_vectors(vec, k, exclude, rank, moments, where, exclude_span)[0]
 
     def search_many(self, queries: list[str], k: int = 10, rank: str = "moments",
                     moments: int | None = None, where: Any = None) -> list[list[Hit]]:

@@ -188,17 +188,18 @@ class SoundIndex:
         return encode_png(np.asarray(self.thumbnails[row]))
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, exclude: int | None = None,
-                       rank: str = "moments", moments: int | None = None, where: Any = None) -> list[list[Hit]]:
+                       rank: str = "moments", moments: int | None = None, where: Any = None,
+                       exclude_span: tuple[float, float] | None = None) -> list[list[Hit]]:
         """Rank the indexed files for each query vector (unit norm); best first, each with its best moment
         (``search.windows.rank_hits``). ``exclude``: an id left out of every ranking (the example of a
-        more-like-this query); ``rank``: "moments" or "files"; ``moments``: up to N moments per hit;
+        more-like-this query; with ``exclude_span``, only its windows overlapping that span); ``rank``: "moments" or "files"; ``moments``: up to N moments per hit;
         ``where``: a filter (``search.where``: text or parsed) that every result matches."""
         if where is None or where == "":
-            return rank_hits(self, queries, k, exclude, rank, moments)
+            return rank_hits(self, queries, k, exclude, rank, moments, exclude_span)
         from soundsift.search.where import parse_where
 
         allowed = parse_where(where).mask(self)
-        return rank_hits(_Restricted(self, allowed), queries, k, exclude, rank, moments)
+        return rank_hits(_Restricted(self, allowed), queries, k, exclude, rank, moments, exclude_span)
 
     def check_model(self, model) -> None:
         """Refuse a model whose identity differs from the one that built this index."""

@@ -88,13 +88,24 @@ def _window_owners(table: WindowTable, query: np.ndarray, want: int) -> list[int
         fetch = min(len(table), fetch * 4)
 
 
-def _scored(index: Any, row: int, query: np.ndarray, rank: str, n_moments: int | None) -> tuple[float, dict]:
+def _scored(index: Any, row: int, query: np.ndarray, rank: str, n_moments: int | None,
+            drop: tuple[float, float] | None = None) -> tuple[float, dict] | None:
     """(ranking score, Hit fields) of entry ``row`` for one query: its moments from its windows, or the
-    whole file as one moment when it has none."""
+    whole file as one moment when it has none. ``drop``: a span (seconds) whose overlapping windows are
+    left out (an example moment of this file); None when no window is left."""
     entry, table = index.entries[row], index.windows
     file_score = float(np.asarray(index.embeddings[row], np.float32) @ query)
     rows = table.rows_of(row) if table is not None else slice(0, 0)
-    if rows.stop > rows.start:
+    if drop is not None:
+        spans = table.spans[rows] if rows.stop > rows.start else np.zeros((0, 2))
+        keep = np.flatnonzero((spans[:, 1] <= drop[0]) | (spans[:, 0] >= drop[1]))  # windows apart from it
+        if not len(keep):
+            return None
+        moments = merge_moments(spans[keep], np.asarray(table.embeddings[rows], np.float32)[keep] @ query,
+                                limit=n_moments or 1)
+        best = moments[0]
+        score, start, end = best.score, best.start, best.end
+    elif rows.stop > rows.start:
         moments = merge_moments(table.spans[rows], np.asarray(table.embeddings[rows], np.float32) @ query,
                                 limit=n_moments or 1)
         best = moments[0]
@@ -109,10 +120,12 @@ def _scored(index: Any, row: int, query: np.ndarray, rank: str, n_moments: int |
 
 
 def rank_hits(index: Any, queries: np.ndarray, k: int, exclude: int | None = None, rank: str = "moments",
-              moments: int | None = None) -> list[list[Hit]]:
+              moments: int | None = None, exclude_span: tuple[float, float] | None = None) -> list[list[Hit]]:
     """The ``k`` best files of ``index`` (a ``SoundIndex``) for each query vector, best first, each with
-    its best moment (see the module docstring); ``exclude``: an id never returned; ``moments``: up to
-    that many moments per hit."""
+    its best moment (see the module docstring); ``exclude``: an id never returned, or, with
+    ``exclude_span`` (seconds; ranking by moments), a file whose windows overlapping that span are left
+    out, so that other moments of an example's own recording can be found; ``moments``: up to that many
+    moments per hit."""
     if rank not in RANKS:
         raise ConfigError(f"unknown ranking {rank!r}; use one of {', '.join(RANKS)}")
     if moments is not None and moments < 1:
@@ -126,8 +139,16 @@ def rank_hits(index: Any, queries: np.ndarray, k: int, exclude: int | None = Non
         candidates = dict.fromkeys(r for r in file_rows[qi].tolist() if r >= 0)
         if table is not None and rank == "moments":
             candidates.update(dict.fromkeys(_window_owners(table, query[None, :], want)))
-        scored = [(*_scored(index, r, query, rank, moments), r) for r in candidates
-                  if index.entries[r].id != exclude]
+        scored = []
+        for r in candidates:
+            drop = None
+            if index.entries[r].id == exclude:
+                if exclude_span is None or rank != "moments":
+                    continue
+                drop = exclude_span
+            found = _scored(index, r, query, rank, moments, drop)
+            if found is not None:
+                scored.append((*found, r))
         scored.sort(key=lambda t: (-t[0], t[2]))
         out.append([Hit(rank=i + 1, **fields) for i, (_, fields, _) in enumerate(scored[:k])])
     return out
