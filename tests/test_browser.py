@@ -395,6 +395,34 @@ def test_page_plays_the_moment_in_headless_chromium(chromium, moment_server):
             assert start - 0.01 <= played < start + 0.25 + 1.0, played  # from start, not from 1 s
             assert page.evaluate(f"{audio}.error") is None
             assert any(r.startswith("bytes=") for r in ranges), ranges  # the browser seeks with Range requests
+            # ... and pauses at the moment's end.
+            assert _poll(page, f"{audio}.paused", seconds=end - start + 10), "playback did not stop at the end"
+            assert end - 0.05 <= page.evaluate(f"{audio}.currentTime") < end + 1.0
+
+            # The file's further moments (the page asks for 3) are buttons that play from their start; this
+            # random model finds one moment here, so the answer is given two more on its way to the page.
+            extra = [{"start": 2.0, "end": 4.0, "score": 0.1}, {"start": 18.0, "end": 21.0, "score": 0.05}]
+
+            def with_more(route):
+                hits = route.fetch().json()
+                assert "moments=3" in route.request.url
+                for h in hits:
+                    h["moments"] = [{"start": h["start"], "end": h["end"], "score": h["score"]}] + (
+                        extra if h["id"] == long_hit["id"] else [])
+                route.fulfill(json=hits)
+
+            page.route("**/api/search?*", with_more)
+            page.press("#q", "Enter")
+            chips = result.locator("button.moment-more")
+            chips.first.wait_for()
+            assert chips.all_text_contents() == ["00:02-00:04", "00:18-00:21"]
+            assert page.locator("button.moment-more").count() == 2  # short files have none
+            chips.nth(1).click()
+            assert _poll(page, f"!{audio}.paused"), "the further moment did not play"
+            assert 18.0 - 0.01 <= page.evaluate(f"{audio}.currentTime") < 18.0 + 1.25
+            assert _poll(page, f"{audio}.paused", seconds=13), "the further moment did not stop at its end"
+            assert 21.0 - 0.05 <= page.evaluate(f"{audio}.currentTime") < 22.0
+            page.unroute("**/api/search?*")
 
             # Keyboard only: Tab reaches the thumbnail button, Enter plays this result from its moment.
             page.evaluate(f"{audio}.pause(); {audio}.currentTime = 2")

@@ -125,6 +125,36 @@ function cueMoment(audio, start) {
   else audio.addEventListener("loadedmetadata", seek, { once: true });
 }
 
+// Play a span of a result (its best moment or another one) and pause at its end; a seek by the
+// listener outside the span lets the player run on.
+function playSpan(audio, start, end) {
+  audio.dataset.stopAt = end > start ? String(end) : "";
+  audio.dataset.from = String(start);
+  audio.currentTime = start;
+  audio.play().catch(() => {}); // a refused autoplay leaves the player at the moment, ready
+}
+
+function watchSpan(audio) {
+  audio.addEventListener("timeupdate", () => {
+    const stopAt = Number(audio.dataset.stopAt);
+    if (stopAt > 0 && audio.currentTime >= stopAt) { audio.pause(); audio.dataset.stopAt = ""; }
+  });
+  audio.addEventListener("seeking", () => {
+    const from = Number(audio.dataset.from || 0), stopAt = Number(audio.dataset.stopAt);
+    if (stopAt > 0 && (audio.currentTime < from - 0.5 || audio.currentTime > stopAt)) audio.dataset.stopAt = "";
+  });
+}
+
+// Further moments of a long file (the API's "moments" after the best one), as buttons that play them.
+function extraMoments(hit, duration) {
+  const out = [];
+  for (const m of (hit.moments || []).slice(1)) {
+    const moment = momentOf({ start: m.start, end: m.end, duration });
+    if (moment) out.push(moment);
+  }
+  return out;
+}
+
 function render(hits) {
   results.replaceChildren();
   for (const hit of hits) {
@@ -157,6 +187,16 @@ function render(hits) {
       path.append(span);
       li.dataset.start = String(moment.start);
       li.dataset.end = String(moment.end);
+      for (const other of extraMoments(hit, moment.duration)) {
+        const chip = document.createElement("button");
+        chip.type = "button";
+        chip.className = "moment-more";
+        chip.textContent = formatSpan(other.start, other.end);
+        chip.setAttribute("aria-label", `Play ${hit.path} from ${formatSpan(other.start, other.end)} (another moment)`);
+        chip.dataset.start = String(other.start);
+        chip.dataset.end = String(other.end);
+        path.append(chip);
+      }
     }
     const thumb = document.createElement("img");
     thumb.className = "thumb";
@@ -188,6 +228,7 @@ function render(hits) {
     audio.src = `/api/audio/${encodeURIComponent(hit.id)}`;
     audio.setAttribute("aria-label", `Player for ${hit.path}`);
     if (moment) cueMoment(audio, moment.start);
+    watchSpan(audio);
     const more = document.createElement("button");
     more.type = "button";
     more.className = "more";
@@ -216,9 +257,13 @@ results.addEventListener("click", (event) => {
   const play = event.target.closest("button.thumb-play");
   if (play) {
     const li = play.closest(".result");
-    const audio = li.querySelector("audio");
-    audio.currentTime = Number(li.dataset.start || 0); // from the moment, every time
-    audio.play().catch(() => {}); // a refused autoplay leaves the player at the moment, ready
+    // From the moment, every time, to its end (a whole file plays to its end).
+    playSpan(li.querySelector("audio"), Number(li.dataset.start || 0), Number(li.dataset.end || 0));
+    return;
+  }
+  const chip = event.target.closest("button.moment-more");
+  if (chip) {
+    playSpan(chip.closest(".result").querySelector("audio"), Number(chip.dataset.start), Number(chip.dataset.end));
     return;
   }
   const dupes = event.target.closest("button.dupes");
@@ -301,10 +346,12 @@ async function search(query, k, push, focusResults) {
   if (query) params.set("q", query);
   if (like !== null) params.set("like", like);
   params.set("k", String(k));
+  params.set("moments", "3"); // a long recording's best moment and up to two more
   const where = whereFilter();
   if (where) params.set("where", where);
   const pageParams = new URLSearchParams(params);
   pageParams.delete("where");
+  pageParams.delete("moments");
   for (const [name, el] of [["folder", folderInput], ["min", minInput], ["max", maxInput], ["where", whereInput]]) {
     if (el.value.trim()) pageParams.set(name, el.value.trim());
   }
