@@ -12,6 +12,7 @@ from soundsift.data.dataset import (
     crop,
     flatten_captions,
     length_grouped_batches,
+    pad,
 )
 from soundsift.data.records import Clip, SplitData
 
@@ -96,3 +97,15 @@ def test_length_grouped_batches_never_mix_lengths():
     assert sorted(i for b in batches for i in b) == list(range(6))
     for b in batches:
         assert len(b) <= 2 and len({lengths[i] for i in b}) == 1
+
+
+def test_pad_matches_a_zero_filled_reference():
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (5, 9, 1, 9)]
+    waves.append(rng.standard_normal(3))  # float64 input is cast like a torch copy would
+    out, lengths = pad(waves)
+    assert out.dtype == torch.float32 and lengths.tolist() == [5, 9, 1, 9, 3]
+    ref = torch.zeros(len(waves), 9, dtype=torch.float32)
+    for row, w in enumerate(waves):
+        ref[row, : len(w)] = torch.from_numpy(w)
+    assert torch.equal(out, ref)  # bit-identical, padding exactly zero
