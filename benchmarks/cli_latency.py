@@ -12,7 +12,8 @@ run's folder; ``PYTHONDONTWRITEBYTECODE`` is dropped), after one warm-up process
 
     python benchmarks/cli_latency.py [--repeats 5] [--baseline-src /tmp/before/src]
 
-Last line ``ratio: X``: torch's search latency over ONNX Runtime's (median wall seconds).
+Last line ``ratio: X``: torch's search latency over ONNX Runtime's (median wall seconds); with
+``--skip-torch``, the baseline source's ONNX search latency over this tree's.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def main() -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--files", type=int, default=200, help="files in the searched index")
+    parser.add_argument("--skip-torch", action="store_true",
+                        help="with --baseline-src: ONNX before and after only (the last line is their ratio)")
     parser.add_argument("--baseline-src", default=None, metavar="DIR",
                         help="also run the ONNX commands with the soundsift source (the folder holding soundsift/) here")
     args = parser.parse_args()
@@ -73,6 +76,10 @@ def main() -> float:
         cache = os.environ.get("SOUNDSIFT_CACHE", str(work / "cache"))
         runs = {"torch": ("torch", {**base, "PYTHONPATH": SRC, "SOUNDSIFT_CACHE": cache}),
                 "onnx": ("onnx", {**base, "PYTHONPATH": SRC, "SOUNDSIFT_CACHE": cache})}
+        if args.skip_torch:
+            if not args.baseline_src:
+                parser.error("--skip-torch needs --baseline-src")
+            del runs["torch"]
         if args.baseline_src:
             runs["onnx, baseline"] = ("onnx", {**base, "PYTHONPATH": str(Path(args.baseline_src).resolve()),
                                                "SOUNDSIFT_CACHE": str(work / "cache-baseline")})
@@ -108,7 +115,8 @@ def main() -> float:
         if args.baseline_src:
             before = float(np.median(results["onnx, baseline"]["search"]) / np.median(results["onnx"]["search"]))
             print(f"ONNX search, baseline over this tree: {before:.2f}")
-        ratio = float(np.median(results["torch"]["search"]) / np.median(results["onnx"]["search"]))
+        ratio = float(np.median(results["onnx, baseline" if args.skip_torch else "torch"]["search"])
+                      / np.median(results["onnx"]["search"]))
     print(f"ratio: {ratio:.2f}")
     return ratio
 
