@@ -3,7 +3,10 @@ replaced (every sample of the 384 frames gathered through an index array, masked
 cleaned with ``nan_to_num``), on generated noise of several durations, alternating, in the same run. The
 two draw the same thumbnails (``tests/test_thumbnails.py``; checked here too).
 
-    python benchmarks/thumbnails.py [--repeats 30]
+    python benchmarks/thumbnails.py [--repeats 30] [--warmup 50]
+
+The first calls of a process can be dominated by page faults on fresh arrays (the memory allocator has
+not settled yet), so each size is timed after ``--warmup`` untimed calls of each.
 
 Last line ``ratio: X``: the earlier implementation's median time over the current one's (5-s clips).
 """
@@ -44,6 +47,7 @@ def earlier_thumbnail(wave: np.ndarray, sample_rate: int) -> np.ndarray:
 def main() -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=50, help="untimed calls of each before timing")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"thumbnail per file, median of {args.repeats} (alternating); {os.cpu_count()} cores, "
@@ -52,6 +56,9 @@ def main() -> float:
     for seconds in (0.5, 5.0, 60.0):
         x = (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
         assert np.array_equal(earlier_thumbnail(x, 16000), make_thumbnail(x, 16000))
+        for _ in range(args.warmup):  # the allocator settles (fresh arrays' page faults dominate at first)
+            earlier_thumbnail(x, 16000)
+            make_thumbnail(x, 16000)
         times: dict[str, list[float]] = {"earlier": [], "current": []}
         for _ in range(args.repeats):
             for name, draw in (("earlier", earlier_thumbnail), ("current", make_thumbnail)):
