@@ -22,7 +22,7 @@ PACKAGE = SRC / "soundsift"
 # own package (encoders/ never imports data/, training/ never imports search/). docs/architecture.md.
 LAYERS = [
     {"errors", "version", "names"},
-    {"atomic", "registry", "string_table"},
+    {"atomic", "registry", "string_table", "digest", "progress"},
     {"downloader", "audio", "captions", "config", "teacher_store"},
     {"losses", "metrics", "correspondences", "estimators", "encoders", "data", "spans"},
     {"model", "export"},

@@ -224,6 +224,50 @@ def test_an_export_refuses_a_folder_in_use_and_load_model_reads_it(exported, tmp
     assert isinstance(soundsift.load_model(exported), OnnxModel)
 
 
+def test_the_weights_lie_beside_each_graph_and_compute_what_inline_weights_compute(exported, tmp_path):
+    """Weights as external data (memory-mapped by ONNX Runtime): every large tensor is outside the graph,
+    and the same graph with its weights put back inline gives exactly the same embeddings."""
+    import shutil
+
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    from soundsift.export.onnx import EXTERNAL_BYTES, GRAPHS
+
+    inline = tmp_path / "inline"
+    shutil.copytree(exported, inline)
+    outside = 0
+    for name in GRAPHS:
+        bare = onnx.load(str(exported / name), load_external_data=False)
+        big = [t for t in bare.graph.initializer if int(np.prod(t.dims)) * 4 >= EXTERNAL_BYTES]
+        assert all(uses_external_data(t) for t in big), name
+        if big:
+            assert (exported / f"{name}.data").stat().st_size >= sum(int(np.prod(t.dims)) * 4 for t in big)
+        outside += len(big)
+        (inline / f"{name}.data").unlink(missing_ok=True)
+        onnx.save_model(onnx.load(str(exported / name)), str(inline / name))  # loads the data, writes it inline
+        assert not any(uses_external_data(t) for t in onnx.load(str(inline / name)).graph.initializer)
+    assert outside >= 3  # the tiny model's embedding tables and layers
+    waves = [(0.1 * np.random.default_rng(4).standard_normal(n)).astype(np.float32) for n in (3000, 17000)]
+    captions = ["a dog barks", "rain on a tin roof, then thunder"]
+    a, b = OnnxModel(exported), OnnxModel(inline)
+    assert np.array_equal(a.embed_waveforms(waves), b.embed_waveforms(waves))
+    assert np.array_equal(a.embed_texts(captions), b.embed_texts(captions))
+
+
+def test_a_first_request_of_few_captions_opens_the_text_graph_with_one_thread(exported):
+    from soundsift.export.runtime import FEW_TEXTS
+
+    captions = [f"sound number {i}, loud" for i in range(FEW_TEXTS + 4)]
+    few, many, pinned = OnnxModel(exported), OnnxModel(exported), OnnxModel(exported, threads=2)
+    got_few = np.concatenate([few.embed_texts(captions[:1]), few.embed_texts(captions[1:])])
+    got_many = many.embed_texts(captions)
+    pinned.embed_texts(captions[:1])
+    threads = [m._text_session.get_session_options().intra_op_num_threads for m in (few, many, pinned)]
+    assert threads == [1, 0, 2]  # 0: ONNX Runtime's default (one per core)
+    np.testing.assert_allclose(got_few, got_many, rtol=0, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- index build and search
 
 
@@ -257,11 +301,12 @@ def test_an_onnx_built_index_ranks_like_the_torch_one_and_search_never_imports_t
     assert isinstance(open_index(tmp_path / "onnx").model, OnnxModel)
     code = ("import sys; from soundsift.cli.main import main; "
             f"rc = main(['search', {str(tmp_path / 'onnx')!r}, 'a high beep', '-k', '3']); "
-            "assert rc == 0; print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+            "assert rc == 0; print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); "
+            "print(sorted(m for m in ('pydantic', 'yaml', 'soundsift.config', 'numpy.ma') if m in sys.modules))")
     env = {**os.environ, "PYTHONPATH": SRC, "SOUNDSIFT_CACHE": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
+    assert out.stdout.strip().splitlines()[-2:] == ["NO-TORCH", "[]"]  # nor the config code train's parsers need
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import http.client
 import logging
 import os
@@ -27,9 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from soundsift.digest import CHUNK as _CHUNK
+from soundsift.digest import file_digest as file_digest  # re-exported: its callers import it from here
 from soundsift.errors import ChecksumError, DownloadError
 
-_CHUNK = 1 << 20
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _MAX_WAIT = 60.0
 logger = logging.getLogger(__name__)
@@ -113,15 +113,6 @@ def file_lock(path: str | Path) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)  # unlocks
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = _CHUNK) -> str:
-    """Hex digest of a file, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum_mismatch(path: str | Path, md5: str | None = None, sha256: str | None = None) -> str | None:

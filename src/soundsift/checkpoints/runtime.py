@@ -3,7 +3,7 @@ when it is needed.
 
 ``--runtime onnx`` takes an exported folder as it is; a published name or a model file is exported once
 into the cache (``$SOUNDSIFT_CACHE`` or ``~/.cache/soundsift``, folder ``onnx/``, keyed by the model file's
-path, size and modification time and by the soundsift version) and loaded from there afterwards without
+path, size and modification time, the soundsift version and the export's ``LAYOUT``) and loaded from there afterwards without
 torch. An exported folder given with ``--runtime torch`` (the default) is run by ONNX Runtime anyway.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from soundsift.errors import ConfigError, ExportError
-from soundsift.export.manifest import is_export_folder
+from soundsift.export.manifest import LAYOUT, is_export_folder
 from soundsift.version import __version__
 
 RUNTIMES = ("torch", "onnx")
@@ -33,7 +33,7 @@ def _cache_key(ref: str, quantize: str | None) -> str:
     if path.exists():
         stat = path.stat()
         ref = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    digest = hashlib.sha256(f"{ref}|{__version__}|{quantize}".encode()).hexdigest()[:20]
+    digest = hashlib.sha256(f"{ref}|{__version__}|{quantize}|layout {LAYOUT}".encode()).hexdigest()[:20]
     return f"{Path(str(ref).split('|')[0]).name or 'model'}-{digest}"
 
 

@@ -54,6 +54,10 @@ def download_main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the commands add_parsers registers (soundsift.cli.main builds only the group of the command run)
+COMMANDS = ("synth", "data", "download")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("synth", help="generate the embedded benchmark in ClothoV2 layout")
     p.add_argument("--out", default="runs/synth", help="folder to write the benchmark into")

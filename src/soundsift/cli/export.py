@@ -20,6 +20,10 @@ def export_onnx_main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the commands add_parsers registers (soundsift.cli.main builds only the group of the command run)
+COMMANDS = ("export",)
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("export", help="export a model for another runtime (ONNX)")
     kinds = p.add_subparsers(dest="export_kind", required=True)

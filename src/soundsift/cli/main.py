@@ -91,15 +91,24 @@ def global_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show the traceback of every error")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is not an option (the top-level options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, given ``command``, of the group that owns it only: a group's parsers
+    import what their defaults and choices come from (pydantic configs, readers, backends), so ``search``
+    does not pay for ``train``'s. An unknown command gets every group (its "did you mean" needs them)."""
+    groups = [g for g in GROUPS if command in g.COMMANDS] or GROUPS
     parser = Parser(prog="soundsift", description="Language-based audio retrieval: find sounds by describing them.")
     parser.add_argument("--version", action="version", version=f"soundsift {__version__}")
     global_options(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in GROUPS:
+    for group in groups:
         group.add_parsers(sub)
-    for command in subparsers(parser):
-        global_options(command, argparse.SUPPRESS)
+    for each in subparsers(parser):
+        global_options(each, argparse.SUPPRESS)
     return parser
 
 
@@ -111,7 +120,8 @@ def error_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -22,6 +22,10 @@ def models_main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the commands add_parsers registers (soundsift.cli.main builds only the group of the command run)
+COMMANDS = ("models",)
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("models", help="published models, usable by name wherever --model is accepted")
     p.add_argument("--json", action="store_true", help="print a JSON list")

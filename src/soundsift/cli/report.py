@@ -33,6 +33,10 @@ def compare_main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the commands add_parsers registers (soundsift.cli.main builds only the group of the command run)
+COMMANDS = ("report", "compare")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("report", help="plots and tables (PNG, SVG, Markdown, CSV, LaTeX) from saved runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",

@@ -346,6 +346,10 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+#: the commands add_parsers registers (soundsift.cli.main builds only the group of the command run)
+COMMANDS = ("index", "search", "serve", "tag")
+
+
 def add_parsers(sub) -> None:
     for add in (add_index_parser, add_search_parser, add_serve_parser, add_tag_parser):
         add(sub)

@@ -133,6 +133,10 @@ def train_moments_main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the commands add_parsers registers (soundsift.cli.main builds only the group of the command run)
+COMMANDS = ("train", "teachers", "train-moments", "evaluate", "reproduce", "demo")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", overrides_dest="overrides", help="train (stage 1 or stage 2) from a YAML config")
     p.add_argument("--config", required=True, help="YAML file, or a packaged one such as demo/stage1.yaml")

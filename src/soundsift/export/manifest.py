@@ -15,6 +15,9 @@ FORMAT = "soundsift-onnx"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 OPSET = 17
+#: How the graphs are stored (in the cache key of exports made on demand, so a new layout is exported again):
+#: 2, each graph's weights beside it in GRAPH.onnx.data (memory-mapped); 1, inside the graph.
+LAYOUT = 2
 
 #: The graphs' inputs: name -> (dtype, axes); a named axis is dynamic, an int fixed.
 Inputs = dict[str, list[Any]]

@@ -4,7 +4,9 @@ torch before the folder is published.
 The folder holds ``audio_core.onnx`` (front end + network on pieces of audio, or on whole waveforms),
 ``audio_head.onnx`` (pooled vector -> unit embedding: the tower's own head, the projection, the L2
 norm), ``text.onnx`` (token ids -> unit embedding), ``tokenizer.json`` and ``manifest.json``
-(``export.manifest``). Batch and length axes are dynamic. Before publishing, the export is run by ONNX
+(``export.manifest``). Each graph's weights lie beside it in ``GRAPH.onnx.data`` (ONNX external data),
+which ONNX Runtime memory-maps instead of parsing and copying them: opening MiniLM's text graph takes
+about a third of the time (what a ``soundsift search`` waits for; docs/onnx.md). Batch and length axes are dynamic. Before publishing, the export is run by ONNX
 Runtime on waveforms of several lengths (several snippets or patches included) and on captions, and
 refused when it differs from torch by more than ``TOLERANCE``: a tower whose graph depends on its input
 length cannot pass, and says so in one line. ``quantize="int8"``: ONNX Runtime's dynamic quantization
@@ -32,6 +34,9 @@ from soundsift.export.runtime import OnnxModel, graph_inputs, onnxruntime
 #: Largest absolute difference allowed between the float export and torch, per embedding component.
 TOLERANCE = 1e-4
 QUANTIZE = ("int8",)
+GRAPHS = ("audio_core.onnx", "audio_head.onnx", "text.onnx")
+#: Tensors from this many bytes go to the graph's ``.data`` file (small ones stay inline in the graph).
+EXTERNAL_BYTES = 1024
 PROBE_CAPTIONS = ["a dog barks twice in the rain", "Birds!", "an engine idles, then revs up loudly near a busy road"]
 
 
@@ -164,13 +169,26 @@ def _check(model: Any, folder: Path, plan: AudioExportPlan) -> tuple[float, floa
     return audio, text
 
 
+def weights_beside(folder: Path) -> None:
+    """Move each graph's weights into ``GRAPH.onnx.data`` beside it (ONNX external data, memory-mapped by
+    ONNX Runtime); the graphs compute exactly what they did."""
+    import onnx
+
+    for name in GRAPHS:
+        graph, data = folder / name, folder / f"{name}.data"
+        model = onnx.load(str(graph))  # reads weights already outside too: the model is whole in memory
+        data.unlink(missing_ok=True)  # onnx appends to an existing data file
+        onnx.save_model(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=EXTERNAL_BYTES)
+
+
 def quantize_folder(folder: Path) -> None:
     """Dynamic int8 quantization of the graphs' weights (MatMul, Gemm, Conv), in place."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise ExportError(f"--quantize int8 needs onnxruntime's quantization tools (and onnx): {exc}") from None
-    for name in ("audio_core.onnx", "audio_head.onnx", "text.onnx"):
+    for name in GRAPHS:
         src = folder / name
         tmp = folder / f".{name}.int8"
         import logging
@@ -226,9 +244,11 @@ def export_onnx(model: Any, out: str | Path, *, name: str = "", quantize: str | 
                                   embed_dim=int(model.embed_dim), audio=audio, text=text,
                                   meta={k: v for k, v in model.meta.items() if isinstance(v, (str, int, float))})
         manifest.write(tmp)
+        weights_beside(tmp)
         result["audio"], result["text"] = _check(model, tmp, audio_plan)
         if quantize:
             quantize_folder(tmp)
+            weights_beside(tmp)
             manifest.quantize, manifest.identity = quantize, int8_identity(model.identity)
             manifest.write(tmp)
 

@@ -19,6 +19,9 @@ from soundsift.export.manifest import ExportManifest, Inputs, read_manifest
 from soundsift.export.pieces import pool_pieces, split_pieces
 
 INSTALL = "pip install 'soundsift[onnx]'"
+#: A first text request of at most this many captions (a search query, a few labels) opens the text graph
+#: with one thread: it opens faster (no thread pool to start) and runs one short caption as fast.
+FEW_TEXTS = 16
 _TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
 
 
@@ -152,8 +155,9 @@ class OnnxModel:
 
     # ------------------------------------------------------------------------------------------ text
 
-    def _text(self) -> tuple[Any, Any]:
-        """The text graph and tokenizer, loaded on first use (an index build never needs them)."""
+    def _text(self, count: int) -> tuple[Any, Any]:
+        """The text graph and tokenizer, loaded on first use (an index build never needs them); ``count``:
+        the captions of the first request (``FEW_TEXTS`` or fewer: one thread, unless threads were set)."""
         if self._text_session is None:
             t = self.manifest.text
             try:
@@ -164,7 +168,8 @@ class OnnxModel:
             tokenizer.enable_truncation(max_length=int(t.max_tokens))
             tokenizer.enable_padding(pad_id=int(t.pad_id), pad_token=t.pad_token)
             self._tokenizer = tokenizer
-            self._text_session = open_session(self.folder / t.graph, t.inputs["graph"], self._threads)
+            threads = self._threads or (1 if count <= FEW_TEXTS else None)
+            self._text_session = open_session(self.folder / t.graph, t.inputs["graph"], threads)
         return self._text_session, self._tokenizer
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -173,7 +178,7 @@ class OnnxModel:
         norm = normalise_captions(list(texts), t.lowercase, t.strip_punctuation)
         if not norm:
             return np.zeros((0, self.embed_dim), np.float32)
-        session, tokenizer = self._text()
+        session, tokenizer = self._text(len(norm))
         parts = []
         for s in range(0, len(norm), batch_size):
             enc = tokenizer.encode_batch(norm[s:s + batch_size])

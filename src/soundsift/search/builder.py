@@ -20,6 +20,7 @@ import numpy as np
 from soundsift.audio import AUDIO_EXTENSIONS, load_audio
 from soundsift.data.records import Problem
 from soundsift.errors import ModelMismatchError, SearchIndexError
+from soundsift.progress import progress_bar
 from soundsift.search.changes import Base, ShaIndex, concat_rows, gather, live_windows, merge_plan
 from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
 from soundsift.search.embedding import Embedded, embed_with_windows
@@ -241,8 +242,6 @@ class Build:
     def decode_and_embed(self, todo: list[_Candidate]) -> None:
         """Decode a few files ahead (threads or processes); embed in chunks bounded by file count and
         samples; reuse the embedding of a content already indexed; skip what fails."""
-        from tqdm.auto import tqdm
-
         opts, rate = self.options, self.model.sample_rate
         max_samples = opts.chunk_samples or 600 * rate
         workers = max(1, int(opts.workers))
@@ -250,8 +249,8 @@ class Build:
         if processes == "auto":
             processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
         pool_type = ProcessDecoders if processes else ThreadDecoders
-        with tqdm(total=len(todo), desc="embedding", unit="file", disable=not opts.progress,
-                  dynamic_ncols=True) as bar, pool_type(workers, rate, self.shas, opts.decode_timeout) as pool:
+        with progress_bar(len(todo), opts.progress, desc="embedding", unit="file",
+                          dynamic_ncols=True) as bar, pool_type(workers, rate, self.shas, opts.decode_timeout) as pool:
             waves: list[tuple[_Candidate, Decoded]] = []
             for c, result in zip(todo, pool.map([self.root / c.path for c in todo])):
                 if isinstance(result, Decoded):

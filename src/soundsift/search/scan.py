@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from soundsift.audio import AUDIO_EXTENSIONS, read_audio, resample_audio
-from soundsift.downloader import file_digest
+from soundsift.digest import file_digest
 from soundsift.errors import SearchIndexError
 from soundsift.search.thumbnails import make_thumbnail
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.downloader import file_digest
+from soundsift.digest import file_digest
 from soundsift.errors import ConfigError, ModelMismatchError, SearchIndexError
 from soundsift.search.backends import open_backend
 from soundsift.search.index_types import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 
@@ -11,6 +12,29 @@ THUMB_HEIGHT, THUMB_WIDTH = 32, 96  # pixels of a thumbnail: frequency bands x t
 _THUMB_FFT = 1024  # samples per spectrum
 _THUMB_FRAMES = 4  # spectra averaged into each column
 _THUMB_RANGE_DB = 80.0  # dynamic range shown below the loudest cell
+
+
+def _frames(x: np.ndarray, starts: np.ndarray, n_fft: int) -> np.ndarray:
+    """(len(starts), n_fft) float32 frames ``x[start:start + n_fft]``, zero where a frame reaches past an
+    end (no padded copy of a long recording): the frames inside are copied out of a strided view, the few
+    at the ends (all of them for a sound shorter than a frame) one by one."""
+    out = np.zeros((len(starts), n_fft), np.float32)
+    inside = (starts >= 0) & (starts + n_fft <= len(x))
+    if inside.any():
+        out[inside] = np.lib.stride_tricks.sliding_window_view(x, n_fft)[starts[inside]]
+    for row in np.flatnonzero(~inside).tolist():
+        start = int(starts[row])
+        lo, hi = max(start, 0), min(start + n_fft, len(x))
+        if hi > lo:
+            out[row, lo - start : hi - start] = x[lo:hi]
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _window(n_fft: int) -> np.ndarray:
+    window = np.hanning(n_fft).astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
 def make_thumbnail(wave: np.ndarray, sample_rate: int, height: int = THUMB_HEIGHT,
@@ -23,10 +47,10 @@ def make_thumbnail(wave: np.ndarray, sample_rate: int, height: int = THUMB_HEIGH
         return np.zeros((height, width), np.uint8)
     n_fft, cols = _THUMB_FFT, width * _THUMB_FRAMES
     centres = ((np.arange(cols) + 0.5) * len(x) / cols).astype(np.int64)  # frames spread over the sound
-    idx = centres[:, None] + np.arange(-(n_fft // 2), n_fft - n_fft // 2)[None, :]
-    inside = (idx >= 0) & (idx < len(x))  # zero beyond the ends (no padded copy of a long recording)
-    frames = np.nan_to_num(np.where(inside, x[np.clip(idx, 0, len(x) - 1)], 0.0), nan=0.0, posinf=0.0,
-                           neginf=0.0) * np.hanning(n_fft).astype(np.float32)
+    frames = _frames(x, centres - n_fft // 2, n_fft)
+    if not np.isfinite(frames).all():
+        frames = np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+    frames *= _window(n_fft)
     power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).reshape(width, _THUMB_FRAMES, -1).mean(axis=1)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     edges = np.searchsorted(freqs, np.geomspace(40.0, sample_rate / 2, height + 1))
