@@ -24,7 +24,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,26 +42,6 @@ class Event:
     name: str
     text: str
     wave: np.ndarray  # trimmed, 16 kHz mono
-
-
-def _fetch_more(cache: Path) -> dict[str, Path]:
-    """Extract the background packages (downloaded once with ``apt-get download``)."""
-    debs, out = cache / "debs", {}
-    debs.mkdir(parents=True, exist_ok=True)
-    for pkg in BACKGROUND_PACKAGES:
-        root = cache / "x" / pkg
-        if not (root / ".done").is_file():
-            found = sorted(debs.glob(f"{pkg}_*.deb"))
-            if not found:
-                subprocess.run(["apt-get", "download", pkg], cwd=debs, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                found = sorted(debs.glob(f"{pkg}_*.deb"))
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(root)], check=True)
-            (root / ".done").touch()
-        out[pkg] = root
-    return out
 
 
 def _load(path: Path) -> np.ndarray:
@@ -93,7 +72,7 @@ def events(cache: Path) -> list[Event]:
 
 def backgrounds(cache: Path) -> list[tuple[str, np.ndarray]]:
     """(name, wave) of the real ambience files (at least 1 s after trimming)."""
-    roots = {**real_sounds.fetch(cache), **_fetch_more(cache)}
+    roots = {**real_sounds.fetch(cache), **real_sounds.fetch(cache, BACKGROUND_PACKAGES)}
     paths = sorted((roots["lincity-ng-data"] / "usr/share/games/lincity-ng/sounds").glob("*.wav"))
     paths = [p for p in paths if not re.match(r"(Click|Build|Blacksmith|FireStation|Monument)", p.stem)]
     paths += sorted((roots["extremetuxracer-data"] / "usr/share/games/etr/sounds").glob("*_slide.wav"))

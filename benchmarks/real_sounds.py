@@ -87,11 +87,11 @@ def default_cache() -> Path:
     return Path(root) / "real_sounds"
 
 
-def fetch(cache: Path) -> dict[str, Path]:
-    """Download and extract the packages (once); returns package -> extracted root."""
+def fetch(cache: Path, packages=PACKAGES) -> dict[str, Path]:
+    """Download and extract the Debian ``packages`` (once); returns package -> extracted root."""
     debs, out = cache / "debs", {}
     debs.mkdir(parents=True, exist_ok=True)
-    for pkg in PACKAGES:
+    for pkg in packages:
         root = cache / "x" / pkg
         if not (root / ".done").is_file():
             found = sorted(debs.glob(f"{pkg}_*.deb"))

@@ -99,6 +99,11 @@ def naive_moments(spans, scores, ratio, nms_iou):
             runs.append((spans[i][0], spans[j - 1][1], max(scores[i:j])))
         i = j
     runs.sort(key=lambda r: (-r[2], r[0]))
+    return [(a, b, round(s, 6)) for a, b, s in naive_nms(runs, nms_iou)]
+
+
+def naive_nms(runs, nms_iou):
+    """Greedy NMS over runs (start, end, ...) already in order of preference."""
     kept = []
     for r in runs:
         ok = True
@@ -107,7 +112,7 @@ def naive_moments(spans, scores, ratio, nms_iou):
             ok &= inter / (max(r[1], o[1]) - min(r[0], o[0])) < nms_iou
         if ok:
             kept.append(r)
-    return [(a, b, round(s, 6)) for a, b, s in kept]
+    return kept
 
 
 def test_merged_moments_match_a_naive_reference_on_random_scores():
@@ -174,15 +179,7 @@ def naive_peak_moments(spans, scores, level, nms_iou):
             b += 1
         runs.append((spans[a][0], spans[b][1], round(scores[i], 6), i))
     runs.sort(key=lambda r: (-r[2], r[3]))
-    kept = []
-    for r in runs:
-        ok = True
-        for o in kept:
-            inter = max(0.0, min(r[1], o[1]) - max(r[0], o[0]))
-            ok &= inter / (max(r[1], o[1]) - min(r[0], o[0])) < nms_iou
-        if ok:
-            kept.append(r)
-    return [r[:3] for r in kept]
+    return [r[:3] for r in naive_nms(runs, nms_iou)]
 
 
 def test_peak_moments_match_a_naive_reference_on_random_scores():
