@@ -45,16 +45,15 @@ from soundsift.search.store import write_pointer  # noqa: E402
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH  # noqa: E402
 from soundsift.search.version import BuildReport, VersionPlan, write_version  # noqa: E402
 
-RESERVED = ("wesnoth", "widelands", "minetest", "luanti", "supertux")  # never used by any benchmark
-REAL = Path.home() / ".cache/soundsift/real_sounds/audio"
+REAL = Path.home() / ".cache/soundsift/real_sounds/audio"  # benchmarks/real_sounds.py's three packages
 CHUNK = 65536
 
 
 def real_files(n: int, dest: Path) -> list[Path]:
     """``n`` real recordings copied into ``dest`` (or generated tones when none are here)."""
     dest.mkdir(parents=True)
-    found = sorted(p for p in REAL.glob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3")
-                   and not any(r in p.name.lower() for r in RESERVED)) if REAL.is_dir() else []
+    found = sorted(p for p in REAL.glob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3")) \
+        if REAL.is_dir() else []
     out = []
     for i in range(n):
         if i < len(found):

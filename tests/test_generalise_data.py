@@ -4,12 +4,18 @@ and free of the packages reserved for independent checks. Reads the CSVs only (n
 from __future__ import annotations
 
 import csv
-import re
 from collections import Counter
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
-RESERVED = re.compile(r"wesnoth|widelands|minetest|luanti|supertux-data")
+#: The packages checked against the list of packages reserved for independent checks (DEVELOPERS.md,
+#: Standards); a new source is checked there and added here before the benchmark may use it.
+APPROVED = {
+    "deepin-sound-theme", "extremetuxracer-data", "freedink-data", "heroes-sound-effects", "ion-sound",
+    "lincity-ng-data", "lmms-common", "oxygen-sounds", "pingus-data", "scratch", "sonic-pi-samples",
+    "sound-theme-freedesktop", "tuxpaint-data", "tuxpaint-plugins-default", "tuxpaint-stamps-default",
+    "yaru-theme-sound",
+}
 
 
 def _rows(name: str) -> list[dict[str, str]]:
@@ -38,9 +44,8 @@ def test_the_benchmark_is_as_large_as_promised():
     assert len({(q["source"], q["query"]) for q in queries}) == len(queries)  # no query twice in a source
 
 
-def test_no_reserved_package_is_used():
+def test_only_approved_packages_are_used():
     packages = {r["package"] for r in _rows("generalise_sounds.csv")}
-    assert packages and not [p for p in packages if RESERVED.search(p)]
-    text = (DATA / "generalise_sounds.csv").read_text(encoding="utf-8") + \
-        (DATA / "generalise_queries.csv").read_text(encoding="utf-8")
-    assert not RESERVED.search(text)
+    assert packages and packages <= APPROVED, sorted(packages - APPROVED)
+    for r in _rows("generalise_sounds.csv"):  # a sound is named by the package it is fetched from
+        assert r["id"].startswith(r["package"] + "/"), r["id"]
