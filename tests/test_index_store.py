@@ -198,14 +198,14 @@ sys.path.insert(0, {tests!r})
 import test_index  # registers the tiny encoders
 import soundsift.search.segments as segments
 from soundsift.search.build import update_index
-real = segments._save
+real = segments.save_npy
 def slow(path, array):
     n = real(path, array)
     if Path(path).name == "embeddings.npy":
         Path({marker!r}).touch()
         time.sleep(60)
     return n
-segments._save = slow
+segments.save_npy = slow
 update_index({out!r}, {paths!r}, progress=False)
 """
 

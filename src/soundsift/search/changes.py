@@ -97,7 +97,7 @@ class Base:
         lead = prefix.rstrip("/") + "/"
         out = []
         for p, seg in enumerate(self.segments):
-            lo = _bisect(seg, lead)
+            lo = seg.lower_bound(lead)
             while lo < len(seg) and seg.path(lo).startswith(lead):
                 if lo not in self.deleted[p]:
                     out.append((p, lo))
@@ -122,17 +122,6 @@ class Base:
     def rate(self, where: tuple[int, int]) -> tuple[int, int]:
         r = self.segments[where[0]].entries[where[1]]
         return int(r["sample_rate"]), int(r["channels"])
-
-
-def _bisect(seg: Segment, key: str) -> int:
-    lo, hi = 0, len(seg)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if seg.path(mid) < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def merge_plan(live: list[int], rows: list[int]) -> int:

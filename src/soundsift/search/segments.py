@@ -87,15 +87,20 @@ class Segment:
         return IndexEntry(id=int(r["id"]), path=self.path(row), size=int(r["size"]), mtime_ns=int(r["mtime_ns"]),
                           sha256=sha_hex(bytes(r["sha256"])), duration=float(r["duration"]))
 
-    def find(self, rel: str) -> int | None:
-        """The row of path ``rel`` (rows are sorted by path: a binary search), or None."""
+    def lower_bound(self, key: str) -> int:
+        """The first row whose path is not below ``key`` (rows are sorted by path: a binary search)."""
         lo, hi = 0, len(self)
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.path(mid) < rel:
+            if self.path(mid) < key:
                 lo = mid + 1
             else:
                 hi = mid
+        return lo
+
+    def find(self, rel: str) -> int | None:
+        """The row of path ``rel``, or None."""
+        lo = self.lower_bound(rel)
         return lo if lo < len(self) and self.path(lo) == rel else None
 
     def window_rows(self) -> np.ndarray:
@@ -145,7 +150,8 @@ def memory_segment(entries: list[IndexEntry], embeddings: np.ndarray, thumbnails
                    windows_faiss, directory)
 
 
-def _save(path: Path, array: np.ndarray) -> int:
+def save_npy(path: Path, array: np.ndarray) -> int:
+    """``array`` written to ``path`` as .npy and synced; the bytes written."""
     with open(path, "wb") as f:
         np.save(f, array)
         f.flush()
@@ -173,17 +179,17 @@ def write_segment(root: Path, name: str, rows: Rows, faiss: str) -> tuple[Segmen
 
     def fill(tmp: Path) -> None:
         meta: dict[str, Any] = {"rows": n, "windows": len(w_spans), "embed_dim": dim}
-        written[0] += _save(tmp / "entries.npy", table) + _save(tmp / "path_offsets.npy", offsets)
+        written[0] += save_npy(tmp / "entries.npy", table) + save_npy(tmp / "path_offsets.npy", offsets)
         with open(tmp / "paths.bin", "wb") as f:
             f.write(b"".join(encoded))
             f.flush()
             os.fsync(f.fileno())
         written[0] += int(offsets[-1])
-        written[0] += _save(tmp / "embeddings.npy", emb)
-        written[0] += _save(tmp / "thumbnails.npy", np.ascontiguousarray(rows.thumbnails[order], np.uint8))
+        written[0] += save_npy(tmp / "embeddings.npy", emb)
+        written[0] += save_npy(tmp / "thumbnails.npy", np.ascontiguousarray(rows.thumbnails[order], np.uint8))
         meta["faiss"] = write_faiss(tmp, emb, faiss, "faiss-{}.index")
         if len(w_spans):
-            written[0] += _save(tmp / "window_spans.npy", w_spans) + _save(tmp / "window_embeddings.npy", w_emb)
+            written[0] += save_npy(tmp / "window_spans.npy", w_spans) + save_npy(tmp / "window_embeddings.npy", w_emb)
             meta["windows_faiss"] = write_faiss(tmp, w_emb, faiss, "faiss-windows-{}.index")
         written[0] += sum((tmp / m["file"]).stat().st_size for m in (meta["faiss"], meta.get("windows_faiss")) if m)
         text = json.dumps(meta, indent=1)

@@ -5,7 +5,6 @@ the FAISS index a large segment stores (``write_faiss``). The layout is describe
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from soundsift.search.index_types import (
     SKIPPED,
     THUMBNAILS,
 )
+from soundsift.search.segments import save_npy
 from soundsift.search.store import write_json
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH
 
@@ -74,12 +74,6 @@ class VersionPlan:
     items: int = 0
 
 
-def _save_npy(path: Path, array: np.ndarray) -> int:
-    with open(path, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-        return f.tell()
 
 
 def write_version(tmp: Path, plan: VersionPlan, report: BuildReport, t0: float) -> None:
@@ -91,7 +85,7 @@ def write_version(tmp: Path, plan: VersionPlan, report: BuildReport, t0: float) 
     written = 0
     for name, _, deleted in plan.segments:
         if len(deleted):
-            written += _save_npy(tmp / deleted_file(name), np.asarray(deleted, np.int64))
+            written += save_npy(tmp / deleted_file(name), np.asarray(deleted, np.int64))
     manifest = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
