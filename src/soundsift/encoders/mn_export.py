@@ -35,9 +35,9 @@ class PieceCore(nn.Module):
 
 def mn_export_plan(encoder: nn.Module) -> AudioExportPlan:
     """The plan of a ``MobileNetEncoder``: snippets (short clips alone) or whole clips, mean-pooled."""
-    # KaldiLogMel zero-pads an input shorter than n_fft // 2 + 2 samples (reflect padding needs them) by a
-    # test on its shape, which a traced graph keeps for the traced length only: the runtime pads instead.
-    min_piece = encoder.mel.n_fft // 2 + 2
+    # KaldiLogMel zero-pads an input shorter than ``min_samples`` by a test on its shape, which a traced
+    # graph keeps for the traced length only: the runtime pads such pieces instead.
+    min_piece = encoder.mel.min_samples
     if encoder.segment is None:
         return AudioExportPlan(core=PieceCore(encoder), split="clips", takes_valid=True, min_piece=min_piece)
     return AudioExportPlan(core=PieceCore(encoder), split="snippets", window=encoder.segment,

@@ -140,7 +140,7 @@ def _text_graph(model: Any, plan: TextExportPlan, folder: Path) -> TextGraph:
 
 def probe_waveforms(model: Any, plan: AudioExportPlan, seed: int = 0) -> list[np.ndarray]:
     """Waveforms of several lengths for checking an export: under one piece, one and a half, and
-    (for snippet and patch plans) several pieces with a partial last one."""
+    (for snippet and patch plans) several pieces with a partial last one; under ``min_piece`` if set."""
     rate = int(model.sample_rate)
     span = plan.window or rate
     lengths = sorted({int(0.4 * rate), int(1.7 * rate), int(0.6 * span), int(2.5 * span) + 123, int(span) + 7,
