@@ -4,7 +4,9 @@ An audio tower is cut where its shapes stop depending on the input: the waveform
 pieces beside the graph (``split``: the 10-s snippets of PaSST and ATST, YAMNet's 0.96-s patches), the
 ``core`` graph embeds pieces of a fixed size (front end included), the pieces are pooled per clip beside
 it (``pool``), and the ``head`` graph maps the pooled vector to the tower's output. A tower whose graph
-does not depend on the input length (``split="whole"``) is exported whole. ``soundsift.export`` checks
+does not depend on the input length (``split="whole"``) is exported whole. A tower that embeds a clip
+shorter than a piece at its own length (MN) runs pieces of their own length through a core graph with a
+dynamic time axis (``split="clips"``, or ``short_alone``). ``soundsift.export`` checks
 every export against torch on waveforms of several lengths and refuses one that differs.
 
 A text tower exports as ``core(input_ids, attention_mask)``; its tokenizer (a ``tokenizers`` JSON file)
@@ -18,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-SPLITS = ("whole", "snippets", "patches")
+SPLITS = ("whole", "snippets", "patches", "clips")
 POOLS = ("mean", "max", "topk")
 
 
@@ -32,7 +34,13 @@ class AudioExportPlan:
     under ``min_remainder`` samples dropped (``layers.split_snippets``). ``split="patches"``: pieces of
     ``window`` samples every ``hop``, the clip zero-padded to at least one piece and a whole number of
     hops (YAMNet). ``pool``: ``mean`` (weighted by the core's weights when ``weighted``), ``max``, or
-    ``topk`` (mean of the ``pool_k`` largest per feature)."""
+    ``topk`` (mean of the ``pool_k`` largest per feature).
+
+    ``split="clips"``: each clip is one piece of its own length; ``short_alone`` (with ``"snippets"``): a
+    clip shorter than ``window`` is one piece of its own length, not zero-padded to the window. Either way
+    the core takes pieces of any length (equal within a run) with ``valid``, and a piece shorter than
+    ``min_piece`` samples is zero-padded to it first, ``valid`` keeping its length (what the torch front end
+    does by a shape test that a traced graph cannot keep)."""
 
     core: nn.Module
     split: str = "whole"
@@ -44,6 +52,8 @@ class AudioExportPlan:
     takes_valid: bool = False
     weighted: bool = False
     head: nn.Module | None = None
+    short_alone: bool = False
+    min_piece: int = 0
 
 
 @dataclass

@@ -319,10 +319,9 @@ class MobileNetEncoder(AudioEncoder):
         load_pretrained_weights(self.model, self.weights, checkpoint, cache_dir, progress)
 
     def export_plan(self):
-        from soundsift.errors import ExportError
+        from soundsift.encoders.mn_export import mn_export_plan
 
-        raise ExportError("clips shorter than a snippet are embedded at their own length, longer ones as "
-                          "snippets: two graphs, not yet written")
+        return mn_export_plan(self)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if self.segment is None or waveform.shape[-1] <= self.segment:

@@ -40,6 +40,9 @@ class AudioGraphs:
     sample_rate: int
     batch_invariant: bool
     inputs: dict[str, Inputs]
+    #: pieces of their own length (``split="clips"``, or clips shorter than ``window``: MN), padded to ``min_piece``
+    short_alone: bool = False
+    min_piece: int = 0
 
 
 @dataclass

@@ -87,10 +87,12 @@ def _audio_graphs(model: Any, plan: AudioExportPlan, folder: Path) -> AudioGraph
         example = (torch.randn(2, rate) * 0.1, torch.tensor([rate, rate // 2]))
         names, axes = ["waveform", "lengths"], {"waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}}
     else:
-        example = (torch.randn(2, plan.window) * 0.1,)
-        names, axes = ["pieces"], {"pieces": {0: "pieces"}}
+        size = plan.window or rate  # split="clips" and short_alone: the core takes any length
+        example = (torch.randn(2, size) * 0.1,)
+        own = plan.split == "clips" or plan.short_alone
+        names, axes = ["pieces"], {"pieces": {0: "pieces", 1: "samples"} if own else {0: "pieces"}}
         if plan.takes_valid:
-            example += (torch.tensor([plan.window, plan.window // 2]),)
+            example += (torch.tensor([size, size // 2]),)
             names.append("valid")
             axes["valid"] = {0: "pieces"}
     outputs = ["features", "weights"] if plan.weighted else ["features"]
@@ -108,7 +110,8 @@ def _audio_graphs(model: Any, plan: AudioExportPlan, folder: Path) -> AudioGraph
     return AudioGraphs(core="audio_core.onnx", head="audio_head.onnx", split=plan.split, window=plan.window,
                        hop=plan.hop, min_remainder=plan.min_remainder, pool=plan.pool, pool_k=plan.pool_k,
                        takes_valid=plan.takes_valid, weighted=plan.weighted, sample_rate=rate,
-                       batch_invariant=bool(model.audio.batch_invariant), inputs=inputs)
+                       batch_invariant=bool(model.audio.batch_invariant), inputs=inputs,
+                       short_alone=bool(plan.short_alone), min_piece=int(plan.min_piece))
 
 
 def _text_graph(model: Any, plan: TextExportPlan, folder: Path) -> TextGraph:
@@ -137,10 +140,11 @@ def _text_graph(model: Any, plan: TextExportPlan, folder: Path) -> TextGraph:
 
 def probe_waveforms(model: Any, plan: AudioExportPlan, seed: int = 0) -> list[np.ndarray]:
     """Waveforms of several lengths for checking an export: under one piece, one and a half, and
-    (for snippet and patch plans) several pieces with a partial last one."""
+    (for snippet and patch plans) several pieces with a partial last one; under ``min_piece`` if set."""
     rate = int(model.sample_rate)
     span = plan.window or rate
-    lengths = sorted({int(0.4 * rate), int(1.7 * rate), int(0.6 * span), int(2.5 * span) + 123, int(span) + 7})
+    lengths = sorted({int(0.4 * rate), int(1.7 * rate), int(0.6 * span), int(2.5 * span) + 123, int(span) + 7,
+                      *([plan.min_piece // 2] if plan.min_piece else [])})
     rng = np.random.default_rng(seed)
     return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
 

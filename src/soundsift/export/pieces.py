@@ -66,3 +66,24 @@ def pool_pieces(values: np.ndarray, owner: np.ndarray, n: int, pool: str = "mean
             w = weights[bounds[i]:bounds[i + 1]].astype(np.float64)
             out[i] = (rows * w[:, None]).sum(0) / max(w.sum(), np.finfo(np.float32).tiny)
     return out
+
+
+def own_length_pieces(waves: Sequence[np.ndarray], window: int = 0, min_remainder: int = 0,
+                      min_piece: int = 0) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Pieces for a core graph with a dynamic time axis (MN): a clip shorter than ``window`` samples (every
+    clip when ``window`` is 0) is one piece of its own length, a longer one is cut into snippets as
+    ``split_pieces`` does; a piece shorter than ``min_piece`` is zero-padded to it. Returns ``(pieces``, a
+    list of float32 arrays, ``owner (N,), valid (N,)`` real samples per piece)."""
+    pieces: list[np.ndarray] = []
+    owner, valid = [], []
+    for i, wave in enumerate(waves):
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if window and len(wave) >= window:
+            cut, _, counts = split_pieces([wave], "snippets", window, min_remainder=min_remainder)
+            pieces.extend(cut)
+            valid.extend(counts.tolist())
+        else:
+            pieces.append(np.pad(wave, (0, max(0, min_piece - len(wave)))))
+            valid.append(len(wave))
+        owner.extend([i] * (len(pieces) - len(owner)))
+    return pieces, np.asarray(owner, dtype=np.int64), np.asarray(valid, dtype=np.int64)

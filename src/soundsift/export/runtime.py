@@ -16,7 +16,7 @@ import numpy as np
 from soundsift.captions import normalise_captions
 from soundsift.errors import ExportError, MissingDependencyError
 from soundsift.export.manifest import ExportManifest, Inputs, read_manifest
-from soundsift.export.pieces import pool_pieces, split_pieces
+from soundsift.export.pieces import own_length_pieces, pool_pieces, split_pieces
 
 INSTALL = "pip install 'soundsift[onnx]'"
 #: A first text request of at most this many captions (a search query, a few labels) opens the text graph
@@ -64,6 +64,8 @@ class OnnxModel:
     runtime = "onnx"
     #: Pieces (snippets, patches) per run of the audio core graph.
     PIECE_BATCH = 64
+    #: Samples per run of a core graph with a dynamic time axis (MN): 64 snippets of 10 s at 32 kHz.
+    PIECE_SAMPLES = 64 * 320000
 
     def __init__(self, folder: str | Path, threads: int | None = None) -> None:
         self.folder = Path(folder).expanduser()
@@ -132,6 +134,10 @@ class OnnxModel:
             for row, w in enumerate(waves):
                 batch[row, : len(w)] = w
             pooled = self._audio("core").run(None, {"waveform": batch, "lengths": lengths})[0]
+        elif a.split == "clips" or a.short_alone:
+            pieces, owner, valid = own_length_pieces(waves, a.window if a.split == "snippets" else 0,
+                                                     a.min_remainder, a.min_piece)
+            pooled = pool_pieces(self._run_by_length(pieces, valid), owner, len(waves), a.pool, a.pool_k)
         else:
             pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
             feats, weights = [], []
@@ -146,6 +152,24 @@ class OnnxModel:
             pooled = pool_pieces(np.concatenate(feats), owner, len(waves), a.pool, a.pool_k,
                                  np.concatenate(weights) if a.weighted else None)
         return self._audio("head").run(None, {"pooled": np.ascontiguousarray(pooled, np.float32)})[0]
+
+    def _run_by_length(self, pieces: list[np.ndarray], valid: np.ndarray) -> np.ndarray:
+        """The core graph (dynamic time axis) on pieces of different lengths: only equal lengths share a
+        run, at most ``PIECE_BATCH`` snippets' worth of samples each. Rows in the order of ``pieces``."""
+        out: np.ndarray | None = None
+        by_length: dict[int, list[int]] = {}
+        for i, piece in enumerate(pieces):
+            by_length.setdefault(len(piece), []).append(i)
+        for n, rows in by_length.items():
+            step = max(1, self.PIECE_SAMPLES // max(n, 1))
+            for s in range(0, len(rows), step):
+                part = rows[s:s + step]
+                feats = self._audio("core").run(None, {"pieces": np.stack([pieces[i] for i in part]),
+                                                       "valid": valid[part]})[0]
+                out = np.zeros((len(pieces), feats.shape[1]), np.float32) if out is None else out
+                out[part] = feats
+        assert out is not None
+        return out
 
     def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:
         """Audio files and/or mono waveforms (``audio.as_waveforms``) -> (N, D) unit vectors."""

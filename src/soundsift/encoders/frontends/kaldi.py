@@ -117,13 +117,17 @@ class KaldiLogMel(nn.Module):
         fmax = min(fmax, self.sample_rate / 2)
         return kaldi_mel_banks(self.n_mels, self.n_fft, self.sample_rate, fmin, fmax).to(device)
 
+    @property
+    def min_samples(self) -> int:
+        """Shorter inputs are zero-padded to this length first: reflect padding needs more than n_fft // 2."""
+        return self.n_fft // 2 + 2
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() != 2:
             raise ValueError(f"KaldiLogMel expects (batch, samples), got shape {tuple(waveform.shape)}")
         x = waveform.float()
-        min_len = self.n_fft // 2 + 2  # reflect padding needs more samples than n_fft // 2
-        if x.shape[1] < min_len:
-            x = nn.functional.pad(x, (0, min_len - x.shape[1]))
+        if x.shape[1] < self.min_samples:
+            x = nn.functional.pad(x, (0, self.min_samples - x.shape[1]))
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = nn.functional.conv1d(x.unsqueeze(1), self.preemphasis).squeeze(1)
             power = stft_power(x, self.n_fft, self.hop_length, self.window, self.win_length)
