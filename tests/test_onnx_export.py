@@ -108,12 +108,12 @@ EXPORTABLE = {
     "passt": {"name": "passt", "size": "tiny"},
     "atst": {"name": "atst", "size": "tiny"},
     "yamnet": {"name": "yamnet", "tiny": True},
-}
-NOT_EXPORTABLE = {
-    "mn": {"name": "mn", "size": "tiny"},
     "ast": {"name": "ast", "pretrained": False},
     "clap": {"name": "clap", "pretrained": False},
     "laion-clap": {"name": "laion-clap", "tiny": True},
+}
+NOT_EXPORTABLE = {
+    "mn": {"name": "mn", "size": "tiny"},
 }
 
 

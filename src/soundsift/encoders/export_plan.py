@@ -32,7 +32,8 @@ class AudioExportPlan:
     under ``min_remainder`` samples dropped (``layers.split_snippets``). ``split="patches"``: pieces of
     ``window`` samples every ``hop``, the clip zero-padded to at least one piece and a whole number of
     hops (YAMNet). ``pool``: ``mean`` (weighted by the core's weights when ``weighted``), ``max``, or
-    ``topk`` (mean of the ``pool_k`` largest per feature)."""
+    ``topk`` (mean of the ``pool_k`` largest per feature). ``model_rate`` (0: none): the rate pieces are
+    cut at, when the tower resamples its input (soxr, whole clips) before cutting it."""
 
     core: nn.Module
     split: str = "whole"
@@ -44,6 +45,7 @@ class AudioExportPlan:
     takes_valid: bool = False
     weighted: bool = False
     head: nn.Module | None = None
+    model_rate: int = 0
 
 
 @dataclass

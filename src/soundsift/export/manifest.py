@@ -40,6 +40,11 @@ class AudioGraphs:
     sample_rate: int
     batch_invariant: bool
     inputs: dict[str, Inputs]
+    #: waveforms at ``sample_rate`` are resampled to this rate before they are cut (0: not resampled)
+    model_rate: int = 0
+    #: the tower's ``segment`` (longest input in one piece, samples; 0: none); -1: not recorded (older
+    #: exports: the window of a snippet split)
+    segment: int = -1
 
 
 @dataclass
