@@ -1,12 +1,24 @@
-"""Audio tower speed under ONNX Runtime against torch on the CPU, same run: PaSST-S at full size (random
-weights: the speed does not depend on them) and the zero-shot model's YAMNet, float32 and int8.
+"""Audio tower speed under ONNX Runtime against torch on the CPU, same run: PaSST-S and LAION-CLAP's HTS-AT
+audio tower at full size (random weights: the speed does not depend on them) and the zero-shot model's
+YAMNet, float32 and int8; and what int8 does to the embeddings (cosine to the float32 export's) on real
+recordings.
 
 Each model embeds the same clips (``--clips`` of ``--seconds`` s of noise) ``--repeats`` times per runtime,
 alternating; medians are printed as real-time factors. torch uses all cores (``torch.set_num_threads``),
-ONNX Runtime its default (all cores). LAION-CLAP's HTSAT tower is not here: its front end is a transformers
-feature extractor outside torch, so it does not export yet (``soundsift export onnx`` says so).
+ONNX Runtime its default (all cores). torch's time for the transformers towers includes their feature
+extractor (numpy, outside torch); ONNX Runtime's includes the same features computed inside the graph.
 
-    python benchmarks/onnx_speed.py [--models passt,zero-shot] [--clips 4] [--seconds 10] [--repeats 3]
+LAION-CLAP's tower is built offline from transformers' ``ClapAudioConfig`` defaults with
+``projection_dim=512``, which is the audio configuration laion/clap-htsat-unfused publishes (its
+config.json sets only ``projection_dim`` 512 and fields transformers no longer reads), and the extractor of
+its preprocessor_config.json (48 kHz, 64 mel bins 50-14000 Hz, hop 480, 1024-point FFT, 10-s windows,
+``repeatpad``, ``rand_trunc``); its projection is the identity, as in the published model.
+
+The int8 cosines use ``--real-files`` recordings spread evenly over the files of ``--real`` (sorted by name) (default: the
+folder ``benchmarks/real_sounds.py`` lays out in its cache), at most ``--seconds`` s each; noise when
+the folder is missing (said so).
+
+    python benchmarks/onnx_speed.py [--models passt,zero-shot,laion-clap] [--clips 4] [--seconds 10] [--repeats 3]
 
 Last line ``ratio: X``: torch's time over ONNX Runtime's (float32) for the first model.
 """
@@ -24,14 +36,33 @@ import numpy as np
 import torch
 
 
-def build(name: str):
+#: laion/clap-htsat-unfused's preprocessor_config.json
+CLAP_FEATURES = dict(feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10, fft_window_size=1024,
+                     frequency_min=50, frequency_max=14000, padding="repeatpad", truncation="rand_trunc")
+
+
+def clap_folder(root: Path) -> Path:
+    """A CLAP folder (config and extractor, no weights) in laion/clap-htsat-unfused's configuration."""
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor
+
+    folder = root / "clap-htsat-unfused-random"
+    ClapConfig(audio_config=ClapAudioConfig().to_dict(), projection_dim=512).save_pretrained(folder)
+    ClapFeatureExtractor(**CLAP_FEATURES).save_pretrained(folder)
+    return folder
+
+
+def build(name: str, root: Path):
     from soundsift.checkpoints import load_model
     from soundsift.model import DualEncoder
 
     if name == "zero-shot":
         return load_model("zero-shot", device="cpu")
     torch.manual_seed(0)
-    model = DualEncoder({"name": name, "pretrained": False}, "tiny-bert", embed_dim=1024).eval()
+    if name == "laion-clap":
+        audio = {"name": name, "model": str(clap_folder(root)), "pretrained": False}
+        model = DualEncoder(audio, "tiny-bert", embed_dim=512, audio_projection="identity").eval()
+    else:
+        model = DualEncoder({"name": name, "pretrained": False}, "tiny-bert", embed_dim=1024).eval()
     model.identity = f"benchmark-{name}-random"
     return model
 
@@ -45,13 +76,35 @@ def timed(model, waves, repeats: int) -> list[float]:
     return times
 
 
+def real_waves(folder: Path, count: int, seconds: float, rate: int) -> tuple[list[np.ndarray], str]:
+    from soundsift.audio import load_audio
+
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".wav", ".ogg", ".flac"))
+    files = files[:: max(1, len(files) // max(1, count))][:count]  # spread over the folder's sources
+    if not files:
+        rng = np.random.default_rng(1)
+        return [(0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32) for _ in range(count)], "noise"
+    return [load_audio(p, rate)[: int(seconds * rate)] for p in files], f"{len(files)} recordings of {folder}"
+
+
+def int8_cosines(runs: dict, waves: list[np.ndarray]) -> np.ndarray:
+    a, b = runs["onnx"].embed_waveforms(waves, 8), runs["onnx int8"].embed_waveforms(waves, 8)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def main() -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="passt,zero-shot")
+    parser.add_argument("--models", default="passt,zero-shot,laion-clap")
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--real", type=Path, help="folder of recordings for the int8 cosines "
+                        "(default: benchmarks/real_sounds.py's folder in $SOUNDSIFT_CACHE or ~/.cache/soundsift)")
+    parser.add_argument("--real-files", type=int, default=40, help="recordings for the int8 cosines, spread over "
+                        "the folder sorted by name")
     args = parser.parse_args()
+    cache = Path(os.environ.get("SOUNDSIFT_CACHE") or Path.home() / ".cache" / "soundsift")
+    real = args.real or cache / "real_sounds" / "audio"
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     from soundsift.export.onnx import export_onnx
     from soundsift.export.runtime import OnnxModel
@@ -60,11 +113,12 @@ def main() -> float:
     print(f"audio towers on {args.clips} x {args.seconds:g} s, {os.cpu_count()} cores, median of {args.repeats} "
           "(same run, alternating):")
     for name in args.models.split(","):
-        model = build(name)
+        tmp_root = tempfile.TemporaryDirectory()
+        model = build(name, Path(tmp_root.name))
         rng = np.random.default_rng(0)
         waves = [(0.1 * rng.standard_normal(int(args.seconds * model.sample_rate))).astype(np.float32)
                  for _ in range(args.clips)]
-        with tempfile.TemporaryDirectory() as tmp:
+        with tmp_root as tmp:
             runs = {"torch": model}
             for quantize in (None, "int8"):
                 folder = Path(tmp) / str(quantize)
@@ -76,11 +130,15 @@ def main() -> float:
             for _ in range(args.repeats):
                 for label, run in runs.items():
                     times[label] += timed(run, waves, 1)
+            recordings, what = real_waves(real, args.real_files, args.seconds, model.sample_rate)
+            cosines = int8_cosines(runs, recordings)
         audio = args.clips * args.seconds
         base = float(np.median(times["torch"]))
         for label, t in times.items():
             med = float(np.median(t))
             print(f"  {name:<10} {label:<10} {med:7.2f} s  {audio / med:6.1f}x real time  ({base / med:.2f}x torch)")
+        print(f"  {name:<10} int8 vs float32 embeddings, cosine on {what}: median {np.median(cosines):.4f}, "
+              f"min {cosines.min():.4f}")
         first = first if first is not None else base / float(np.median(times["onnx"]))
     print(f"ratio: {first:.2f}")
     return first
