@@ -164,18 +164,38 @@ def test_each_transformers_tower_equals_torch_on_every_way_a_clip_is_cut(tower, 
 
 
 @pytest.mark.slow
-def test_the_export_command_writes_a_transformers_tower_and_int8(tmp_path, capsys):
+def test_a_clap_folder_loaded_as_laion_clap_exports_both_towers(fused_folder, tmp_path):
+    """The published model's layout: ``load_model(FOLDER)`` gives LAION-CLAP's audio and text towers with
+    identity projections (here the fused audio tower); both export."""
+    from soundsift.checkpoints import load_model
+
+    model = load_model(fused_folder, device="cpu")
+    assert model.meta["published"] == "laion-clap" and model.audio.truncation == "fusion"
+    report = export_onnx(model, tmp_path / "out")
+    assert report.audio_max_diff <= TOLERANCE and report.text_max_diff <= TOLERANCE
+    exported = OnnxModel(tmp_path / "out")
+    waves = [(0.1 * np.random.default_rng(6).standard_normal(n)).astype(np.float32) for n in (700, 41000, 83000)]
+    assert np.abs(model.embed_waveforms(waves) - exported.embed_waveforms(waves)).max() <= TOLERANCE
+    captions = ["the dog barks", "The sound of rain, far away!"]
+    assert np.abs(model.embed_texts(captions) - exported.embed_texts(captions)).max() <= TOLERANCE
+    assert exported.tau == pytest.approx(model.tau) and exported.identity == model.identity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["laion-clap", "clap", "ast"])
+def test_the_export_command_writes_a_transformers_tower_and_int8(family, tmp_path, capsys):
     from soundsift.checkpoints.format import save_model
     from soundsift.cli.main import main
 
     torch.manual_seed(0)
-    model = DualEncoder({"name": "laion-clap", "tiny": True}, "tiny-bert", embed_dim=8).eval()
+    model = DualEncoder(TOWERS[family](None), "tiny-bert", embed_dim=8).eval()
     model_file = save_model(model, tmp_path / "model.pt")
     assert main(["export", "onnx", "--model", str(model_file), str(tmp_path / "f32")]) == 0
     assert "largest difference from torch" in capsys.readouterr().out
     assert main(["export", "onnx", "--model", str(model_file), "--quantize", "int8", str(tmp_path / "i8")]) == 0
     f32, i8 = OnnxModel(tmp_path / "f32"), OnnxModel(tmp_path / "i8")
     waves = [(0.1 * np.random.default_rng(2).standard_normal(n)).astype(np.float32) for n in (9000, 70000)]
+    assert np.abs(f32.embed_waveforms(waves) - model.embed_waveforms(waves)).max() <= TOLERANCE
     a, b = f32.embed_waveforms(waves), i8.embed_waveforms(waves)
     cosine = (a * b).sum(1)
     assert i8.quantize == "int8" and np.all(cosine > 0.9) and not np.array_equal(a, b)
