@@ -12,7 +12,10 @@ LAION-CLAP's tower is built offline from transformers' ``ClapAudioConfig`` defau
 ``projection_dim=512``, which is the audio configuration laion/clap-htsat-unfused publishes (its
 config.json sets only ``projection_dim`` 512 and fields transformers no longer reads), and the extractor of
 its preprocessor_config.json (48 kHz, 64 mel bins 50-14000 Hz, hop 480, 1024-point FFT, 10-s windows,
-``repeatpad``, ``rand_trunc``); its projection is the identity, as in the published model.
+``repeatpad``, ``rand_trunc``); its projection is the identity, as in the published model. ``--models ast``
+(not in the default list) times AST at full size: transformers' ``ASTConfig`` and ``ASTFeatureExtractor``
+defaults, the configuration of MIT/ast-finetuned-audioset-10-10-0.4593 (768-d, 12 layers, strides 10,
+1024 frames of 128 mel bins, 16 kHz).
 
 The int8 cosines use ``--real-files`` recordings spread evenly over the files of ``--real`` (sorted by name) (default: the
 folder ``benchmarks/real_sounds.py`` lays out in its cache), at most ``--seconds`` s each; noise when
@@ -60,8 +63,9 @@ def build(name: str, root: Path):
     if name == "laion-clap":
         audio = {"name": name, "model": str(clap_folder(root)), "pretrained": False}
         model = DualEncoder(audio, "tiny-bert", embed_dim=512, audio_projection="identity").eval()
-    else:
-        model = DualEncoder({"name": name, "pretrained": False}, "tiny-bert", embed_dim=1024).eval()
+    else:  # ast: config {} is ASTConfig's defaults (MIT/ast-finetuned-audioset-10-10-0.4593), not the tiny one
+        audio = {"name": name, "pretrained": False, **({"config": {}} if name == "ast" else {})}
+        model = DualEncoder(audio, "tiny-bert", embed_dim=1024).eval()
     model.identity = f"benchmark-{name}-random"
     return model
 
