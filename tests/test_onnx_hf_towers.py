@@ -205,3 +205,36 @@ def test_the_export_command_writes_a_transformers_tower_and_int8(family, tmp_pat
 
     ops = {node.op_type for node in onnx.load(str(tmp_path / "i8" / "audio_core.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "ConvInteger"}
+
+
+@pytest.mark.slow
+def test_an_index_built_on_onnx_runtime_with_a_transformers_tower_ranks_like_torch(tmp_path, monkeypatch):
+    """``--runtime onnx`` exports the tower on demand; its builds cut files into the same windows (the
+    tower declares no fixed input either way) and rank them as the torch build does."""
+    import soundfile as sf
+
+    from soundsift.checkpoints.format import save_model
+    from soundsift.cli.main import main
+    from soundsift.search.api import open_index
+
+    monkeypatch.setenv("SOUNDSIFT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(3)
+    audio = {"name": "laion-clap", "tiny": True, "input_sample_rate": 22050}
+    model_file = save_model(DualEncoder(audio, "tiny-bert", embed_dim=8).eval(), tmp_path / "model.pt")
+    rng = np.random.default_rng(3)
+    (tmp_path / "lib").mkdir()
+    for i in range(8):
+        t = np.arange(int(44100 * (0.4 + 1.6 * i))) / 44100  # 0.4 to 11.6 s: several windows of 2 s
+        tone = 0.3 * np.sin(2 * np.pi * (150 + 120 * i) * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(tmp_path / "lib" / f"clip{i}.wav", tone.astype(np.float32), 44100)
+    for runtime in ("torch", "onnx"):
+        assert main(["-q", "index", "build", str(tmp_path / "lib"), "--out", str(tmp_path / runtime), "--model",
+                     str(model_file), "--runtime", runtime, "--no-progress"]) == 0
+    manifests = [json.loads(next((tmp_path / r).glob("v*/manifest.json")).read_text()) for r in ("torch", "onnx")]
+    assert manifests[1]["model"]["runtime"] == "onnx"
+    assert manifests[0]["windows"]["window"] > 0 and manifests[0]["windows"] == manifests[1]["windows"]
+    for query in ("a low hum", "a high beep", "noise"):
+        by_torch = open_index(tmp_path / "torch").search(query, k=10, rank="files")
+        by_onnx = open_index(tmp_path / "onnx").search(query, k=10, rank="files")
+        assert [h.path for h in by_onnx] == [h.path for h in by_torch]
+        np.testing.assert_allclose([h.score for h in by_onnx], [h.score for h in by_torch], atol=1e-4)
