@@ -34,12 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soundsift.encoders.frontends.hf_features import ClapFeatures
 from soundsift.encoders.hf_audio import (
     TINY_CLAP,
     TINY_CLAP_FEATURES,
     _from_pretrained,
     _set_trainable,
     _WindowedHFEncoder,
+    not_longer,
 )
 from soundsift.encoders.options import CLAP_MAX_TOKENS, CLAP_MODEL, LaionClapAudioCfg, LaionClapTextCfg
 from soundsift.encoders.text import (
@@ -178,9 +180,16 @@ class LaionClapAudioEncoder(_WindowedHFEncoder):
         return {"input_features": feats["input_features"], "is_longer": torch.zeros_like(feats["is_longer"])}
 
     def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
-        inputs = {k: v.to(device) for k, v in self.features_of(windows).items()}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            return F.normalize(self.model(**inputs).audio_embeds, dim=-1)
+            return self.embed_features(self.features_of(windows)["input_features"].to(device))
+
+    def feature_module(self) -> nn.Module:
+        return ClapFeatures(self.features, self.truncation, self.padding, self.min_samples)
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Features of windows (all four fusion channels, or the first alone: with no window "longer", a
+        fusion model reads only the first) -> unit embeddings."""
+        return F.normalize(self.model(input_features=features, is_longer=not_longer(features)).audio_embeds, dim=-1)
 
 
 class LaionClapTextEncoder(HFTextEncoder):

@@ -34,7 +34,8 @@ class AudioExportPlan:
     under ``min_remainder`` samples dropped (``layers.split_snippets``). ``split="patches"``: pieces of
     ``window`` samples every ``hop``, the clip zero-padded to at least one piece and a whole number of
     hops (YAMNet). ``pool``: ``mean`` (weighted by the core's weights when ``weighted``), ``max``, or
-    ``topk`` (mean of the ``pool_k`` largest per feature).
+    ``topk`` (mean of the ``pool_k`` largest per feature). ``model_rate`` (0: none): the rate pieces are
+    cut at, when the tower resamples its input (soxr, whole clips) before cutting it.
 
     ``split="clips"``: each clip is one piece of its own length; ``short_alone`` (with ``"snippets"``): a
     clip shorter than ``window`` is one piece of its own length, not zero-padded to the window. Either way
@@ -54,6 +55,7 @@ class AudioExportPlan:
     head: nn.Module | None = None
     short_alone: bool = False
     min_piece: int = 0
+    model_rate: int = 0
 
 
 @dataclass

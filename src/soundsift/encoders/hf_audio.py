@@ -19,6 +19,8 @@ from torch import nn
 
 from soundsift.downloader import hub_reachable
 from soundsift.encoders.base import AudioEncoder
+from soundsift.encoders.export_plan import AudioExportPlan, Call
+from soundsift.encoders.frontends.hf_features import AstFeatures, ClapFeatures
 from soundsift.encoders.layers import average_by_owner
 from soundsift.encoders.options import CLAP_MODEL, AstCfg, ClapAudioCfg
 from soundsift.errors import ConfigError, WeightsUnavailableError
@@ -59,6 +61,23 @@ def _set_trainable(model: nn.Module, blocks: Sequence[nn.Module], last_k: int | 
         block.requires_grad_(True)
     for head in heads:
         head.requires_grad_(True)
+
+
+class _PiecesCore(nn.Module):
+    """The exported core of a windowed tower: fixed-size pieces and their real samples -> features (the
+    extractor in torch) -> window embeddings (the tower's ``embed_features``)."""
+
+    def __init__(self, features: nn.Module, embed: nn.Module) -> None:
+        super().__init__()
+        self.features, self.embed = features, embed
+
+    def forward(self, pieces: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.features(pieces, valid))
+
+
+def not_longer(features: torch.Tensor) -> torch.Tensor:
+    """CLAP's ``is_longer`` for windows of at most 10 s: all False (no fusion crops are taken)."""
+    return torch.zeros(features.shape[0], 1, dtype=torch.bool, device=features.device)
 
 
 class _WindowedHFEncoder(AudioEncoder):
@@ -107,10 +126,23 @@ class _WindowedHFEncoder(AudioEncoder):
     def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 
-    def export_plan(self):
-        from soundsift.errors import ExportError
+    def feature_module(self) -> nn.Module:
+        """The feature extractor re-implemented in torch (``frontends.hf_features``): ``(pieces (N, W),
+        valid (N,))`` -> what ``embed_features`` takes; it exports to ONNX."""
+        raise NotImplementedError
 
-        raise ExportError("its front end is a transformers feature extractor outside torch")
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The extractor's features of windows -> the windows' embeddings."""
+        raise NotImplementedError
+
+    def export_plan(self) -> AudioExportPlan:
+        """Windows of ``window_samples`` (a last one under a quarter window dropped, as ``_windows``) cut
+        beside the graph, after resampling to ``model_rate`` when the input rate differs; the core graph
+        is the extractor in torch and the network; the windows' embeddings are averaged per clip."""
+        core = _PiecesCore(self.feature_module(), Call(self, "embed_features"))
+        return AudioExportPlan(core=core, split="snippets", window=self.window_samples,
+                               min_remainder=self.window_samples // 4, takes_valid=True,
+                               model_rate=self.model_rate if self.sample_rate != self.model_rate else 0)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         windows, owner = self._windows(waveform, lengths)
@@ -164,9 +196,15 @@ class ASTEncoder(_WindowedHFEncoder):
         """The transformer layers (``model.layers`` in transformers 5, ``model.encoder.layer`` before)."""
         return self.model.layers if hasattr(self.model, "layers") else self.model.encoder.layer
 
+    def feature_module(self) -> nn.Module:
+        return AstFeatures(self.features, self.window_samples, self.min_samples)
+
     def _embed(self, windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
         feats = self.features(windows, sampling_rate=self.model_rate, return_tensors="pt")
-        out = self.model(input_values=feats["input_values"].to(device))
+        return self.embed_features(feats["input_values"].to(device))
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_values=features)
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state
@@ -217,7 +255,11 @@ class CLAPAudioEncoder(_WindowedHFEncoder):
         # windows never exceed max_length_s, so neither truncation mode takes a random crop
         feats = self.features(windows, sampling_rate=self.model_rate, return_tensors="pt",
                               truncation="fusion" if self.fusion else "rand_trunc", padding="repeatpad")
-        if "is_longer" in feats:  # the extractor flags a random window as "longer" in fusion mode: undo
-            feats["is_longer"] = torch.zeros_like(feats["is_longer"])
-        inputs = {k: v.to(device) for k, v in feats.items() if k in ("input_features", "is_longer")}
-        return self.model(**inputs).audio_embeds
+        # the extractor flags a random window as "longer" in fusion mode: embed_features says none is
+        return self.embed_features(feats["input_features"].to(device))
+
+    def feature_module(self) -> nn.Module:
+        return ClapFeatures(self.features, "fusion" if self.fusion else "rand_trunc", "repeatpad", self.min_samples)
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(input_features=features, is_longer=not_longer(features)).audio_embeds

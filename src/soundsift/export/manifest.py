@@ -43,6 +43,11 @@ class AudioGraphs:
     #: pieces of their own length (``split="clips"``, or clips shorter than ``window``: MN), padded to ``min_piece``
     short_alone: bool = False
     min_piece: int = 0
+    #: waveforms at ``sample_rate`` are resampled to this rate before they are cut (0: not resampled)
+    model_rate: int = 0
+    #: the tower's ``segment`` (longest input in one piece, samples; 0: none); -1: not recorded (older
+    #: exports: the window of a snippet split)
+    segment: int = -1
 
 
 @dataclass

@@ -111,7 +111,8 @@ def _audio_graphs(model: Any, plan: AudioExportPlan, folder: Path) -> AudioGraph
                        hop=plan.hop, min_remainder=plan.min_remainder, pool=plan.pool, pool_k=plan.pool_k,
                        takes_valid=plan.takes_valid, weighted=plan.weighted, sample_rate=rate,
                        batch_invariant=bool(model.audio.batch_invariant), inputs=inputs,
-                       short_alone=bool(plan.short_alone), min_piece=int(plan.min_piece))
+                       short_alone=bool(plan.short_alone), min_piece=int(plan.min_piece), model_rate=plan.model_rate,
+                       segment=int(getattr(model.audio, "segment", None) or 0))
 
 
 def _text_graph(model: Any, plan: TextExportPlan, folder: Path) -> TextGraph:

@@ -24,6 +24,15 @@ def patch_count(length: int, window: int, hop: int) -> int:
     return 1 + math.ceil(max(0, length - window) / hop)
 
 
+def resample(waves: Sequence[np.ndarray], rate: int, to: int) -> list[np.ndarray]:
+    """Whole clips resampled with soxr, as the transformers towers resample their input (an empty clip
+    stays empty: it is cut into one piece of zeros either way)."""
+    import soxr
+
+    return [soxr.resample(np.asarray(w, np.float32), rate, to).astype(np.float32) if len(w) else
+            np.zeros(0, np.float32) for w in waves]
+
+
 def split_pieces(waves: Sequence[np.ndarray], split: str, window: int, hop: int = 0,
                  min_remainder: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(pieces (N, window) float32, owner (N,) clip index, valid (N,) real samples per piece)``."""

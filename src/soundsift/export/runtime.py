@@ -16,7 +16,7 @@ import numpy as np
 from soundsift.captions import normalise_captions
 from soundsift.errors import ExportError, MissingDependencyError
 from soundsift.export.manifest import ExportManifest, Inputs, read_manifest
-from soundsift.export.pieces import own_length_pieces, pool_pieces, split_pieces
+from soundsift.export.pieces import own_length_pieces, pool_pieces, resample, split_pieces
 
 INSTALL = "pip install 'soundsift[onnx]'"
 #: A first text request of at most this many captions (a search query, a few labels) opens the text graph
@@ -83,8 +83,8 @@ class OnnxModel:
         self.meta = {**m.meta, "runtime": "onnx", "quantize": m.quantize}
         self.quantize = m.quantize
         #: what the audio tower declares (``checkpoints.windows`` reads a snippet model's input length)
-        self.audio = SimpleNamespace(segment=m.audio.window if m.audio.split == "snippets" else None,
-                                     batch_invariant=m.audio.batch_invariant)
+        segment = m.audio.segment if m.audio.segment >= 0 else (m.audio.window if m.audio.split == "snippets" else 0)
+        self.audio = SimpleNamespace(segment=segment or None, batch_invariant=m.audio.batch_invariant)
 
     def _audio(self, part: str) -> Any:
         """The audio ``core`` or ``head`` session, opened on first use (a text search never needs it)."""
@@ -128,6 +128,8 @@ class OnnxModel:
 
     def _embed_group(self, waves: list[np.ndarray]) -> np.ndarray:
         a = self.manifest.audio
+        if a.model_rate and a.model_rate != a.sample_rate:
+            waves = resample(waves, a.sample_rate, a.model_rate)
         if a.split == "whole":
             lengths = np.asarray([len(w) for w in waves], np.int64)
             batch = np.zeros((len(waves), int(lengths.max())), np.float32)
