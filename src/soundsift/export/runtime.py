@@ -17,6 +17,7 @@ from soundsift.captions import normalise_captions
 from soundsift.errors import ExportError, MissingDependencyError
 from soundsift.export.manifest import ExportManifest, Inputs, read_manifest
 from soundsift.export.pieces import pool_pieces, split_pieces
+from soundsift.spans import patch_ranges, range_rows
 
 INSTALL = "pip install 'soundsift[onnx]'"
 #: A first text request of at most this many captions (a search query, a few labels) opens the text graph
@@ -133,19 +134,66 @@ class OnnxModel:
                 batch[row, : len(w)] = w
             pooled = self._audio("core").run(None, {"waveform": batch, "lengths": lengths})[0]
         else:
-            pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
-            feats, weights = [], []
-            for s in range(0, len(pieces), self.PIECE_BATCH):
-                feed = {"pieces": pieces[s:s + self.PIECE_BATCH]}
-                if a.takes_valid:
-                    feed["valid"] = valid[s:s + self.PIECE_BATCH]
-                outs = self._audio("core").run(None, feed)
-                feats.append(outs[0])
-                if a.weighted:
-                    weights.append(outs[1])
-            pooled = pool_pieces(np.concatenate(feats), owner, len(waves), a.pool, a.pool_k,
-                                 np.concatenate(weights) if a.weighted else None)
+            feats, weights, owner = self._pieces(waves)
+            pooled = pool_pieces(feats, owner, len(waves), a.pool, a.pool_k, weights)
+        return self._head(pooled)
+
+    def _pieces(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The core graph's outputs for every piece of ``waves`` (N, F), their weights (N,) when the
+        pooling is weighted, and the clip each piece belongs to (N,)."""
+        a = self.manifest.audio
+        pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
+        feats, weights = [], []
+        for s in range(0, len(pieces), self.PIECE_BATCH):
+            feed = {"pieces": pieces[s:s + self.PIECE_BATCH]}
+            if a.takes_valid:
+                feed["valid"] = valid[s:s + self.PIECE_BATCH]
+            outs = self._audio("core").run(None, feed)
+            feats.append(outs[0])
+            if a.weighted:
+                weights.append(outs[1])
+        return np.concatenate(feats), (np.concatenate(weights) if a.weighted else None), owner
+
+    def _head(self, pooled: np.ndarray) -> np.ndarray:
         return self._audio("head").run(None, {"pooled": np.ascontiguousarray(pooled, np.float32)})[0]
+
+    @property
+    def pools_patches(self) -> bool:
+        """Whether the audio tower pools patches (``split="patches"``), so a file's windows can be pooled
+        from the file's own patches (``embed_patch_windows``), as ``DualEncoder`` does."""
+        return self.manifest.audio.split == "patches"
+
+    def embed_patch_windows(self, waveforms: Sequence[np.ndarray], spans: Sequence[np.ndarray],
+                            batch_size: int = 32, rule: str = "inside",
+                            progress: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each waveform's unit vector and its windows' ((W, D); ``spans[i]``: (W, 2) samples), each window
+        pooled from the file's patches that ``spans.patch_ranges`` gives it by ``rule`` (``DualEncoder``'s
+        ``embed_patch_windows``): the core graph runs once per patch of a file."""
+        a = self.manifest.audio
+        out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(waveforms)  # type: ignore[list-item]
+        order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
+        for start in range(0, len(order), max(1, int(batch_size))):
+            group = order[start:start + max(1, int(batch_size))]
+            feats, weights, owner = self._pieces([np.asarray(waveforms[i], np.float32) for i in group])
+            bounds = np.searchsorted(owner, np.arange(len(group) + 1))
+            rows, owners, sizes = [np.arange(len(owner))], [owner], []
+            for j, i in enumerate(group):
+                ranges = patch_ranges(spans[i], int(bounds[j + 1] - bounds[j]), a.window, a.hop, rule)
+                at, which = range_rows(ranges)
+                rows.append(bounds[j] + at)
+                owners.append(len(group) + sum(sizes) + which)
+                sizes.append(len(ranges))
+            take = np.concatenate(rows)
+            pooled = pool_pieces(feats[take], np.concatenate(owners), len(group) + sum(sizes), a.pool, a.pool_k,
+                                 None if weights is None else weights[take])
+            vectors = self._head(pooled)
+            at = len(group)
+            for j, i in enumerate(group):
+                out[i] = (vectors[j], vectors[at: at + sizes[j]])
+                at += sizes[j]
+            if progress is not None:
+                progress(len(group))
+        return out
 
     def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:
         """Audio files and/or mono waveforms (``audio.as_waveforms``) -> (N, D) unit vectors."""
