@@ -15,7 +15,7 @@ import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +187,51 @@ class ThreadDecoders:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def prefetch(items: Iterable[Any], budget: int, size: Callable[[Any], int]) -> Iterator[Any]:
+    """``items`` in order, pulled by a background thread while the caller works on earlier ones (the
+    model embeds a chunk while the decoders go on), holding at most ``budget`` (by ``size``; at least
+    one item) that the caller has not taken yet. An exception in ``items`` is raised to the caller; when
+    the caller stops early the thread stops at its next item."""
+    cond = threading.Condition()
+    held: list[Any] = []
+    state = {"held": 0, "done": False, "error": None, "stop": False}
+
+    def pull() -> None:
+        try:
+            for item in items:
+                n = size(item)
+                with cond:
+                    cond.wait_for(lambda: state["stop"] or not held or state["held"] + n <= budget)
+                    if state["stop"]:
+                        return
+                    held.append((item, n))
+                    state["held"] += n
+                    cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            state["error"] = exc
+        finally:
+            with cond:
+                state["done"] = True
+                cond.notify_all()
+
+    thread = threading.Thread(target=pull, name="soundsift-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with cond:
+                cond.wait_for(lambda: held or state["done"])
+                if not held:
+                    break
+                item, n = held.pop(0)
+                state["held"] -= n
+                cond.notify_all()
+            yield item
+        if state["error"] is not None:
+            raise state["error"]
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        thread.join(timeout=5)
