@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from contextlib import closing
 import warnings
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
