@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--searches", type=int, default=5, help="search processes timed per index")
     parser.add_argument("--baseline-src", type=Path, help="also build with ONNX Runtime from this src folder")
     parser.add_argument("--repeats", type=int, default=1, help="builds per runtime (medians; alternating)")
+    parser.add_argument("--threads", type=int, nargs="*", default=[],
+                        help="also build with ONNX Runtime at these intra-op threads (SOUNDSIFT_ONNX_THREADS)")
     args = parser.parse_args(argv)
     if args.baseline_src is None and ("torch" not in args.runtimes or "onnx" not in args.runtimes):
         parser.error("--runtimes needs torch and onnx (the ratio compares them), unless --baseline-src is given")
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> float:
             envs["baseline"] = {**env, "PYTHONPATH": str(args.baseline_src.resolve()),
                                 "PYTHONPYCACHEPREFIX": str(work / "bytecode-baseline")}
             RUNTIMES["baseline"] = RUNTIMES["onnx"]
+        for threads in args.threads:
+            envs[f"onnx-t{threads}"] = {**env, "SOUNDSIFT_ONNX_THREADS": str(threads)}
+            RUNTIMES[f"onnx-t{threads}"] = RUNTIMES["onnx"]
         files, seconds = lay_out(cache, args.minutes, work / "library")
         first = next(p for p in sorted((work / "library").rglob("*")) if p.is_symlink())
         (work / "one").mkdir()

@@ -41,13 +41,17 @@ def graph_inputs(session: Any) -> Inputs:
             for i in session.get_inputs()}
 
 
-def open_session(file: Path, expected: Inputs, threads: int | None = None) -> Any:
-    """An ONNX Runtime session of ``file``, refused in one line when its inputs differ from ``expected``."""
+def open_session(file: Path, expected: Inputs, threads: int | None = None, spinning: bool = True) -> Any:
+    """An ONNX Runtime session of ``file``, refused in one line when its inputs differ from ``expected``;
+    ``spinning`` False: its idle intra-op threads sleep instead of spinning (they share the cores with
+    the decoding workers of an index build)."""
     ort = onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
@@ -65,6 +69,9 @@ class OnnxModel:
     runtime = "onnx"
     #: Pieces (snippets, patches) per run of the audio core graph.
     PIECE_BATCH = 64
+    #: Whether the audio graphs' idle threads spin; off: an index build's decoding workers share the
+    #: cores (measured in docs/onnx.md).
+    AUDIO_SPINNING = False
 
     def __init__(self, folder: str | Path, threads: int | None = None) -> None:
         self.folder = Path(folder).expanduser()
@@ -89,7 +96,8 @@ class OnnxModel:
         """The audio ``core`` or ``head`` session, opened on first use (a text search never needs it)."""
         if part not in self._sessions:
             a = self.manifest.audio
-            self._sessions[part] = open_session(self.folder / getattr(a, part), a.inputs[part], self._threads)
+            self._sessions[part] = open_session(self.folder / getattr(a, part), a.inputs[part], self._threads,
+                                                spinning=self.AUDIO_SPINNING)
         return self._sessions[part]
 
     @property
