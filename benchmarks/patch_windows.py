@@ -31,12 +31,12 @@ from index_speed import lay_out  # noqa: E402
 
 #: name -> (threads (None: ONNX Runtime's default), spinning, patches per run, window rule)
 VARIANTS = {
-    "windows alone, default threads, spinning (before)": (None, True, 64, "alone"),
-    "pooled, default threads, spinning": (None, True, 64, "inside"),
-    "pooled, default threads, no spinning (default)": (None, False, 64, "inside"),
-    "pooled, 1 thread": (1, False, 64, "inside"),
-    "pooled, no spinning, 16 patches per run": (None, False, 16, "inside"),
-    "pooled, no spinning, 256 patches per run": (None, False, 256, "inside"),
+    "windows alone, default threads, spinning, 64 patches per run (before)": (None, True, 64, "alone"),
+    "pooled, default threads, spinning, 16 per run": (None, True, 16, "inside"),
+    "pooled, default threads, no spinning, 16 per run (default)": (None, False, 16, "inside"),
+    "pooled, 1 thread, no spinning, 16 per run": (1, False, 16, "inside"),
+    "pooled, default threads, no spinning, 64 per run": (None, False, 64, "inside"),
+    "pooled, default threads, no spinning, 256 per run": (None, False, 256, "inside"),
 }
 
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> float:
     models, times = {}, {name: [] for name in VARIANTS}
     for name, (threads, spinning, batch, rule) in VARIANTS.items():
         model = OnnxModel(folder, threads=threads)
-        model.AUDIO_SPINNING, model.PIECE_BATCH = spinning, batch  # this instance's sessions
+        model.AUDIO_SPINNING, model.PATCH_BATCH = spinning, batch  # this instance's sessions and runs
         embed_with_windows(model, waves[:5], 16, 2.0, 1.0, rule=rule)
         models[name] = model
     for _ in range(max(1, args.repeats)):
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> float:
             times[name].append(time.perf_counter() - t0)
     for name, runs in times.items():
         median = statistics.median(runs)
-        print(f"{name:<52} median {median:6.2f} s ({', '.join(f'{t:.2f}' for t in runs)}), "
+        print(f"{name:<70} median {median:6.2f} s ({', '.join(f'{t:.2f}' for t in runs)}), "
               f"{seconds / median:5.0f}x real time")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     ratio = statistics.median(times[list(VARIANTS)[0]]) / statistics.median(times[list(VARIANTS)[2]])

@@ -67,8 +67,10 @@ class OnnxModel:
     """An exported model (``soundsift export onnx``) with ``DualEncoder``'s inference API."""
 
     runtime = "onnx"
-    #: Pieces (snippets, patches) per run of the audio core graph.
+    #: Pieces (snippets, patches) per run of the audio core graph; YAMNet's 0.975-s patches: ``PATCH_BATCH``
+    #: (measured faster than 64 or 256: docs/onnx.md).
     PIECE_BATCH = 64
+    PATCH_BATCH = 16
     #: Whether the audio graphs' idle threads spin; off: an index build's decoding workers share the
     #: cores (measured in docs/onnx.md).
     AUDIO_SPINNING = False
@@ -152,10 +154,11 @@ class OnnxModel:
         a = self.manifest.audio
         pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
         feats, weights = [], []
-        for s in range(0, len(pieces), self.PIECE_BATCH):
-            feed = {"pieces": pieces[s:s + self.PIECE_BATCH]}
+        step = self.PATCH_BATCH if a.split == "patches" else self.PIECE_BATCH
+        for s in range(0, len(pieces), step):
+            feed = {"pieces": pieces[s:s + step]}
             if a.takes_valid:
-                feed["valid"] = valid[s:s + self.PIECE_BATCH]
+                feed["valid"] = valid[s:s + step]
             outs = self._audio("core").run(None, feed)
             feats.append(outs[0])
             if a.weighted:
