@@ -24,8 +24,8 @@ run from compiled bytecode, as an installed package does.
 
 Last line ``ratio: X``: torch's end-to-end build time over ONNX Runtime's (float32); with
 ``--baseline-src DIR`` (another soundsift's ``src``, e.g. ``git archive COMMIT src`` extracted), the
-baseline's ONNX build time over this one's, both built in the same run, alternating, ``--repeats`` times
-each (medians).
+baseline's build time over this one's with the same runtime (``--baseline-runtime``, default ONNX), both
+built in the same run, alternating, ``--repeats`` times each (medians).
 """
 
 from __future__ import annotations
@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> float:
                         help="what runs the model (default: all three)")
     parser.add_argument("--cache", type=Path, default=None, help="package cache (default: generalise.py's)")
     parser.add_argument("--searches", type=int, default=5, help="search processes timed per index")
-    parser.add_argument("--baseline-src", type=Path, help="also build with ONNX Runtime from this src folder")
+    parser.add_argument("--baseline-src", type=Path, help="also build from this src folder")
+    parser.add_argument("--baseline-runtime", choices=("onnx", "torch"), default="onnx",
+                        help="the runtime of the --baseline-src builds, compared with this one's (default onnx)")
     parser.add_argument("--repeats", type=int, default=1, help="builds per runtime (medians; alternating)")
     parser.add_argument("--threads", type=int, nargs="*", default=[],
                         help="also build with ONNX Runtime at these intra-op threads (SOUNDSIFT_ONNX_THREADS)")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> float:
         if args.baseline_src is not None:  # its own bytecode (the export made once is the same graphs)
             envs["baseline"] = {**env, "PYTHONPATH": str(args.baseline_src.resolve()),
                                 "PYTHONPYCACHEPREFIX": str(work / "bytecode-baseline")}
-            RUNTIMES["baseline"] = RUNTIMES["onnx"]
+            RUNTIMES["baseline"] = RUNTIMES[args.baseline_runtime]
         for threads in args.threads:
             envs[f"onnx-t{threads}"] = {**env, "SOUNDSIFT_ONNX_THREADS": str(threads)}
             RUNTIMES[f"onnx-t{threads}"] = RUNTIMES["onnx"]
@@ -148,7 +150,10 @@ def main(argv: list[str] | None = None) -> float:
     walls = {name: statistics.median(r["wall"] for r in runs) for name, runs in rows.items()}
     for name, wall in walls.items():
         print(f"median of {len(rows[name])}: {name} build {wall:.1f} s, {seconds / wall:.1f}x real time end to end")
-    ratio = walls["baseline" if args.baseline_src is not None else "torch"] / walls["onnx"]
+    if args.baseline_src is not None:
+        ratio = walls["baseline"] / walls[args.baseline_runtime]
+    else:
+        ratio = walls["torch"] / walls["onnx"]
     print(f"ratio: {ratio:.2f}")
     return ratio
 
