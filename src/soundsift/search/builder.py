@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from soundsift.data.records import Problem
 from soundsift.errors import ModelMismatchError, SearchIndexError
 from soundsift.progress import progress_bar
 from soundsift.search.changes import Base, ShaIndex, concat_rows, gather, live_windows, merge_plan
-from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders, prefetch
+from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
 from soundsift.search.embedding import PATCH_RULE, Embedded, embed_with_windows, window_embedding
 from soundsift.search.index_types import IndexEntry
 from soundsift.search.reader import LiveVersion, read_live
@@ -243,9 +242,8 @@ class Build:
     # ------------------------------------------------------------------------------ embedding
 
     def decode_and_embed(self, todo: list[_Candidate]) -> None:
-        """Decode ahead (threads or processes; up to a chunk's samples, pulled while the model embeds the
-        previous chunk); embed in chunks bounded by file count and samples; reuse the embedding of a content
-        already indexed; skip what fails."""
+        """Decode a few files ahead (threads or processes); embed in chunks bounded by file count and
+        samples; reuse the embedding of a content already indexed; skip what fails."""
         opts, rate = self.options, self.model.sample_rate
         max_samples = opts.chunk_samples or 600 * rate
         workers = max(1, int(opts.workers))
@@ -253,11 +251,10 @@ class Build:
         if processes == "auto":
             processes = workers > 1 and len(todo) > PROCESS_THRESHOLD
         pool_type = ProcessDecoders if processes else ThreadDecoders
-        with progress_bar(len(todo), opts.progress, desc="embedding", unit="file", dynamic_ncols=True) as bar, \
-                pool_type(workers, rate, self.shas, opts.decode_timeout) as pool, \
-                closing(prefetch(pool.map([self.root / c.path for c in todo]), max_samples, _samples)) as decoded:
+        with progress_bar(len(todo), opts.progress, desc="embedding", unit="file",
+                          dynamic_ncols=True) as bar, pool_type(workers, rate, self.shas, opts.decode_timeout) as pool:
             waves: list[tuple[_Candidate, Decoded]] = []
-            for c, result in zip(todo, decoded):
+            for c, result in zip(todo, pool.map([self.root / c.path for c in todo])):
                 if isinstance(result, Decoded):
                     self.stages.add_decoded(result.times)
                     self.new.thumbs[c.path] = result.thumbnail
@@ -376,11 +373,6 @@ class Build:
     @property
     def _window_embedding(self) -> str:
         return window_embedding(self.model, self.options.window_rule)
-
-
-def _samples(result: Any) -> int:
-    """What a decoding result holds, for the decode-ahead budget: its samples (1 for no waveform)."""
-    return len(result.wave) if isinstance(result, Decoded) else 1
 
 
 def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:

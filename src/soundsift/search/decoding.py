@@ -15,7 +15,7 @@ import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,70 +187,3 @@ class ThreadDecoders:
 
     def __exit__(self, *exc: object) -> None:
         pass
-
-
-def prefetch(items: Iterable[Any], budget: int, size: Callable[[Any], int]) -> Iterator[Any]:
-    """``items`` in order, pulled by a background thread while the caller works on earlier ones (the
-    model embeds a chunk while the decoders go on), holding at most ``budget`` (by ``size``; at least
-    one item) that the caller has not taken yet. An exception in ``items`` is raised to the caller; when
-    the caller stops early the thread stops at its next item."""
-    ahead = _Ahead(budget)
-    thread = threading.Thread(target=ahead.pull, args=(items, size), name="soundsift-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ahead.take()
-            if item is _Ahead.END:
-                break
-            yield item
-        if ahead.error is not None:
-            raise ahead.error
-    finally:
-        ahead.stop()
-        thread.join(timeout=5)
-
-
-class _Ahead:
-    """The items ``prefetch``'s thread has pulled and its caller not yet taken, within a budget."""
-
-    END = object()
-
-    def __init__(self, budget: int) -> None:
-        self.budget, self.held = budget, 0
-        self.items: list[tuple[Any, int]] = []
-        self.cond = threading.Condition()
-        self.done = self.stopped = False
-        self.error: BaseException | None = None
-
-    def pull(self, items: Iterable[Any], size: Callable[[Any], int]) -> None:
-        try:
-            for item in items:
-                n = size(item)
-                with self.cond:
-                    self.cond.wait_for(lambda n=n: self.stopped or not self.items or self.held + n <= self.budget)
-                    if self.stopped:
-                        return
-                    self.items.append((item, n))
-                    self.held += n
-                    self.cond.notify_all()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            self.error = exc
-        finally:
-            with self.cond:
-                self.done = True
-                self.cond.notify_all()
-
-    def take(self) -> Any:
-        with self.cond:
-            self.cond.wait_for(lambda: self.items or self.done)
-            if not self.items:
-                return self.END
-            item, n = self.items.pop(0)
-            self.held -= n
-            self.cond.notify_all()
-            return item
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
