@@ -150,20 +150,23 @@ def fmt(values: dict[str, np.ndarray]) -> str:
     return "  ".join(f"{k} {values[k].mean():6.2f}" for k in KEYS)
 
 
-def built(folder: Path, work: Path, window: float, hop: float) -> tuple[Path, str]:
-    """The index of ``folder`` at ``window``/``hop`` (built once under ``work``, then reused: an
-    unchanged library re-embeds nothing) and a line describing it."""
+def built(folder: Path, work: Path, window: float, hop: float, rule: str | None = None) -> tuple[Path, str]:
+    """The index of ``folder`` at ``window``/``hop`` with windows made by ``rule`` (default: the build's;
+    ``search.embedding.embed_with_windows``), built once under ``work``, then reused (an unchanged
+    library re-embeds nothing), and a line describing it."""
     from soundsift.search.build import build_index
+    from soundsift.search.embedding import PATCH_RULE
     from soundsift.search.index import open_index
 
-    index = work / f"index-{folder.name}-w{window:g}-h{hop:g}"
+    rule = rule or PATCH_RULE
+    index = work / f"index-{folder.name}-w{window:g}-h{hop:g}-{rule}"
     t0 = time.perf_counter()
-    build_index(folder, index, "zero-shot", progress=False, window=window, hop=hop)
+    build_index(folder, index, "zero-shot", progress=False, window=window, hop=hop, window_rule=rule)
     took = time.perf_counter() - t0
     opened = open_index(index)
     n_files, seconds = len(opened), sum(e.duration for e in opened.entries)
     rows = n_files + (len(opened.windows) if opened.windows is not None else 0)
-    return index, (f"{window:g} s / {hop:g} s: {rows} rows ({rows / seconds:.3f} per s of audio, "
+    return index, (f"{window:g} s / {hop:g} s, windows {rule}: {rows} rows ({rows / seconds:.3f} per s of audio, "
                    f"{rows * opened.embeddings.shape[1] * 4 / seconds:.0f} bytes per s), build {took:.0f} s")
 
 
@@ -208,6 +211,31 @@ def evaluate_half(folder: Path, ann: Path, work: Path, window: float | None, hop
     return values
 
 
+def compare_rules(folder: Path, ann: Path, work: Path, rules: list[str]) -> None:
+    """The moments ``/api/search`` returns from indexes whose windows were made by each of ``rules``
+    (``"alone"``: each window embedded on its own; a patch rule: pooled from the file's patches), at the
+    default window, with paired bootstrap intervals of each against the first."""
+    from soundsift.spans import default_windows
+
+    queries = read_queries(ann)
+    truth = [q["relevant_windows"] for q in queries]
+    window, hop = default_windows(None)
+    n_files = len({q["vid"] for q in queries})
+    values = {}
+    for rule in rules:
+        index, line = built(folder, work, window, hop, rule)
+        print(f"  index {line}", flush=True)
+        values[rule] = per_query(truth, served_predictions(index, queries, n_files)[0])
+    rand = [per_query(truth, random_predictions(queries, window, s)) for s in range(20)]
+    values[f"random {window:g}-s windows"] = {k: np.mean([r[k] for r in rand], axis=0) for k in KEYS}
+    print(f"{folder.name}: served moments by how the windows were made ({len(queries)} queries)")
+    for name, v in values.items():
+        print(f"  {name:<36} {fmt(v)}")
+    for rule in rules[1:]:
+        ci = {k: paired_bootstrap_ci(values[rule][k], values[rules[0]][k]) for k in KEYS}
+        print(f"  {rule} - {rules[0]}: " + "  ".join(f"{k} {m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for k, (m, lo, hi) in ci.items()))
+
+
 def simulate_half(folder: Path, queries: list[dict]) -> None:
     """The default (2 s / 1 s, merged as search merges) against the previous default (10 s / 5 s, ratio
     0.9) and random windows, from YAMNet's patch scores (no index, no server), with paired intervals."""
@@ -246,6 +274,9 @@ def run(argv: list[str] | None = None) -> float:
     parser.add_argument("--previous-index", action="store_true",
                         help="build a 10 s / 5 s index for the previous default (else reuse one or simulate it)")
     parser.add_argument("--halves", default="dev,test", help="which halves to evaluate")
+    parser.add_argument("--compare-rules", metavar="HALF:RULES",
+                        help="e.g. dev:alone,inside,centre: served moments of indexes whose windows were made by "
+                             "each rule (alone, or pooled from the file's patches), paired against the first")
     args = parser.parse_args(argv)
     sounds_cache = real_sounds.default_cache()
     evs, bgs = data.events(sounds_cache), data.backgrounds(sounds_cache)
@@ -271,6 +302,9 @@ def run(argv: list[str] | None = None) -> float:
     results = {}
     work = args.work or root / "work"
     work.mkdir(parents=True, exist_ok=True)
+    if args.compare_rules:
+        half, rules = args.compare_rules.split(":")
+        compare_rules(root / half, anns[half], work, rules.split(","))
     for split in filter(None, args.halves.split(",")):
         results[split] = evaluate_half(root / split, anns[split], work, args.window, args.hop, args.previous_index)
     if not results:

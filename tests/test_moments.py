@@ -235,7 +235,7 @@ def test_index_records_windows_covering_long_files_only(library):
     spans = index.windows.spans[index.windows.rows_of(long_row)]
     assert spans[0].tolist() == [0.0, 4.0] and spans[-1].tolist() == [20.0, 24.0] and len(spans) == 11
     assert len(index.windows) == 11  # the 2-s file stays one item
-    assert index.manifest["windows"] == {"window": 4.0, "hop": 2.0, "count": 11, "faiss": None}
+    assert index.manifest["windows"] == {"window": 4.0, "hop": 2.0, "count": 11, "faiss": None, "embedding": "alone"}
     from soundsift.search.index import describe
 
     summary = describe(index)  # what `index info` and /api/info show

@@ -286,6 +286,19 @@ def test_a_first_request_of_few_captions_opens_the_text_graph_with_one_thread(ex
     np.testing.assert_allclose(got_few, got_many, rtol=0, atol=1e-6)
 
 
+def test_the_audio_graphs_threads_sleep_when_idle_and_embed_the_same(exported, monkeypatch):
+    waves = [np.random.default_rng(4).standard_normal(n).astype(np.float32) for n in (1600, 9000)]
+    quiet = OnnxModel(exported)
+    got = quiet.embed_waveforms(waves)
+    options = quiet._audio("core").get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    monkeypatch.setattr(OnnxModel, "AUDIO_SPINNING", True)
+    spinning = OnnxModel(exported)
+    np.testing.assert_array_equal(spinning.embed_waveforms(waves), got)
+    with pytest.raises(Exception, match="allow_spinning"):  # not set: ONNX Runtime's default (spinning)
+        spinning._audio("core").get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
 # ----------------------------------------------------------------------------- index build and search
 
 

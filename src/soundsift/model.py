@@ -22,6 +22,7 @@ from torch import nn
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
 from soundsift.errors import ConfigError, DownloadError, ModelFileError
+from soundsift.spans import patch_ranges
 
 #: The similarity temperature of the paper (DESIGN.md section 1), and of model files that do not record one.
 DEFAULT_TAU = 0.05
@@ -156,20 +157,64 @@ class DualEncoder(nn.Module):
         was_training = self.training
         self.eval()
         out = np.zeros((len(waveforms), self.embed_dim), dtype=np.float32)
-        device = self.device
+        try:
+            for chunk, wav, lengths in self._batches(waveforms, batch_size):
+                out[chunk] = self.encode_audio(wav, lengths).float().cpu().numpy()
+                if progress is not None:
+                    progress(len(chunk))
+        finally:
+            self.train(was_training)
+        return out
+
+    def _batches(self, waveforms: Sequence[np.ndarray], batch_size: int):
+        """(indices, zero-padded batch (B, T) on the model's device, lengths (B,)) of ``waveforms`` batched
+        as ``embed_waveforms`` says."""
         sizes = [len(w) for w in waveforms]
         invariant = bool(self.audio.batch_invariant)
-        batches = length_grouped_batches(sizes, batch_size, self.EMBED_MAX_PADDING if invariant else None)
+        for chunk in length_grouped_batches(sizes, batch_size, self.EMBED_MAX_PADDING if invariant else None):
+            longest = max(sizes[i] for i in chunk)
+            dtype = np.result_type(*(np.asarray(waveforms[i]).dtype for i in chunk))
+            batch = np.zeros((len(chunk), longest), dtype=dtype)
+            for row, i in enumerate(chunk):
+                batch[row, : sizes[i]] = waveforms[i]
+            yield chunk, torch.from_numpy(batch).to(self.device), torch.tensor(
+                [sizes[i] for i in chunk], dtype=torch.long, device=self.device)
+
+    @property
+    def pools_patches(self) -> bool:
+        """Whether the audio tower pools per-patch outputs (its ``patch_grid``), so a file's windows can be
+        pooled from the file's own patches (``embed_patch_windows``)."""
+        return self.audio.patch_grid is not None
+
+    @torch.no_grad()
+    def embed_patch_windows(self, waveforms: Sequence[np.ndarray], spans: Sequence[np.ndarray],
+                            batch_size: int = 32, rule: str = "inside",
+                            progress: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each waveform's unit vector (as ``embed_waveforms``) and its windows' ((W, D); ``spans[i]``: (W, 2)
+        samples), each window pooled from the patches of the file that ``spans.patch_ranges`` gives it by
+        ``rule``: the tower runs once per file. Only where ``pools_patches``."""
+        patch, hop = self.audio.patch_grid
+        was_training = self.training
+        self.eval()
+        out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(waveforms)  # type: ignore[list-item]
         try:
-            for chunk in batches:
-                longest = max(sizes[i] for i in chunk)
-                dtype = np.result_type(*(np.asarray(waveforms[i]).dtype for i in chunk))
-                batch = np.zeros((len(chunk), longest), dtype=dtype)
+            for chunk, wav, lengths in self._batches(waveforms, batch_size):
+                outputs, counts, side = self.audio.patch_outputs(wav, lengths)
+                pooled, sizes = [self.audio.pool_patch_outputs(outputs, counts, side)], []
                 for row, i in enumerate(chunk):
-                    batch[row, : sizes[i]] = waveforms[i]
-                wav = torch.from_numpy(batch).to(device)
-                lengths = torch.tensor([sizes[i] for i in chunk], dtype=torch.long, device=device)
-                out[chunk] = self.encode_audio(wav, lengths).float().cpu().numpy()
+                    n = int(counts[row])
+                    ranges = patch_ranges(spans[i], n, patch, hop, rule)
+                    sizes.append(len(ranges))
+                    if len(ranges):
+                        width = ranges[:, 1] - ranges[:, 0]
+                        at = torch.from_numpy(np.minimum(ranges[:, :1] + np.arange(int(width.max())), n - 1)).to(wav.device)
+                        pooled.append(self.audio.pool_patch_outputs(
+                            outputs[row][at], torch.from_numpy(width).to(wav.device), None if side is None else side[row][at]))
+                vectors = nn.functional.normalize(self.audio_proj(torch.cat(pooled)), dim=-1).float().cpu().numpy()
+                at = len(chunk)
+                for row, i in enumerate(chunk):
+                    out[i] = (vectors[row], vectors[at: at + sizes[row]])
+                    at += sizes[row]
                 if progress is not None:
                     progress(len(chunk))
         finally:

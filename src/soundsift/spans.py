@@ -35,6 +35,11 @@ PEAK_MAX_WINDOW = 4.0  # seconds: windows shorter than this merge by the peak ru
 DEFAULT_WINDOW = 2.0  # seconds, for models without a fixed input length (the zero-shot model); chosen on
 # the development half of benchmarks/real_moments.py (docs/moments.md, "Real recordings")
 NMS_IOU = 0.5  # a moment overlapping a better one by this temporal IoU or more is dropped
+#: Which of a file's patches pool into a window (``patch_ranges``): those lying wholly inside it, or those
+#: whose centre lies inside it.
+PATCH_RULES = ("inside", "centre")
+#: The index manifest's tag of window vectors embedded each on its own (every model can).
+WINDOWS_ALONE = "alone"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,43 @@ def window_spans(n_samples: int, window: int, hop: int) -> np.ndarray:
         raise ConfigError(f"hop {hop} samples must be above 0 and at most the window ({window} samples)")
     starts = list(range(0, n_samples - window, hop)) + [n_samples - window]
     return np.array([[s, s + window] for s in starts], np.int64)
+
+
+def patch_ranges(spans: np.ndarray, n_patches: int, patch: int, hop: int, rule: str = "inside") -> np.ndarray:
+    """(W, 2) int64 ranges [first, last + 1) of the patches of a file (patch k covers samples
+    [k * hop, k * hop + patch); ``n_patches`` of them) that pool into each window of ``spans`` (W, 2
+    samples [start, end)): by ``rule`` (``PATCH_RULES``), those wholly inside the window or those whose
+    centre lies in it. A window that no patch fits gets the one patch whose centre is nearest its own
+    (the earlier of two)."""
+    if rule not in PATCH_RULES:
+        raise ConfigError(f"unknown patch rule {rule!r}; use one of {', '.join(PATCH_RULES)}")
+    spans = np.asarray(spans, np.int64).reshape(-1, 2)
+    a, b = spans[:, 0], spans[:, 1]
+    if rule == "inside":  # k * hop >= a and k * hop + patch <= b
+        lo, hi = -(-a // hop), np.floor_divide(b - patch, hop) + 1
+    else:  # 2 k hop + patch in [2a, 2b): the centre, in half samples
+        lo, hi = -(-(2 * a - patch) // (2 * hop)), -(-(2 * b - patch) // (2 * hop))
+    lo, hi = np.clip(lo, 0, n_patches), np.clip(hi, 0, n_patches)
+    empty = hi <= lo
+    # the k whose centre k hop + patch / 2 is nearest (a + b) / 2, the earlier one on a tie
+    nearest = np.clip(-(-(a + b - patch - hop) // (2 * hop)), 0, max(n_patches - 1, 0))
+    return np.stack([np.where(empty, nearest, lo), np.where(empty, nearest + 1, hi)], 1).astype(np.int64)
+
+
+def window_embedding_tag(pools_patches: bool, rule: str) -> str:
+    """What an index records of how its window vectors were made: ``"patches-RULE"`` (pooled from the
+    file's own patches by ``patch_ranges``' rule) for a model that ``pools_patches``, else ``"alone"``."""
+    return f"patches-{rule}" if pools_patches and rule != WINDOWS_ALONE else WINDOWS_ALONE
+
+
+def range_rows(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The patch indices that ``ranges`` (W, 2: [first, last + 1)) cover, concatenated in order, and the
+    window each belongs to."""
+    ranges = np.asarray(ranges, np.int64).reshape(-1, 2)
+    counts = ranges[:, 1] - ranges[:, 0]
+    owner = np.repeat(np.arange(len(ranges)), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(ranges[:, 0], counts) + offsets, owner
 
 
 def default_windows(input_seconds: float | None) -> tuple[float, float]:

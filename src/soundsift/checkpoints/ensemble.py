@@ -31,6 +31,8 @@ class ModelEnsemble:
 
     runtime = "torch"
     quantize: str | None = None
+    #: Its window vectors are embedded window by window (``search.embedding``), never pooled from patches.
+    pools_patches = False
 
     def __init__(self, members: Sequence[Any], names: Sequence[str] | None = None):
         if len(members) < 2:

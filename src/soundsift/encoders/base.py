@@ -13,6 +13,9 @@ Required:
 Capabilities (class attributes or properties; override where they hold):
   - ``batch_invariant`` (audio): in eval mode each clip of a zero-padded batch with ``lengths`` embeds
     exactly as it would alone, so ``DualEncoder.embed_waveforms`` may batch clips of different lengths.
+  - ``patch_grid`` (audio): ``(patch, hop)`` samples when the tower embeds a clip by pooling per-patch
+    outputs (``patch_outputs``, then ``pool_patch_outputs``), so the windows of a long file can be pooled
+    from the file's own patches instead of embedding each window again; None (the default) when not.
   - ``freeze``: the encoder is not trained (no gradients; it stays in eval mode during training).
   - ``can_precompute`` / ``precompute(texts)`` (text): a frozen encoder that caches its outputs embeds a
     whole dataset's captions once before training.
@@ -64,8 +67,23 @@ class AudioEncoder(Encoder):
     #: A clip embeds the same alone or zero-padded in a batch with ``lengths`` (eval mode).
     batch_invariant: bool = False
 
+    #: (patch, hop) samples of the per-patch outputs the tower pools (see the module docstring); None: none.
+    patch_grid: tuple[int, int] | None = None
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def patch_outputs(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, T) waveforms -> per-patch outputs ``(B, P, F)`` (zero past each clip's ``counts``), the patch
+        counts ``(B,)`` and per-patch side values ``(B, P)`` the pooling may read (or None); only where
+        ``patch_grid`` is set. ``pool_patch_outputs(*patch_outputs(w, n))`` equals ``forward(w, n)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not pool patches (patch_grid is None)")
+
+    def pool_patch_outputs(self, outputs: torch.Tensor, counts: torch.Tensor, side: torch.Tensor | None
+                           ) -> torch.Tensor:
+        """Per-patch outputs ``(B, P, F)`` of which the first ``counts`` count -> ``(B, out_dim)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not pool patches (patch_grid is None)")
 
     def export_plan(self) -> Any:
         """How the tower exports to ONNX (``encoders.export_plan.AudioExportPlan``); by default whole,

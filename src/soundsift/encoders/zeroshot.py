@@ -244,27 +244,30 @@ class YAMNetBridgeEncoder(AudioEncoder):
         """(B, T) waveforms -> per-patch class scores ``(B, P, 521)`` (``score``: sigmoid or clipped logits;
         padding patches hold 0), each clip's patch count ``(B,)`` and each patch's mean log-mel ``(B, P)``
         (how loud it is; digital silence is ``log(0.001)``)."""
-        if waveform.dim() != 2:
-            raise ValueError(f"yamnet-bridge expects waveforms shaped (batch, samples), got {tuple(waveform.shape)}")
         y = self.yamnet
-        batch, total = waveform.shape
-        if lengths is None:
-            lengths = torch.full((batch,), total, dtype=torch.long)
-        counts = y.patch_counts(lengths.cpu())
-        from soundsift.encoders.yamnet.model import padded_length
-
-        target = padded_length(int(lengths.max()), y.hop_samples)
-        valid = torch.arange(total, device=waveform.device)[None, :] < lengths.to(waveform.device)[:, None]
-        wav = F.pad(waveform * valid, (0, max(0, target - total)))[:, :target]
         with torch.no_grad():
-            patches = y.frontend(wav)
-            keep = (torch.arange(patches.shape[1])[None, :] < counts[:, None]).to(waveform.device)
+            patches, keep, counts = y.clip_patches(waveform, lengths)
             logits = y.net.classifier(y.net.embed(patches[keep]))  # (sum of counts, 521)
         per_patch = torch.sigmoid(logits) if self.score == "prob" else logits.clamp(min=0.0)
-        dense = per_patch.new_zeros((batch, patches.shape[1], per_patch.shape[-1]))
+        dense = per_patch.new_zeros((keep.shape[0], keep.shape[1], per_patch.shape[-1]))
         dense[keep] = per_patch
         loudness = patches.flatten(2).mean(-1) * keep
-        return dense, counts.to(waveform.device), loudness
+        return dense, counts, loudness
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """YAMNet's (patch, hop) samples: a clip is pooled from its patches' class scores."""
+        return self.yamnet.patch_grid
+
+    def patch_outputs(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``patch_scores``: per-patch class scores, counts, loudness."""
+        return self.patch_scores(waveform, lengths)
+
+    def pool_patch_outputs(self, outputs: torch.Tensor, counts: torch.Tensor, side: torch.Tensor | None
+                           ) -> torch.Tensor:
+        """Per-patch scores -> the clip embedding (``pool_patches`` by ``pooling``, then ``finish``)."""
+        return self.finish(pool_patches(outputs, counts, self.pooling, self.pool_k, side))
 
     def class_scores(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) waveforms -> (B, 521) pooled clip scores (before sparsification)."""
@@ -290,7 +293,7 @@ class YAMNetBridgeEncoder(AudioEncoder):
                                head=Call(self, "finish"))
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.finish(self.class_scores(waveform, lengths))
+        return self.pool_patch_outputs(*self.patch_scores(waveform, lengths))
 
     def finish(self, scores: torch.Tensor) -> torch.Tensor:
         """(B, 521) pooled clip scores -> the clip embedding (powered, sparsified, maybe in text space)."""

@@ -17,6 +17,7 @@ from soundsift.captions import normalise_captions
 from soundsift.errors import ExportError, MissingDependencyError
 from soundsift.export.manifest import ExportManifest, Inputs, read_manifest
 from soundsift.export.pieces import own_length_pieces, pool_pieces, resample, split_pieces
+from soundsift.spans import patch_ranges, range_rows
 
 INSTALL = "pip install 'soundsift[onnx]'"
 #: A first text request of at most this many captions (a search query, a few labels) opens the text graph
@@ -40,13 +41,17 @@ def graph_inputs(session: Any) -> Inputs:
             for i in session.get_inputs()}
 
 
-def open_session(file: Path, expected: Inputs, threads: int | None = None) -> Any:
-    """An ONNX Runtime session of ``file``, refused in one line when its inputs differ from ``expected``."""
+def open_session(file: Path, expected: Inputs, threads: int | None = None, spinning: bool = True) -> Any:
+    """An ONNX Runtime session of ``file``, refused in one line when its inputs differ from ``expected``;
+    ``spinning`` False: its idle intra-op threads sleep instead of spinning (they share the cores with
+    the decoding workers of an index build)."""
     ort = onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
@@ -62,10 +67,15 @@ class OnnxModel:
     """An exported model (``soundsift export onnx``) with ``DualEncoder``'s inference API."""
 
     runtime = "onnx"
-    #: Pieces (snippets, patches) per run of the audio core graph.
+    #: Pieces (snippets, patches) per run of the audio core graph; YAMNet's 0.975-s patches: ``PATCH_BATCH``
+    #: (measured faster than 64 or 256: docs/onnx.md).
     PIECE_BATCH = 64
     #: Samples per run of a core graph with a dynamic time axis (MN): 64 snippets of 10 s at 32 kHz.
     PIECE_SAMPLES = 64 * 320000
+    PATCH_BATCH = 16
+    #: Whether the audio graphs' idle threads spin; off: an index build's decoding workers share the
+    #: cores (measured in docs/onnx.md).
+    AUDIO_SPINNING = False
 
     def __init__(self, folder: str | Path, threads: int | None = None) -> None:
         self.folder = Path(folder).expanduser()
@@ -90,7 +100,8 @@ class OnnxModel:
         """The audio ``core`` or ``head`` session, opened on first use (a text search never needs it)."""
         if part not in self._sessions:
             a = self.manifest.audio
-            self._sessions[part] = open_session(self.folder / getattr(a, part), a.inputs[part], self._threads)
+            self._sessions[part] = open_session(self.folder / getattr(a, part), a.inputs[part], self._threads,
+                                                spinning=self.AUDIO_SPINNING)
         return self._sessions[part]
 
     @property
@@ -141,18 +152,28 @@ class OnnxModel:
                                                      a.min_remainder, a.min_piece)
             pooled = pool_pieces(self._run_by_length(pieces, valid), owner, len(waves), a.pool, a.pool_k)
         else:
-            pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
-            feats, weights = [], []
-            for s in range(0, len(pieces), self.PIECE_BATCH):
-                feed = {"pieces": pieces[s:s + self.PIECE_BATCH]}
-                if a.takes_valid:
-                    feed["valid"] = valid[s:s + self.PIECE_BATCH]
-                outs = self._audio("core").run(None, feed)
-                feats.append(outs[0])
-                if a.weighted:
-                    weights.append(outs[1])
-            pooled = pool_pieces(np.concatenate(feats), owner, len(waves), a.pool, a.pool_k,
-                                 np.concatenate(weights) if a.weighted else None)
+            feats, weights, owner = self._pieces(waves)
+            pooled = pool_pieces(feats, owner, len(waves), a.pool, a.pool_k, weights)
+        return self._head(pooled)
+
+    def _pieces(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The core graph's outputs for every piece of ``waves`` (N, F), their weights (N,) when the
+        pooling is weighted, and the clip each piece belongs to (N,)."""
+        a = self.manifest.audio
+        pieces, owner, valid = split_pieces(waves, a.split, a.window, a.hop, a.min_remainder)
+        feats, weights = [], []
+        step = self.PATCH_BATCH if a.split == "patches" else self.PIECE_BATCH
+        for s in range(0, len(pieces), step):
+            feed = {"pieces": pieces[s:s + step]}
+            if a.takes_valid:
+                feed["valid"] = valid[s:s + step]
+            outs = self._audio("core").run(None, feed)
+            feats.append(outs[0])
+            if a.weighted:
+                weights.append(outs[1])
+        return np.concatenate(feats), (np.concatenate(weights) if a.weighted else None), owner
+
+    def _head(self, pooled: np.ndarray) -> np.ndarray:
         return self._audio("head").run(None, {"pooled": np.ascontiguousarray(pooled, np.float32)})[0]
 
     def _run_by_length(self, pieces: list[np.ndarray], valid: np.ndarray) -> np.ndarray:
@@ -171,6 +192,44 @@ class OnnxModel:
                 out = np.zeros((len(pieces), feats.shape[1]), np.float32) if out is None else out
                 out[part] = feats
         assert out is not None
+        return out
+
+    @property
+    def pools_patches(self) -> bool:
+        """Whether the audio tower pools patches (``split="patches"``), so a file's windows can be pooled
+        from the file's own patches (``embed_patch_windows``), as ``DualEncoder`` does."""
+        return self.manifest.audio.split == "patches"
+
+    def embed_patch_windows(self, waveforms: Sequence[np.ndarray], spans: Sequence[np.ndarray],
+                            batch_size: int = 32, rule: str = "inside",
+                            progress: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each waveform's unit vector and its windows' ((W, D); ``spans[i]``: (W, 2) samples), each window
+        pooled from the file's patches that ``spans.patch_ranges`` gives it by ``rule`` (``DualEncoder``'s
+        ``embed_patch_windows``): the core graph runs once per patch of a file."""
+        a = self.manifest.audio
+        out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(waveforms)  # type: ignore[list-item]
+        order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
+        for start in range(0, len(order), max(1, int(batch_size))):
+            group = order[start:start + max(1, int(batch_size))]
+            feats, weights, owner = self._pieces([np.asarray(waveforms[i], np.float32) for i in group])
+            bounds = np.searchsorted(owner, np.arange(len(group) + 1))
+            rows, owners, sizes = [np.arange(len(owner))], [owner], []
+            for j, i in enumerate(group):
+                ranges = patch_ranges(spans[i], int(bounds[j + 1] - bounds[j]), a.window, a.hop, rule)
+                at, which = range_rows(ranges)
+                rows.append(bounds[j] + at)
+                owners.append(len(group) + sum(sizes) + which)
+                sizes.append(len(ranges))
+            take = np.concatenate(rows)
+            pooled = pool_pieces(feats[take], np.concatenate(owners), len(group) + sum(sizes), a.pool, a.pool_k,
+                                 None if weights is None else weights[take])
+            vectors = self._head(pooled)
+            at = len(group)
+            for j, i in enumerate(group):
+                out[i] = (vectors[j], vectors[at: at + sizes[j]])
+                at += sizes[j]
+            if progress is not None:
+                progress(len(group))
         return out
 
     def embed_audio(self, audio: Any, batch_size: int = 32) -> np.ndarray:

@@ -27,10 +27,11 @@ from soundsift.errors import ConfigError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS
 from soundsift.search.builder import PROCESS_THRESHOLD, Build, BuildOptions  # noqa: F401  (re-exported)
 from soundsift.search.decoding import DEFAULT_TIMEOUT
-from soundsift.search.embedding import build_windows
+from soundsift.search.embedding import PATCH_RULE, build_windows
 from soundsift.search.embedding import load_build_model as _load_model
 from soundsift.search.store import BuildLock, check_out_dir
 from soundsift.search.version import BuildReport
+from soundsift.spans import PATCH_RULES, WINDOWS_ALONE
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
 
@@ -55,6 +56,7 @@ def build_index(
     runtime: str = "torch",
     quantize: str | None = None,
     decode_timeout: float | None = DEFAULT_TIMEOUT,
+    window_rule: str = PATCH_RULE,
 ) -> BuildReport:
     """Index every audio file under ``audio_dir`` into the index directory ``out`` (created or updated).
 
@@ -80,13 +82,18 @@ def build_index(
     the index, whose searches then use it too). ``decode_timeout``: seconds after which a file's decoding
     is given up (its worker killed and replaced when decoding runs in processes) and the file reported;
     a decoding process that dies is replaced and its file reported too (``search.decoding``). The
-    report's ``stages`` hold the seconds spent per stage (``index build --stats``).
+    report's ``stages`` hold the seconds spent per stage (``index build --stats``). ``window_rule``: how a
+    model whose audio tower pools patches (the zero-shot model) makes a window's vector from the file's
+    own patches (``spans.patch_ranges``), or ``"alone"``: each window embedded on its own, as other
+    models' are; recorded in the index, and a changed rule re-embeds every file.
     """
     from soundsift.search.scan import check_library
 
     t0 = time.perf_counter()
     options = BuildOptions(batch_size, chunk_files, chunk_samples, workers, processes, checksum, faiss,
-                           progress, rebuild, decode_timeout=decode_timeout)
+                           progress, rebuild, decode_timeout=decode_timeout, window_rule=window_rule)
+    if window_rule not in (*PATCH_RULES, WINDOWS_ALONE):
+        raise ConfigError(f"unknown window rule {window_rule!r}; use one of {', '.join((*PATCH_RULES, WINDOWS_ALONE))}")
     if decode_timeout is not None and not decode_timeout > 0:
         raise ConfigError(f"--decode-timeout must be > 0 seconds, got {decode_timeout}")
     root, out = Path(audio_dir).resolve(), Path(out).absolute()
@@ -122,7 +129,7 @@ def update_index(
     ``model_path``; window setting and FAISS option as in ``build_index``.
     """
     from soundsift.search.index_types import read_manifest, version_dir
-    from soundsift.search.windows import window_setting
+    from soundsift.search.windows import rule_of, window_embedding_of, window_setting
 
     t0 = time.perf_counter()
     out = Path(index).absolute()
@@ -148,6 +155,6 @@ def update_index(
     model, recorded = _load_model(model, model_path, built.get("runtime") or "torch", built.get("quantize"))
     window, hop = window_setting(manifest)
     options = BuildOptions(batch_size=batch_size, workers=workers, processes=False, faiss=faiss, progress=progress,
-                           window=window, hop=hop)
+                           window=window, hop=hop, window_rule=rule_of(window_embedding_of(manifest)))
     with BuildLock(out):
         return Build(root, out, model, recorded, options, t0).run(rels)

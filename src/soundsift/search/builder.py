@@ -23,7 +23,7 @@ from soundsift.errors import ModelMismatchError, SearchIndexError
 from soundsift.progress import progress_bar
 from soundsift.search.changes import Base, ShaIndex, concat_rows, gather, live_windows, merge_plan
 from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
-from soundsift.search.embedding import Embedded, embed_with_windows
+from soundsift.search.embedding import PATCH_RULE, Embedded, embed_with_windows, window_embedding
 from soundsift.search.index_types import IndexEntry
 from soundsift.search.reader import LiveVersion, read_live
 from soundsift.search.scan import Decoded, Known, relative_reason, safe_sha, scan_audio_files
@@ -32,7 +32,7 @@ from soundsift.search.stats import StageTimes
 from soundsift.search.store import publish_version
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 from soundsift.search.version import BuildReport, VersionPlan, write_version
-from soundsift.search.windows import window_setting
+from soundsift.search.windows import window_embedding_of, window_setting
 
 #: From this many files to decode on, ``processes="auto"`` decodes in worker processes (below it,
 #: starting them costs more than the GIL does).
@@ -56,6 +56,7 @@ class BuildOptions:
     window: float = 0.0  # seconds; 0: whole files only
     hop: float = 0.0
     decode_timeout: float | None = DEFAULT_TIMEOUT  # seconds per file; None: no limit
+    window_rule: str = PATCH_RULE  # how windows are pooled from patches (search.embedding.embed_with_windows)
 
 
 @dataclass
@@ -135,7 +136,8 @@ class Build:
         if live.legacy:
             self.migrate(live)
         self.same_root = manifest["audio_root"] == str(self.root)
-        same_windows = window_setting(manifest) == (self.options.window, self.options.hop)
+        same_windows = window_setting(manifest) == (self.options.window, self.options.hop) and (
+            not self.options.window or window_embedding_of(manifest) == self._window_embedding)
         self.reusable = same_model and same_windows and int(manifest["embed_dim"]) == self.model.embed_dim
         if self.reusable:
             self.shas = ShaIndex(self.base.segments, self.base.keeps())
@@ -292,16 +294,17 @@ class Build:
             bar.update(n)
 
         batch_size, model, window, hop = self.options.batch_size, self.model, self.options.window, self.options.hop
+        rule = self.options.window_rule
         try:  # clips of different lengths share batches (padded), each still embedded as it would be alone
             with self.stages.timing("model"):
                 vectors: list[Embedded | None] = list(
-                    embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, progress=advance))
+                    embed_with_windows(model, [d.wave for _, d in waves], batch_size, window, hop, advance, rule))
         except Exception:
             bar.update(-done[0])
             vectors = []
             for c, d in waves:
                 try:
-                    vectors.append(embed_with_windows(model, [d.wave], 1, window, hop)[0])
+                    vectors.append(embed_with_windows(model, [d.wave], 1, window, hop, rule=rule)[0])
                 except Exception as exc:
                     self.new.skip(c.path, f"the model cannot embed it: {exc}")
                     vectors.append(None)
@@ -364,7 +367,12 @@ class Build:
         self.report.unchanged = self.report.files - self.report.added - self.report.updated
         self.report.skipped = [{"path": p.file, "reason": p.message} for p in sorted(new.skipped, key=lambda p: p.file)]
         return VersionPlan(self.model, self.recorded_model, self.root, listed, self.next_id, self.build_no,
-                           (self.options.window, self.options.hop), windows, self.report.files)
+                           (self.options.window, self.options.hop), windows, self.report.files,
+                           self._window_embedding)
+
+    @property
+    def _window_embedding(self) -> str:
+        return window_embedding(self.model, self.options.window_rule)
 
 
 def _entry(c: _Candidate, sha: str, duration: float) -> IndexEntry:

@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 
 from soundsift.checkpoints.windows import build_windows, model_input_seconds  # noqa: F401  (re-exported)
-from soundsift.spans import window_spans
+from soundsift.spans import WINDOWS_ALONE, window_embedding_tag, window_spans
+
+#: How the windows of a model that pools patches are made by default (``spans.patch_ranges``' rule, or
+#: ``"alone"``: each window embedded on its own); chosen on the development half of
+#: ``benchmarks/real_moments.py`` (docs/moments.md).
+PATCH_RULE = "inside"
 
 
 def load_build_model(model: Any, model_path: str | Path | None, runtime: str = "torch",
@@ -58,12 +63,23 @@ def load_build_model(model: Any, model_path: str | Path | None, runtime: str = "
 Embedded = tuple[np.ndarray, np.ndarray, np.ndarray]  # file vector, (W, 2) spans in seconds, (W, D) vectors
 
 
+def window_embedding(model: Any, rule: str = PATCH_RULE) -> str:
+    """The tag an index records of how ``embed_with_windows`` makes ``model``'s window vectors by ``rule``
+    (``spans.window_embedding_tag``): an index is updated only by builds that make them the same way."""
+    return window_embedding_tag(bool(model.pools_patches), rule)
+
+
 def embed_with_windows(model: Any, waves: list[np.ndarray], batch_size: int, window: float, hop: float,
-                       progress: Callable[[int], None] | None = None) -> list[Embedded]:
+                       progress: Callable[[int], None] | None = None, rule: str = PATCH_RULE) -> list[Embedded]:
     """Each wave's whole-file embedding, and the spans and embeddings of its windows (none for a file no
-    longer than ``window`` seconds). ``progress(n)`` counts whole files."""
+    longer than ``window`` seconds). A model that ``pools_patches`` runs once per file and pools each
+    window from the file's patches by ``rule`` (``spans.patch_ranges``; ``"alone"``: no); any other
+    embeds every window on its own as well. ``progress(n)`` counts whole files."""
     rate = int(model.sample_rate)
     spans = [window_spans(len(w), int(round(window * rate)), int(round(hop * rate))) for w in waves]
+    if window_embedding(model, rule) != WINDOWS_ALONE:
+        pooled = model.embed_patch_windows(waves, spans, batch_size, rule, progress=progress)
+        return [(vec, np.round(sp / rate, 3), win) for (vec, win), sp in zip(pooled, spans)]
     pieces = [wave[a:b] for wave, sp in zip(waves, spans) for a, b in sp.tolist()]
     vectors = model.embed_waveforms(waves, batch_size, progress=progress)
     windowed = model.embed_waveforms(pieces, batch_size) if pieces else np.zeros((0, model.embed_dim), np.float32)

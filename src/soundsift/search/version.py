@@ -72,6 +72,7 @@ class VersionPlan:
     window_setting: tuple[float, float] = (0.0, 0.0)
     windows: int = 0
     items: int = 0
+    window_embedding: str = "alone"  # how the window vectors were made (search.embedding.window_embedding)
 
 
 
@@ -100,7 +101,7 @@ def write_version(tmp: Path, plan: VersionPlan, report: BuildReport, t0: float) 
         "items": plan.items,
         "faiss": None,  # FAISS indexes are stored per segment (segment.json)
         "windows": {"window": plan.window_setting[0], "hop": plan.window_setting[1], "count": plan.windows,
-                    "faiss": None},
+                    "faiss": None, "embedding": plan.window_embedding},
         "thumbnails": {"file": THUMBNAILS, "height": THUMB_HEIGHT, "width": THUMB_WIDTH, "kind": "spectrogram"},
         "segments": [{"name": name, "rows": rows, "deleted": len(deleted)} for name, rows, deleted in plan.segments],
     }

@@ -22,6 +22,7 @@ import numpy as np
 from soundsift.errors import ConfigError, SearchIndexError
 from soundsift.search.backends import VectorBackend, as_queries
 from soundsift.search.moments import Hit, Moment, merge_moments
+from soundsift.spans import WINDOWS_ALONE
 
 WINDOW_EMBEDDINGS = "window_embeddings.npy"
 WINDOW_SPANS = "window_spans.npy"
@@ -54,6 +55,17 @@ def window_setting(manifest: dict[str, Any]) -> tuple[float, float]:
     """(window, hop) seconds a version was built with; (0, 0): whole files only (or built before windows)."""
     info = manifest.get("windows") or {}
     return float(info.get("window", 0.0)), float(info.get("hop", 0.0))
+
+
+def window_embedding_of(manifest: dict[str, Any]) -> str:
+    """How a version's window vectors were made (``search.embedding.window_embedding``); ``"alone"`` for
+    versions written before this was recorded (each window embedded on its own, as they all were)."""
+    return str((manifest.get("windows") or {}).get("embedding", WINDOWS_ALONE))
+
+
+def rule_of(embedding: str) -> str:
+    """The ``embed_with_windows`` rule that makes window vectors tagged ``embedding`` again."""
+    return embedding.removeprefix("patches-")
 
 
 def load_windows(vdir: Path, manifest: dict[str, Any], n_entries: int, dim: int,

@@ -248,20 +248,46 @@ class YAMNetEncoder(AudioEncoder):
         return AudioExportPlan(core=Call(self, "embed_pieces"), split="patches", window=MIN_SAMPLES,
                                hop=self.hop_samples)
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(patch, hop) samples: a clip's embedding is the mean of its patches' (``patch_outputs``)."""
+        return MIN_SAMPLES, self.hop_samples
+
+    def clip_patches(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T) waveforms -> log-mel patches ``(B, P, 96, 64)`` of the batch zero-padded to its longest
+        clip's patches, which of them are each clip's own ``(B, P)`` and each clip's count ``(B,)``. Samples
+        past a clip's length are zeroed, so every clip sees exactly YAMNet's own zero padding."""
         if waveform.dim() != 2:
-            raise ValueError(f"YAMNetEncoder expects waveforms shaped (batch, samples), got {tuple(waveform.shape)}")
+            raise ValueError(f"YAMNet expects waveforms shaped (batch, samples), got {tuple(waveform.shape)}")
         batch, total = waveform.shape
         if lengths is None:
             lengths = torch.full((batch,), total, dtype=torch.long)
         counts = self.patch_counts(lengths.cpu())
         target = padded_length(int(lengths.max()), self.hop_samples)
-        # zero past each clip's end, so every clip sees exactly YAMNet's own zero padding
         valid = torch.arange(total, device=waveform.device)[None, :] < lengths.to(waveform.device)[:, None]
         wav = F.pad(waveform * valid, (0, max(0, target - total)))[:, :target]
         patches = self.frontend(wav)  # (B, P, 96, 64)
         keep = (torch.arange(patches.shape[1])[None, :] < counts[:, None]).to(waveform.device)
+        return patches, keep, counts.to(waveform.device)
+
+    def patch_outputs(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """(B, T) -> per-patch embeddings ``(B, P, out_dim)`` (zero past each clip's count), counts, None."""
+        patches, keep, counts = self.clip_patches(waveform, lengths)
+        emb = self.net.embed(patches[keep])
+        dense = emb.new_zeros((keep.shape[0], keep.shape[1], emb.shape[-1]))
+        dense[keep] = emb
+        return dense, counts, None
+
+    def pool_patch_outputs(self, outputs: torch.Tensor, counts: torch.Tensor, side: None = None) -> torch.Tensor:
+        """The mean of each clip's first ``counts`` patch embeddings."""
+        keep = torch.arange(outputs.shape[1], device=outputs.device)[None, :] < counts[:, None]
+        return (outputs * keep[..., None]).sum(1) / counts.clamp(min=1).to(outputs)[:, None]
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        patches, keep, counts = self.clip_patches(waveform, lengths)
         emb = self.net.embed(patches[keep])  # only each clip's own patches (also for batch-norm statistics)
         owner = keep.nonzero()[:, 0]
-        sums = torch.zeros(batch, emb.shape[-1], device=emb.device, dtype=emb.dtype).index_add(0, owner, emb)
+        sums = torch.zeros(keep.shape[0], emb.shape[-1], device=emb.device, dtype=emb.dtype).index_add(0, owner, emb)
         return sums / counts.to(sums)[:, None]
