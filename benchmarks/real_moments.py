@@ -155,8 +155,8 @@ def built(folder: Path, work: Path, window: float, hop: float, rule: str | None 
     ``search.embedding.embed_with_windows``), built once under ``work``, then reused (an unchanged
     library re-embeds nothing), and a line describing it."""
     from soundsift.search.build import build_index
-    from soundsift.search.embedding import PATCH_RULE
     from soundsift.search.index import open_index
+    from soundsift.spans import PATCH_RULE
 
     rule = rule or PATCH_RULE
     index = work / f"index-{folder.name}-w{window:g}-h{hop:g}-{rule}"

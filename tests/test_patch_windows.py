@@ -147,6 +147,22 @@ def test_embed_with_windows_pools_patches_only_for_models_that_pool_patches():
     np.testing.assert_allclose(np.stack([v for v, _ in got]), plain.embed_waveforms(waves, 2), atol=1e-5)
 
 
+def test_moment_evaluation_scores_the_windows_an_index_holds():
+    """``evaluate --task moments`` (sliding window) and the moment model's features embed windows as an
+    index build does: pooled from the recording's patches for a model that pools patches, alone otherwise."""
+    from soundsift.checkpoints.windows import window_vectors
+
+    model = bridge()
+    wave = waves_of([6.2])[0]
+    spans = window_spans(len(wave), 2 * RATE, RATE)
+    np.testing.assert_allclose(window_vectors(model, wave, spans), embed_with_windows(model, [wave], 4, 2.0, 1.0)[0][2],
+                               atol=1e-6)
+    torch.manual_seed(0)
+    other = DualEncoder({"name": "cnn", "size": "tiny"}, "tiny-bert", embed_dim=8).eval()
+    np.testing.assert_allclose(window_vectors(other, wave, spans),
+                               other.embed_waveforms([wave[a:b] for a, b in spans.tolist()], 4), atol=1e-6)
+
+
 @pytest.mark.slow
 def test_onnx_runtime_pools_the_same_windows_as_torch(tmp_path):
     pytest.importorskip("onnxruntime")

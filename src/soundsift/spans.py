@@ -38,6 +38,9 @@ NMS_IOU = 0.5  # a moment overlapping a better one by this temporal IoU or more 
 #: Which of a file's patches pool into a window (``patch_ranges``): those lying wholly inside it, or those
 #: whose centre lies inside it.
 PATCH_RULES = ("inside", "centre")
+#: How the windows of a model that pools patches are made by default (or ``"alone"``: each window
+#: embedded on its own); chosen on the development half of ``benchmarks/real_moments.py`` (docs/moments.md).
+PATCH_RULE = "inside"
 #: The index manifest's tag of window vectors embedded each on its own (every model can).
 WINDOWS_ALONE = "alone"
 

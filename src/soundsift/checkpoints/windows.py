@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from soundsift.spans import check_windows, default_windows
+import numpy as np
+
+from soundsift.spans import PATCH_RULE, check_windows, default_windows
 
 
 def model_input_seconds(model: Any) -> float | None:
@@ -27,3 +29,12 @@ def build_windows(model: Any, window: float | None, hop: float | None) -> tuple[
     if window is None:
         return check_windows(default_window, default_hop if hop is None else hop, seconds)
     return check_windows(window, hop, seconds)
+
+
+def window_vectors(model: Any, wave: np.ndarray, spans: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(W, D) unit vectors of ``wave``'s windows ``spans`` ((W, 2) samples) made as an index build makes
+    them (``search.embedding.embed_with_windows``): pooled from the file's own patches (``PATCH_RULE``) for a
+    model that ``pools_patches``, else each window embedded on its own."""
+    if getattr(model, "pools_patches", False):
+        return np.asarray(model.embed_patch_windows([wave], [spans], batch_size, PATCH_RULE)[0][1], np.float32)
+    return np.asarray(model.embed_waveforms([wave[a:b] for a, b in spans.tolist()], batch_size), np.float32)

@@ -27,11 +27,11 @@ from soundsift.errors import ConfigError, SearchIndexError
 from soundsift.search.backends import FAISS_KINDS
 from soundsift.search.builder import PROCESS_THRESHOLD, Build, BuildOptions  # noqa: F401  (re-exported)
 from soundsift.search.decoding import DEFAULT_TIMEOUT
-from soundsift.search.embedding import PATCH_RULE, build_windows
+from soundsift.search.embedding import build_windows
 from soundsift.search.embedding import load_build_model as _load_model
 from soundsift.search.store import BuildLock, check_out_dir
 from soundsift.search.version import BuildReport
-from soundsift.spans import PATCH_RULES, WINDOWS_ALONE
+from soundsift.spans import PATCH_RULE, PATCH_RULES, WINDOWS_ALONE
 
 FAISS_CHOICES = ("auto", "none", *FAISS_KINDS)  # what a build may store beside the exact vectors
 

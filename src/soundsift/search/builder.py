@@ -23,7 +23,7 @@ from soundsift.errors import ModelMismatchError, SearchIndexError
 from soundsift.progress import progress_bar
 from soundsift.search.changes import Base, ShaIndex, concat_rows, gather, live_windows, merge_plan
 from soundsift.search.decoding import DEFAULT_TIMEOUT, ProcessDecoders, ThreadDecoders
-from soundsift.search.embedding import PATCH_RULE, Embedded, embed_with_windows, window_embedding
+from soundsift.search.embedding import Embedded, embed_with_windows, window_embedding
 from soundsift.search.index_types import IndexEntry
 from soundsift.search.reader import LiveVersion, read_live
 from soundsift.search.scan import Decoded, Known, relative_reason, safe_sha, scan_audio_files
@@ -33,6 +33,7 @@ from soundsift.search.store import publish_version
 from soundsift.search.thumbnails import THUMB_HEIGHT, THUMB_WIDTH, make_thumbnail
 from soundsift.search.version import BuildReport, VersionPlan, write_version
 from soundsift.search.windows import window_embedding_of, window_setting
+from soundsift.spans import PATCH_RULE
 
 #: From this many files to decode on, ``processes="auto"`` decodes in worker processes (below it,
 #: starting them costs more than the GIL does).

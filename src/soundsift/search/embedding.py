@@ -11,12 +11,7 @@ from typing import Any
 import numpy as np
 
 from soundsift.checkpoints.windows import build_windows, model_input_seconds  # noqa: F401  (re-exported)
-from soundsift.spans import WINDOWS_ALONE, window_embedding_tag, window_spans
-
-#: How the windows of a model that pools patches are made by default (``spans.patch_ranges``' rule, or
-#: ``"alone"``: each window embedded on its own); chosen on the development half of
-#: ``benchmarks/real_moments.py`` (docs/moments.md).
-PATCH_RULE = "inside"
+from soundsift.spans import PATCH_RULE, WINDOWS_ALONE, window_embedding_tag, window_spans
 
 
 def load_build_model(model: Any, model_path: str | Path | None, runtime: str = "torch",

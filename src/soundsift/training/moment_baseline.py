@@ -3,7 +3,9 @@ windows. Both write predictions in the task's format (``pred_relevant_windows``:
 score], best first).
 
 Sliding window: each recording is cut into windows (``spans.window_spans``: the model's default window
-and hop, as the index builds them), each window embedded, and scored against each query's text embedding
+and hop, as the index builds them), each window embedded as the index embeds it
+(``checkpoints.windows.window_vectors``: pooled from the recording's own patches for the zero-shot
+model), and scored against each query's text embedding
 (cosine). The windows' scores merge into moments as the search merges them (``spans.merge_moments``:
 windows within 10 % of the best, temporal NMS); the remaining windows follow in score order, each kept
 unless it overlaps a kept one by ``NMS_IOU`` or more, up to ``MAX_PREDICTIONS``.
@@ -20,6 +22,7 @@ import numpy as np
 
 from soundsift.atomic import atomic_write
 from soundsift.audio import load_audio
+from soundsift.checkpoints.windows import window_vectors
 from soundsift.data.readers.moments import MomentRecording
 from soundsift.metrics.moments import MAX_PREDICTIONS
 from soundsift.spans import NMS_IOU, merge_moments, temporal_iou, window_spans
@@ -51,7 +54,7 @@ def sliding_window_predictions(model: Any, recordings: Sequence[MomentRecording]
         spans = window_spans(len(wave), int(round(window * rate)), int(round(hop * rate)))
         if not len(spans):  # no longer than one window: the whole recording
             spans = np.array([[0, len(wave)]], np.int64)
-        vectors = model.embed_waveforms([wave[a:b] for a, b in spans.tolist()], batch_size)
+        vectors = window_vectors(model, wave, spans, batch_size)
         queries = model.embed_texts([q.query for q in rec.queries])
         scores = queries @ vectors.T  # (Q, W) cosine: both unit vectors
         seconds = np.round(spans / rate, 3)

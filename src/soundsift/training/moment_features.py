@@ -19,11 +19,12 @@ import numpy as np
 
 from soundsift.atomic import atomic_write
 from soundsift.audio import load_audio
+from soundsift.checkpoints.windows import window_vectors
 from soundsift.data.readers.moment_layout import MomentData
 from soundsift.data.readers.moments import MomentRecording
 from soundsift.spans import window_spans
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the zero-shot model's windows pooled from the recording's patches
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ def embed_split(model: Any, recordings: Sequence[MomentRecording], audio: Callab
         cut = window_spans(len(wave), int(round(window * rate)), int(round(hop * rate)))
         if not len(cut):  # no longer than one window: the whole recording
             cut = np.array([[0, len(wave)]], np.int64)
-        windows.append(np.asarray(model.embed_waveforms([wave[a:b] for a, b in cut.tolist()], batch_size),
-                                  np.float32))
+        windows.append(window_vectors(model, wave, cut, batch_size))
         spans.append(np.round(cut / rate, 3))
         for q in rec.queries:
             owner.append(r)
