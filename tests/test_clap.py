@@ -35,22 +35,30 @@ TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, int
 CAPTIONS = ["the dog barks", "The sound of rain, far away!", "a dog"]
 
 
+def random_clap(config):
+    """A seeded random ``ClapModel`` whose audio batch norm statistics are away from their defaults, so
+    a wrong train/eval mode shows."""
+    from transformers import ClapModel
+
+    torch.manual_seed(0)
+    model = ClapModel(config).eval()
+    with torch.no_grad():
+        norm = model.audio_model.audio_encoder.batch_norm
+        norm.running_mean.uniform_(-40, -20)
+        norm.running_var.uniform_(50, 150)
+    return model
+
+
 @pytest.fixture(scope="module")
 def clap_folder(tmp_path_factory) -> Path:
     """A tiny random ClapModel with the published extractor settings, in the hub layout."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+    from transformers import ClapConfig, ClapFeatureExtractor
 
     folder = tmp_path_factory.mktemp("clap") / "clap-htsat-unfused"
     tokenizer = tiny_tokenizer()
     config = ClapConfig(text_config={**TINY_TEXT, "vocab_size": len(tokenizer)}, audio_config=TINY_AUDIO,
                         projection_dim=24)
-    torch.manual_seed(0)
-    model = ClapModel(config).eval()
-    with torch.no_grad():  # batch norm statistics away from their defaults, so a wrong mode shows
-        norm = model.audio_model.audio_encoder.batch_norm
-        norm.running_mean.uniform_(-40, -20)
-        norm.running_var.uniform_(50, 150)
-    model.save_pretrained(folder)
+    random_clap(config).save_pretrained(folder)
     ClapFeatureExtractor(**PUBLISHED_FEATURES).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -98,22 +98,17 @@ def test_ast_features_equal_the_transformers_extractor():
 @pytest.fixture(scope="module")
 def fused_folder(tmp_path_factory):
     """A tiny random LAION-CLAP with fusion (aff_2d) and its extractor in fusion mode, in the hub layout."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+    from transformers import ClapConfig, ClapFeatureExtractor
 
     from soundsift.encoders.clap import TINY_TEXT, tiny_tokenizer
+    from test_clap import random_clap
 
     folder = tmp_path_factory.mktemp("clap") / "clap-fused"
     tokenizer = tiny_tokenizer()
     audio = {**TINY_CLAP, "enable_fusion": True, "fusion_type": "aff_2d"}
     text = {k: v for k, v in TINY_TEXT.items() if k != "projection_dim"}
     config = ClapConfig(text_config={**text, "vocab_size": len(tokenizer)}, audio_config=audio, projection_dim=24)
-    torch.manual_seed(0)
-    model = ClapModel(config).eval()
-    with torch.no_grad():  # batch norm statistics away from their defaults, so a wrong mode shows
-        norm = model.audio_model.audio_encoder.batch_norm
-        norm.running_mean.uniform_(-40, -20)
-        norm.running_var.uniform_(50, 150)
-    model.save_pretrained(folder)
+    random_clap(config).save_pretrained(folder)
     features = {**TINY_CLAP_FEATURES, "feature_size": TINY_CLAP["num_mel_bins"]}
     ClapFeatureExtractor(**features, truncation="fusion", padding="repeatpad").save_pretrained(folder)
     tokenizer.save_pretrained(folder)

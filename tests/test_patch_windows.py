@@ -16,7 +16,7 @@ from soundsift.encoders.yamnet.model import MIN_SAMPLES, padded_length
 from soundsift.errors import ConfigError
 from soundsift.model import DualEncoder
 from soundsift.search.embedding import embed_with_windows
-from soundsift.spans import PATCH_RULES, patch_ranges, range_rows, window_spans
+from soundsift.spans import PATCH_RULES, files_then_windows, patch_ranges, range_rows, window_spans
 
 RATE = 16000
 
@@ -29,6 +29,13 @@ def naive_members(a: int, b: int, n: int, patch: int, hop: int, rule: str) -> li
     else:
         ks = [k for k in range(n) if a <= k * hop + patch / 2 < b]
     return ks or [min(range(n), key=lambda k: (abs(k * hop + patch / 2 - (a + b) / 2), k))]
+
+
+def test_files_then_windows_by_hand():
+    rows = np.arange(14, dtype=np.float32).reshape(7, 2)  # files 0, 1, 2; then 1 + 0 + 3 windows
+    got = files_then_windows(rows, [1, 0, 3])
+    assert [v.tolist() for v, _ in got] == [[0, 1], [2, 3], [4, 5]]
+    assert [w.tolist() for _, w in got] == [[[6, 7]], [], [[8, 9], [10, 11], [12, 13]]]
 
 
 def test_patch_ranges_by_hand():

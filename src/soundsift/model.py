@@ -22,7 +22,7 @@ from torch import nn
 from soundsift.data.dataset import length_grouped_batches
 from soundsift.encoders import build_audio_encoder, build_text_encoder
 from soundsift.errors import ConfigError, DownloadError, ModelFileError
-from soundsift.spans import patch_ranges
+from soundsift.spans import files_then_windows, patch_ranges
 
 #: The similarity temperature of the paper (DESIGN.md section 1), and of model files that do not record one.
 DEFAULT_TAU = 0.05
@@ -211,10 +211,8 @@ class DualEncoder(nn.Module):
                         pooled.append(self.audio.pool_patch_outputs(
                             outputs[row][at], torch.from_numpy(width).to(wav.device), None if side is None else side[row][at]))
                 vectors = nn.functional.normalize(self.audio_proj(torch.cat(pooled)), dim=-1).float().cpu().numpy()
-                at = len(chunk)
-                for row, i in enumerate(chunk):
-                    out[i] = (vectors[row], vectors[at: at + sizes[row]])
-                    at += sizes[row]
+                for i, pair in zip(chunk, files_then_windows(vectors, sizes)):
+                    out[i] = pair
                 if progress is not None:
                     progress(len(chunk))
         finally:

@@ -106,6 +106,16 @@ def range_rows(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(ranges[:, 0], counts) + offsets, owner
 
 
+def files_then_windows(vectors: np.ndarray, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows laid out as one vector per file, then every file's window vectors in file order (``sizes``:
+    windows per file) -> per file (its vector, its (W, D) window vectors)."""
+    out, at = [], len(sizes)
+    for j, size in enumerate(sizes):
+        out.append((vectors[j], vectors[at: at + size]))
+        at += size
+    return out
+
+
 def default_windows(input_seconds: float | None) -> tuple[float, float]:
     """(window, hop) seconds: the model's fixed input length (or ``DEFAULT_WINDOW``), hop half of it."""
     window = input_seconds or DEFAULT_WINDOW

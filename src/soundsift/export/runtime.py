@@ -17,7 +17,7 @@ from soundsift.captions import normalise_captions
 from soundsift.errors import ExportError, MissingDependencyError
 from soundsift.export.manifest import ExportManifest, Inputs, read_manifest
 from soundsift.export.pieces import own_length_pieces, pool_pieces, resample, split_pieces
-from soundsift.spans import patch_ranges, range_rows
+from soundsift.spans import files_then_windows, patch_ranges, range_rows
 
 INSTALL = "pip install 'soundsift[onnx]'"
 #: A first text request of at most this many captions (a search query, a few labels) opens the text graph
@@ -223,11 +223,8 @@ class OnnxModel:
             take = np.concatenate(rows)
             pooled = pool_pieces(feats[take], np.concatenate(owners), len(group) + sum(sizes), a.pool, a.pool_k,
                                  None if weights is None else weights[take])
-            vectors = self._head(pooled)
-            at = len(group)
-            for j, i in enumerate(group):
-                out[i] = (vectors[j], vectors[at: at + sizes[j]])
-                at += sizes[j]
+            for i, pair in zip(group, files_then_windows(self._head(pooled), sizes)):
+                out[i] = pair
             if progress is not None:
                 progress(len(group))
         return out
