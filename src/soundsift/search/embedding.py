@@ -61,7 +61,7 @@ Embedded = tuple[np.ndarray, np.ndarray, np.ndarray]  # file vector, (W, 2) span
 def window_embedding(model: Any, rule: str = PATCH_RULE) -> str:
     """The tag an index records of how ``embed_with_windows`` makes ``model``'s window vectors by ``rule``
     (``spans.window_embedding_tag``): an index is updated only by builds that make them the same way."""
-    return window_embedding_tag(bool(model.pools_patches), rule)
+    return window_embedding_tag(bool(getattr(model, "pools_patches", False)), rule)
 
 
 def embed_with_windows(model: Any, waves: list[np.ndarray], batch_size: int, window: float, hop: float,
