@@ -132,20 +132,15 @@ def sweep(folder: Path, queries: list[dict]) -> None:
         rand = [moment_retrieval_metrics(truth, random_predictions(queries, window, seed)) for seed in range(20)]
         print(f"  {f'random {window:g}-s windows (mean of 20 seeds)':<44} "
               + " ".join(f"{np.mean([r[k] for r in rand]):7.2f}" for k in ("R1@0.5", "R1@0.7", "mAP")))
-        for ratio in RATIOS:
-            def predict(q, t, window=window, hop=hop, ratio=ratio):
+        rules = [(f"ratio {r}", {"ratio": r}) for r in RATIOS] + [(f"peak rule, level {lv}", {"level": lv})
+                                                                   for lv in LEVELS]
+        for label, rule in rules:
+            def predict(q, t, window=window, hop=hop, rule=rule):
                 spans, vecs = scored(q["vid"], window, hop)
-                return as_array(merge_moments(spans, vecs @ t, ratio=ratio))
+                return as_array(merge_moments(spans, vecs @ t, **rule))
             m = score(predict)
-            print(f"  {f'{window:g} s / {hop:g} s, ratio {ratio}':<44} {m['R1@0.5']:7.2f} {m['R1@0.7']:7.2f} "
+            print(f"  {f'{window:g} s / {hop:g} s, {label}':<44} {m['R1@0.5']:7.2f} {m['R1@0.7']:7.2f} "
                   f"{m['mAP']:7.2f} {rows:7.3f}", flush=True)
-        for level in LEVELS:
-            def predict(q, t, window=window, hop=hop, level=level):
-                spans, vecs = scored(q["vid"], window, hop)
-                return as_array(merge_moments(spans, vecs @ t, level=level))
-            m = score(predict)
-            print(f"  {f'{window:g} s / {hop:g} s, peak rule, level {level}':<44} {m['R1@0.5']:7.2f} "
-                  f"{m['R1@0.7']:7.2f} {m['mAP']:7.2f} {rows:7.3f}", flush=True)
     coarse_rows = sum(len(scored(v, 10.0, 5.0)[0]) for v in durations) / total
     for fw, fh in REFINE:
         rows = coarse_rows + sum(len(scored(v, fw, fh)[0]) for v in durations) / total

@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import served
 from soundsift.search.build import build_index  # noqa: E402
 from test_index import GOOD, make_library, make_model, write_sound  # noqa: E402
 
@@ -52,28 +51,12 @@ def chromium():
 @contextlib.contextmanager
 def _serve(index_dir: Path, token: str | None = None):
     """The search app for ``index_dir`` on a free loopback port, in a thread: yields its base URL."""
-    import uvicorn
-
     from soundsift.search.access import AccessPolicy
     from soundsift.search.server import LOOPBACK_HOSTS, create_app
 
     app = create_app(index_dir, allowed_hosts=list(LOOPBACK_HOSTS), access=AccessPolicy(token=token))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
+    with served(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def _require_serve() -> None:

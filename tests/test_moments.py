@@ -115,13 +115,18 @@ def naive_nms(runs, nms_iou):
     return kept
 
 
+def random_windows(rng) -> np.ndarray:
+    """1 to 29 windows of 2-7 s every 1-2 s, in seconds: (W, 2)."""
+    n = int(rng.integers(1, 30))
+    window, hop = float(rng.integers(2, 8)), float(rng.integers(1, 3))
+    return np.array([[i * hop, i * hop + window] for i in range(n)])
+
+
 def test_merged_moments_match_a_naive_reference_on_random_scores():
     rng = np.random.default_rng(0)
     for _ in range(300):
-        n = int(rng.integers(1, 30))
-        window, hop = float(rng.integers(2, 8)), float(rng.integers(1, 3))
-        spans = np.array([[i * hop, i * hop + window] for i in range(n)])
-        scores = rng.uniform(-1, 1, n)
+        spans = random_windows(rng)
+        scores = rng.uniform(-1, 1, len(spans))
         ratio, iou = float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.1, 0.9))
         got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores, ratio, iou)]
         assert got == naive_moments(spans.tolist(), scores.tolist(), ratio, iou)
@@ -185,10 +190,8 @@ def naive_peak_moments(spans, scores, level, nms_iou):
 def test_peak_moments_match_a_naive_reference_on_random_scores():
     rng = np.random.default_rng(1)
     for _ in range(300):
-        n = int(rng.integers(1, 30))
-        window, hop = float(rng.integers(2, 8)), float(rng.integers(1, 3))
-        spans = np.array([[i * hop, i * hop + window] for i in range(n)])
-        scores = np.round(rng.uniform(-1, 1, n), 1)  # rounded: ties and plateaus happen
+        spans = random_windows(rng)
+        scores = np.round(rng.uniform(-1, 1, len(spans)), 1)  # rounded: ties and plateaus happen
         level, iou = float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.1, 0.9))
         got = [(m.start, m.end, m.score) for m in merge_moments(spans, scores, nms_iou=iou, level=level)]
         assert got == naive_peak_moments(spans.tolist(), scores.tolist(), level, iou)

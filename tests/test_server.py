@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ pytest.importorskip("httpx", reason="the test extra (httpx) is not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastapi.testclient import TestClient  # noqa: E402
 
+from serving import served
 from soundsift.errors import ModelMismatchError
 from soundsift.search.build import build_index  # noqa: E402
 from soundsift.search.index import load_searcher
@@ -207,26 +206,12 @@ def test_path_traversal_and_unknown_ids_are_refused(setup, client):
 @pytest.fixture(scope="module")
 def live(setup):
     """uvicorn on a free loopback port, with the Host check that `serve` uses for loopback binds."""
-    import uvicorn
-
     from soundsift.search.server import LOOPBACK_HOSTS
 
     base = setup[0]
     app = create_app(base / "idx", allowed_hosts=list(LOOPBACK_HOSTS))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with served(app) as port:
+        yield port
 
 
 def raw_get(port: int, target: bytes, host: bytes = b"127.0.0.1") -> tuple[int, bytes]:

@@ -6,7 +6,6 @@ under concurrent requests with no failed request."""
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ import soundfile as sf
 pytest.importorskip("watchdog", reason="the watch extra (watchdog) is not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from serving import served
 from soundsift.search.build import build_index, update_index  # noqa: E402
 from soundsift.search.index import open_index  # noqa: E402
 from soundsift.search.watch import Watcher, WatchOptions  # noqa: E402
@@ -143,8 +143,6 @@ def test_serve_switches_versions_under_concurrent_requests(tmp_path, model_path)
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     import json
 
-    import uvicorn
-
     from soundsift.search.server import create_app
 
     folder = make_library(tmp_path / "sounds")
@@ -152,13 +150,6 @@ def test_serve_switches_versions_under_concurrent_requests(tmp_path, model_path)
     build_index(folder, out, model_path, progress=False)
     app = create_app(out)
     app.state.live.interval = 0.05
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    _until(lambda: server.started, "uvicorn")
     errors: list[str] = []
     seen: list[set[str]] = []
     stop = threading.Event()
@@ -175,25 +166,23 @@ def test_serve_switches_versions_under_concurrent_requests(tmp_path, model_path)
                 errors.append(repr(exc))
 
     clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(6)]
-    for c in clients:
-        c.start()
-    try:
-        for step in range(4):
-            write_sound(folder / f"added{step}.wav", 16000, 1, 0.5, "WAV", None, seed=70 + step)
-            update_index(out, [f"added{step}.wav"] + (["long.wav"] if step == 2 else []))
-            if step == 2:
-                (folder / "long.wav").unlink()
-                update_index(out, ["long.wav"])
-            _until(lambda s=step: any(f"added{s}.wav" in paths for paths in seen[-6:]), f"version {step} served")
-        assert app.state.live.reloads >= 4
-        assert any("long.wav" not in paths and "added3.wav" in paths for paths in seen[-6:])
-    finally:
-        stop.set()
+    with served(app) as port:
         for c in clients:
-            c.join(30)
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+            c.start()
+        try:
+            for step in range(4):
+                write_sound(folder / f"added{step}.wav", 16000, 1, 0.5, "WAV", None, seed=70 + step)
+                update_index(out, [f"added{step}.wav"] + (["long.wav"] if step == 2 else []))
+                if step == 2:
+                    (folder / "long.wav").unlink()
+                    update_index(out, ["long.wav"])
+                _until(lambda s=step: any(f"added{s}.wav" in paths for paths in seen[-6:]), f"version {step} served")
+            assert app.state.live.reloads >= 4
+            assert any("long.wav" not in paths and "added3.wav" in paths for paths in seen[-6:])
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(30)
     assert errors == [] and len(seen) > 10
 
 

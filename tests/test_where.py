@@ -134,17 +134,21 @@ def test_malformed_filters_name_the_position(text, position, what):
     assert "\n" not in message and f"at position {position}:" in message and what in message
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    base = tmp_path_factory.mktemp("where")
+def two_segment_index(base):
+    """A windowed index of the test library updated once: two segments and a deleted row."""
     lib = make_library(base / "sounds")
     model = make_model(base / "model.pt")
     out = base / "idx"
     build_index(lib, out, model, progress=False, window=4.0, hop=2.0)
     write_sound(lib / "weather/drizzle.wav", 16000, 1, 9.0, "WAV", None, seed=12)
     (lib / "machines/engine.mp3").unlink()
-    update_index(out, ["weather/drizzle.wav", "machines/engine.mp3"])  # two segments, a deleted row
+    update_index(out, ["weather/drizzle.wav", "machines/engine.mp3"])
     return lib, model, out
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    return two_segment_index(tmp_path_factory.mktemp("where"))
 
 
 def test_filters_on_a_built_index_with_segments_windows_and_deletions(library):
@@ -205,13 +209,7 @@ def test_filters_with_stored_faiss_segments(tmp_path, monkeypatch):
 
     monkeypatch.setattr(segments, "EXACT_LIMIT", 2)
     monkeypatch.setattr(sound_index, "EXACT_LIMIT", 2)
-    lib = make_library(tmp_path / "sounds")
-    model = make_model(tmp_path / "model.pt")
-    out = tmp_path / "idx"
-    build_index(lib, out, model, progress=False, window=4.0, hop=2.0)
-    write_sound(lib / "weather/drizzle.wav", 16000, 1, 9.0, "WAV", None, seed=12)
-    (lib / "machines/engine.mp3").unlink()
-    update_index(out, ["weather/drizzle.wav", "machines/engine.mp3"])
+    lib, model, out = two_segment_index(tmp_path)
     fast, exact = open_index(out), open_index(out, backend="exact")
     assert "faiss" in fast.backend.name and fast.segments[0].faiss["kind"] == "ivfsq"
     q = load_model(model).embed_texts(["rain", "a dog"])
